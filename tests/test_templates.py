@@ -1,0 +1,106 @@
+"""Tests of llmrec_nb.templates: prompt rendering, built-in templates, Alpaca export and bad input."""
+import json
+
+import pytest
+
+from llmrec_nb.core import DataFormatError
+from llmrec_nb.templates import (Instruction, export_alpaca, listwise_instruction, load_alpaca, next_item_instruction,
+                                 pairwise_instruction, rating_instruction, render_prompt, render_response, tallrec_instruction)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    pytest.importorskip("transformers")
+    from llmrec_nb.llm import _bundled_tokenizer
+    return _bundled_tokenizer("smollm2-135m")
+
+
+def test_chat_prompt_uses_the_tokenizer_template(tokenizer):
+    inst = tallrec_instruction(["Alien (1979)"], ["Cats (1998)"], "Heat (1995)", True)
+    p = render_prompt(inst, tokenizer)
+    assert p.endswith("<|im_start|>assistant\n")
+    assert f"<|im_start|>user\n{inst.instruction}\n\n{inst.input}<|im_end|>" in p
+    assert not p.endswith("Yes.") and inst.output == "Yes."  # the answer is never part of the prompt
+    with_sys = render_prompt(inst, tokenizer, system="You recommend movies.")
+    assert "<|im_start|>system\nYou recommend movies.<|im_end|>" in with_sys
+    assert render_prompt(inst, tokenizer, style="alpaca") == render_prompt(inst)
+    assert render_response(inst, tokenizer, eos=True) == "Yes." + tokenizer.eos_token
+
+
+def test_alpaca_prompt_sections():
+    inst = Instruction("Do X.", "some input", "out")
+    assert render_prompt(inst) == "### Instruction:\nDo X.\n\n### Input:\nsome input\n\n### Response:\n"
+    assert render_prompt(Instruction("Do X.")) == "### Instruction:\nDo X.\n\n### Response:\n"
+    assert render_prompt(Instruction("", "only input")) == "### Input:\nonly input\n\n### Response:\n"
+    assert render_response(inst) == "out"
+
+
+def test_builtin_templates():
+    t = tallrec_instruction(["A (1990)", "B (1991)"], [], "C (1992)", False, id="u1", meta={"user": "u1", "item": "9"})
+    assert (t.output, t.task, t.id, t.meta["label"], t.meta["item"]) == ("No.", "tallrec", "u1", 0, "9")
+    assert "User Preference:\n- A (1990)\n- B (1991)" in t.input and "User Unpreference:\n(none)" in t.input
+    assert t.input.endswith("Target item: C (1992)")
+    assert {tallrec_instruction([], [], "x", variant=v).instruction for v in range(3)}.__len__() == 3
+
+    l = listwise_instruction(["A"], ["B", "C", "D"], ["C", "B"], top_n=2, meta={"candidates": ["2", "3", "4"]})
+    assert "Candidates:\n1. B\n2. C\n3. D" in l.input and "top 2" in l.instruction
+    assert l.output == "1. C\n2. B" and l.meta["candidates"] == ["2", "3", "4"]
+
+    n = next_item_instruction(["A", "B"], "C", candidates=["C", "D"])
+    assert n.output == "C" and "Candidates:\n1. C\n2. D" in n.input and n.task == "next_item"
+    assert next_item_instruction(["A"]).output == ""
+
+    r = rating_instruction([("A", 5), ("B", 2.5)], "C", 4, scale=(1, 5))
+    assert r.output == "4" and "- B: 2.5" in r.input and "1-5" in r.instruction and r.meta["rating"] == 4.0
+    assert rating_instruction([], "C", instruction="").instruction == ""
+
+
+def test_pairwise_and_extra_sections():
+    p = pairwise_instruction(["A"], "B", "C", "B", id="u1", meta={"a": "2", "b": "3"})
+    assert p.input.endswith("A: B\nB: C") and p.output == "B" and p.task == "pairwise"
+    assert pairwise_instruction(["A"], "B", "C").output == ""
+    with pytest.raises(ValueError): pairwise_instruction([], "a", "b", "yes")
+    extra = {"Most similar user's history": ["Q", "R"], "A recommender's top picks": "R; Q"}
+    for inst in (tallrec_instruction(["A"], [], "T", extra=extra), next_item_instruction(["A"], extra=extra),
+                 rating_instruction([("A", 3)], "T", extra=extra), pairwise_instruction(["A"], "B", "C", extra=extra)):
+        assert "Most similar user's history:\n- Q\n- R\n\nA recommender's top picks:\nR; Q" in inst.input
+
+
+def test_export_and_load_round_trip(tmp_path):
+    insts = [tallrec_instruction(["Amélie (2001)"], ["Ça (2017)"], "Heat (1995)", True, id="u1:3", meta={"item": "7", "cands": [1, 2]}),
+             listwise_instruction(["A"], ["B", "C"], "C", id="u2", meta={"candidates": ["b", "c"]}),
+             Instruction("", "no description", "x", "u3", "ablation")]
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"other": {"file_name": "other.json"}}))
+    path = export_alpaca(insts, tmp_path, "ml100k", "train")
+    export_alpaca(insts[:1], tmp_path, "ml100k", "test")
+    assert path == tmp_path / "ml100k_train.json"
+    records = json.loads(path.read_text(encoding="utf-8"))
+    assert records[0] == {"instruction": insts[0].instruction, "input": insts[0].input, "output": "Yes."}
+    info = json.loads((tmp_path / "dataset_info.json").read_text())
+    assert set(info) == {"other", "ml100k_train", "ml100k_test"}
+    assert info["ml100k_train"] == {"file_name": "ml100k_train.json", "columns": {"prompt": "instruction", "query": "input", "response": "output"}}
+    side = (tmp_path / "ml100k_train.meta.jsonl").read_text(encoding="utf-8").splitlines()
+    assert json.loads(side[1]) == {"id": "u2", "task": "listwise", "meta": {"candidates": ["b", "c"]}}
+    assert load_alpaca(path) == insts
+    # without the sidecar the texts still load
+    (tmp_path / "ml100k_test.meta.jsonl").unlink()
+    assert [i.to_alpaca() for i in load_alpaca(tmp_path / "ml100k_test.json")] == [insts[0].to_alpaca()]
+
+
+@pytest.mark.parametrize("content,match", [
+    ('{"instruction": "x"}', "not a list"),
+    ('[{"instruction": "x", "output": "y"}, {"input": "z"}]', "line 2"),
+    ('[{"instruction": "x", ', "invalid JSON"),
+])
+def test_load_alpaca_rejects_bad_files(tmp_path, content, match):
+    p = tmp_path / "bad_train.json"; p.write_text(content)
+    with pytest.raises(DataFormatError, match=match): load_alpaca(p)
+
+
+def test_load_alpaca_rejects_mismatched_sidecar(tmp_path):
+    path = export_alpaca([Instruction("a", "b", "c"), Instruction("d", "e", "f")], tmp_path, "x", "train")
+    side = tmp_path / "x_train.meta.jsonl"
+    side.write_text(side.read_text().splitlines()[0] + "\n")
+    with pytest.raises(DataFormatError, match="1 lines for 2 records"): load_alpaca(path)
+    side.write_text("{bad\n{}\n")
+    with pytest.raises(DataFormatError, match="invalid JSON"): load_alpaca(path)

@@ -78,6 +78,29 @@ def test_bookcrossing_folder():
     assert load_dataset("bookcrossing", FIX / "bookcrossing" / "good", keep_unknown_items=True).n_interactions == 5
 
 
+def test_bookcrossing_stray_backslash_before_closing_quote(tmp_path):
+    # the official BX-Books.csv has a few titles ending in a backslash right before the closing quote
+    src = FIX / "bookcrossing" / "good"
+    for f in src.iterdir(): shutil.copy(f, tmp_path / f.name)
+    with open(tmp_path / "BX-Books.csv", "ab") as f:
+        f.write(b'"078946697X";"DK Readers: Creating the X-Men, How It All Began (Level 4: Proficient Readers)\\";'
+                b'"Michael Teitelbaum";"2000";"DK Publishing Inc";"http://s";"http://m";"http://l"\n')
+    with open(tmp_path / "BX-Book-Ratings.csv", "ab") as f: f.write(b'"276725";"078946697X";"6"\n')
+    with open(tmp_path / "BX-Users.csv", "ab") as f: f.write(b'"276730";"somewhere\\";NULL\n')
+    d = load_dataset("bookcrossing", tmp_path)
+    b = d.items.set_index("item")
+    assert b.title["078946697X"] == "DK Readers: Creating the X-Men, How It All Began (Level 4: Proficient Readers)"
+    assert (b.author["078946697X"], b.year["078946697X"], b.publisher["078946697X"]) == ("Michael Teitelbaum", 2000, "DK Publishing Inc")
+    assert b.title["0446520802"] == 'The Notebook: "Noah" Calhoun'   # escaped quotes inside a title still read as quotes
+    assert d.n_interactions == 5
+    u = d.users.set_index("user")
+    assert u.location["276730"] == "somewhere\\" and np.isnan(u.age["276730"])
+    # a genuinely malformed file still fails, naming the user's file and line
+    with open(tmp_path / "BX-Book-Ratings.csv", "ab") as f: f.write(b'"276726";"0155061224";"five"\n')
+    with pytest.raises(DataFormatError) as e: load_dataset("bookcrossing", tmp_path)
+    assert str(e.value).startswith(str(tmp_path / "BX-Book-Ratings.csv")) and e.value.line == 8, str(e.value)
+
+
 def test_recbole_read_and_round_trip(tmp_path):
     d = load_dataset("recbole", FIX / "recbole" / "good")
     assert d.name == "toy" and d.title_of["302"] == "L.A. Confidential"
@@ -256,6 +279,8 @@ def test_candidates_validity_and_determinism(synth, tmp_path):
     for suffix in (".jsonl", ".parquet"):
         p = save_candidates(c, tmp_path / f"cands{suffix}")
         pd.testing.assert_frame_equal(load_candidates(p), c)
+        e = save_candidates(c.iloc[:0], tmp_path / f"empty{suffix}")   # an empty set round-trips too
+        pd.testing.assert_frame_equal(load_candidates(e), c.iloc[:0])
     with pytest.raises(DataFilterError, match="never interacted"):
         sample_candidates(sp.test, synth.interactions, n_neg=79, seed=0)
     short = sample_candidates(sp.test, synth.interactions, n_neg=55, seed=0, on_short="skip")

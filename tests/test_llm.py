@@ -93,12 +93,33 @@ def test_rank_candidates_pads_with_minus_inf(tiny, prompts):
     with pytest.raises(ValueError): rank_candidates(tiny, prompts[:2], lists)
 
 
+def test_unknown_reduce_is_refused_for_every_backend():
+    class Summing:  # a backend that would silently sum for any `reduce`
+        def score_candidates(self, llm, prompt, candidates, reduce, batch_size, eos): return np.zeros(len(candidates))
+    fake = L.LLM(None, None, "fake", backend=Summing())
+    with pytest.raises(ValueError, match="reduce"): score_candidates(fake, "p", ["a"], reduce="avg")
+    with pytest.raises(ValueError, match="reduce"): rank_candidates(fake, ["p"], [["a"]], reduce="avg")
+    assert score_candidates(fake, "p", ["a", "b"], reduce="mean").shape == (2,)
+
+
 def test_batched_generation_equals_one_by_one(tiny, prompts):
     batched = generate(tiny, prompts, max_new_tokens=5, batch_size=4)
     assert batched == [generate(tiny, [p], max_new_tokens=5)[0] for p in prompts]
     assert all(isinstance(t, str) for t in batched)
     beams = generate(tiny, prompts[:2], max_new_tokens=3, num_beams=2, num_return_sequences=2)
     assert [len(b) for b in beams] == [2, 2]
+
+
+def test_generation_stops_at_generation_config_end_tokens(tiny):
+    # chat models often list their end-of-turn token only in generation_config.eos_token_id
+    free = generate(tiny, ["Hi"], max_new_tokens=6)[0]
+    first = tiny.tokenizer(free, add_special_tokens=False)["input_ids"][0]
+    saved = tiny.model.generation_config.eos_token_id
+    try:
+        tiny.model.generation_config.eos_token_id = [tiny.tokenizer.eos_token_id, first]
+        stopped = generate(tiny, ["Hi"], max_new_tokens=6)[0]
+    finally: tiny.model.generation_config.eos_token_id = saved
+    assert stopped == tiny.tokenizer.decode([first]).strip() and len(stopped) < len(free)
 
 
 def test_last_token_embeddings_ignore_padding(tiny):

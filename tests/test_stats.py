@@ -273,6 +273,18 @@ def test_long_frame_per_user_and_missing_metric():
     with pytest.raises(DataFormatError): results_table(uneven, baseline="A")
 
 
+def test_long_frame_with_seeds_refuses_unpaired_units():
+    rng = np.random.default_rng(3)
+    rows = [{"model": m, "metric": "HR@1", "seed": s, "user": f"u{u + (5 if m == 'B' else 0)}", "value": float(rng.random() < .5)}
+            for m in ("A", "B") for s in range(2) for u in range(6)]   # B covers u5..u10, A u0..u5: same count, different users
+    with pytest.raises(DataFormatError, match="different seeds and users"): results_table(pd.DataFrame(rows), baseline="A")
+    per_seed = pd.DataFrame([{"model": m, "metric": "AUC", "seed": s + (3 if m == "B" else 0), "value": v}
+                             for m in ("A", "B") for s, v in enumerate([.5, .6, .7])])
+    with pytest.raises(DataFormatError, match="different seeds"): results_table(per_seed, baseline="A")
+    ok = per_seed.assign(seed=per_seed.groupby("model").cumcount())
+    assert results_table(ok, baseline="A", n_boot=50).comparison("B", "AUC")["effect"] == pytest.approx(0)
+
+
 def test_write_table_markers_and_atomicity(per_user, tmp_path):
     res = results_table(per_user, method=["Ours", "Ours-lite"], n_boot=200)
     paths = write_table(res, tmp_path / "hr")

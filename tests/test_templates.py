@@ -104,3 +104,12 @@ def test_load_alpaca_rejects_mismatched_sidecar(tmp_path):
     with pytest.raises(DataFormatError, match="1 lines for 2 records"): load_alpaca(path)
     side.write_text("{bad\n{}\n")
     with pytest.raises(DataFormatError, match="invalid JSON"): load_alpaca(path)
+
+
+def test_export_alpaca_meta_with_numpy_values(tmp_path):
+    import numpy as np
+    inst = Instruction("a", "b", "c", id="1", task="t",
+                       meta={"item": np.int64(7), "candidates": np.array(["3", "4"]), "rating": np.float32(4.5), "seen": {"2", "1"}})
+    back = load_alpaca(export_alpaca([inst], tmp_path, "np", "test"))[0].meta
+    assert back == {"item": 7, "candidates": ["3", "4"], "rating": 4.5, "seen": ["1", "2"]}
+    assert isinstance(back["item"], int) and isinstance(back["candidates"], list)

@@ -399,7 +399,10 @@ def results_table(
                      if correction == "bh" else comp["p"].to_numpy(float))
     for r in comp.itertuples():
         table.loc[r.model, (r.metric, "p")], table.loc[r.model, (r.metric, "p_adj")] = r.p, r.p_adj
-    table.loc[:, (slice(None), "sig")] = (table.xs("p_adj", axis=1, level="field") <= alpha).astype(float).to_numpy()
+    # +1: significantly better than the baseline, -1: significantly worse (a star must never flag a loss)
+    table.loc[:, (slice(None), "sig")] = 0.0
+    for r in comp.itertuples():
+        if r.p_adj <= alpha: table.loc[r.model, (r.metric, "sig")] = 1.0 if r.better else -1.0
     paired_over = "users" if unit == "user" or any(v.ndim == 2 for d in data.values() for v in d.values()) else "seeds"
     n_seeds = next((len(v) for d in data.values() for v in d.values()), 0) if unit == "seed" else 0
     table.attrs.update({"llmrec_table": "results", "digits": digits, "unit": unit, "n_seeds": n_seeds, "test": test_label or f"{_TESTS[test]} over {paired_over}",
@@ -412,23 +415,23 @@ def _legend(attrs: Mapping[str, Any]) -> str:
     cells = f"mean ± std over {attrs.get('n_seeds')} seeds" if attrs.get("unit") == "seed" else "mean over users"
     corr = {"holm": "Holm-corrected", "bh": "Benjamini–Hochberg-corrected", "none": "uncorrected"}[attrs.get("correction", "none")]
     k = attrs.get("n_comparisons", 0)
-    return (f"Cells: {cells}. Bold: best; underlined: second best. *: p ≤ {attrs.get('alpha', 0.05):g} against the metric's "
-            f"baseline ({attrs.get('test')}, two-sided, {corr} across "
+    return (f"Cells: {cells}. Bold: best; underlined: second best. *: better than the metric's baseline, †: worse, "
+            f"with p ≤ {attrs.get('alpha', 0.05):g} ({attrs.get('test')}, two-sided, {corr} across "
             f"{k} comparison{'s' if k != 1 else ''}).")
 
 def _is_results(df: pd.DataFrame) -> bool:
     return isinstance(df.columns, pd.MultiIndex) and df.columns.nlevels == 2 and set(df.columns.get_level_values(1)) <= set(FIELDS) \
         and "mean" in set(df.columns.get_level_values(1))
 
-def _mark(text: str, rank: float, sig: bool, style: str) -> str:
+def _mark(text: str, rank: float, sig: float, style: str) -> str:
     if style == "latex":
         text = text.replace(" ± ", r" $\pm$ ")
         text = r"\textbf{" + text + "}" if rank == 1 else r"\underline{" + text + "}" if rank == 2 else text
-        return text + (r"$^{*}$" if sig else "")
+        return text + (r"$^{*}$" if sig == 1 else r"$^{\dagger}$" if sig == -1 else "")
     if style == "markdown":
         text = f"**{text}**" if rank == 1 else f"<u>{text}</u>" if rank == 2 else text
-        return text + (r"\*" if sig else "")
-    return text + ("*" if sig else "")
+        return text + (r"\*" if sig == 1 else "†" if sig == -1 else "")
+    return text + ("*" if sig == 1 else "†" if sig == -1 else "")
 
 def _format_cells(table: pd.DataFrame, style: str = "plain", digits: int | None = None) -> pd.DataFrame:
     "Display strings for a results table (markers in `style`: plain, markdown or latex)."
@@ -442,7 +445,7 @@ def _format_cells(table: pd.DataFrame, style: str = "plain", digits: int | None 
             mean, std = get(mo, me, "mean"), get(mo, me, "std")
             if pd.isna(mean): out.loc[mo, me] = "–"; continue
             text = f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if not pd.isna(std) else "")
-            out.loc[mo, me] = _mark(text, get(mo, me, "rank"), get(mo, me, "sig") == 1, style)
+            out.loc[mo, me] = _mark(text, get(mo, me, "rank"), get(mo, me, "sig"), style)
     return out
 
 def _plain_cells(df: pd.DataFrame, digits: int) -> pd.DataFrame:

@@ -321,3 +321,15 @@ def test_supplied_pvalues_are_corrected_with_the_rest(per_user):
     np.testing.assert_allclose(res.comparisons["p_adj"], [0.02, 0.04])
     assert list(res.comparisons["test"]) == ["given", "given"] and "DeLong's test" in res.legend()
     assert list(res.means.columns) == ["HR@5"]
+
+
+def test_star_marks_only_significant_improvements():
+    from llmrec_nb.stats import results_table
+    rng = np.random.default_rng(0)
+    base = rng.normal(0.5, 0.05, 200)
+    res = results_table({"base": {"HR@5": base}, "better": {"HR@5": base + 0.1}, "worse": {"HR@5": base - 0.1}},
+                        baseline="base", method=["better", "worse"], n_boot=200)
+    md = res.to_markdown()
+    row = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("|")}
+    assert "\\*" in row["better"] and "†" not in row["better"]
+    assert "†" in row["worse"] and "\\*" not in row["worse"]

@@ -78,6 +78,10 @@ def figures_dir(*parts: str) -> Path:
     return p
 
 # %% ../nbs/00_core.ipynb #35c7ab27
+def _umask() -> int:
+    mask = os.umask(0); os.umask(mask)
+    return mask
+
 @contextlib.contextmanager
 def atomic_path(path: Path | str):
     "Yield a temporary path beside `path`; on success it replaces `path` atomically, on error it is removed."
@@ -86,6 +90,7 @@ def atomic_path(path: Path | str):
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; results should be readable like any other file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp): os.unlink(tmp)

@@ -412,7 +412,8 @@ def results_table(
 # %% ../nbs/07_stats.ipynb #12be7fd3
 def _legend(attrs: Mapping[str, Any]) -> str:
     if attrs.get("llmrec_table") != "results": return ""
-    cells = f"mean ± std over {attrs.get('n_seeds')} seeds" if attrs.get("unit") == "seed" else "mean over users"
+    n_seeds = attrs.get("n_seeds") or 0
+    cells = (f"mean ± std over {n_seeds} seeds" if n_seeds > 1 else "one seed") if attrs.get("unit") == "seed" else "mean over users"
     corr = {"holm": "Holm-corrected", "bh": "Benjamini–Hochberg-corrected", "none": "uncorrected"}[attrs.get("correction", "none")]
     k = attrs.get("n_comparisons", 0)
     return (f"Cells: {cells}. Bold: best; underlined: second best. *: better than the metric's baseline, †: worse, "

@@ -1,0 +1,214 @@
+"""ITDR builder, export, CLI, parsers and evaluation (bundled data, no model)."""
+import json, math, os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+os.environ.setdefault("LLMREC_PROGRESS", "0")
+from llmrec_nb import itdr
+from llmrec_nb.core import DataFormatError
+from llmrec_nb.data import load_dataset
+from llmrec_nb.templates import Instruction
+
+FIX = Path(__file__).parent / "fixtures" / "itdr"
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    return [load_dataset("ml-100k"), load_dataset("clothing-reviews")]
+
+
+@pytest.fixture(scope="module")
+def built(bundled):
+    return itdr.build_itdr(bundled, max_per_task=10, seed=0)
+
+
+def test_all_seven_subtasks_build_from_bundled_data(built):
+    tasks = {x.task for x in built.instances}
+    assert tasks == set(itdr.TASKS)
+    by = {(x.task, x.meta["source"]) for x in built.instances}
+    assert all((t, "ml-100k") in by for t in itdr.TASKS)
+    for t in ("rating_prediction", "user_attribute_prediction", "interest_recognition", "target_user_identification"):
+        assert (t, "clothing-reviews") in by
+    counts = pd.Series([(x.task, x.meta["source"]) for x in built.instances]).value_counts()
+    assert counts.max() <= 10
+    assert all(x.id and x.task and x.meta["source"] and x.instruction for x in built.instances)
+    assert len({x.id for x in built.instances}) == len(built.instances)
+
+
+def test_skipped_subtasks_have_reasons(built):
+    skipped = {(s["source"], s["task"]): s["reason"] for s in built.skipped}
+    assert set(skipped) == {("clothing-reviews", t) for t in ("topk_recommendation", "cross_domain_recommendation", "next_item_recommendation")}
+    assert all(isinstance(r, str) and len(r) > 10 for r in skipped.values())
+
+
+def test_candidates_and_truth_live_in_meta(built, bundled):
+    titles = bundled[0].title_of
+    for x in built.instances:
+        m = x.meta
+        if x.task in ("topk_recommendation", "cross_domain_recommendation"):
+            assert len(m["candidates"]) == 10 and m["target"] in m["candidates"] and len(set(m["candidates"])) == 10
+            assert m["candidate_titles"] == [titles[c] for c in m["candidates"]]
+            assert x.output.splitlines()[0] == "1. " + titles[m["target"]]
+        if x.task == "next_item_recommendation":
+            assert len(m["candidates"]) == 5 and x.output == titles[m["target"]]
+        if x.task == "cross_domain_recommendation":
+            assert m["source_domain"] != m["target_domain"]
+            assert m["domain_rule"] == "MovieLens genre groups"
+        if x.task == "rating_prediction":
+            assert x.output == f"{m['rating']:g}"
+        if x.task == "user_attribute_prediction":
+            assert x.output == m["value"] and m["value"] in m["choices"]
+        if x.task in ("interest_recognition", "target_user_identification"):
+            assert x.output == m["reference"] and m["reference"]
+
+
+def test_negatives_never_seen_by_user(built, bundled):
+    inter = bundled[0].interactions
+    seen = inter.groupby("user")["item"].apply(set)
+    for x in built.instances:
+        if x.task == "topk_recommendation" and x.meta["source"] == "ml-100k":
+            negs = [c for c in x.meta["candidates"] if c != x.meta["target"]]
+            assert not set(negs) & seen[x.meta["user"]]
+
+
+def test_split_by_user_and_ratio(bundled):
+    ds = itdr.build_itdr(bundled[:1], max_per_task=20, seed=3, tasks=("next_item_recommendation", "rating_prediction"))
+    sizes = {s: len(v) for s, v in ds.splits.items()}
+    assert sizes == {"train": 32, "valid": 4, "test": 4}
+    where = {}
+    for s, v in ds.splits.items():
+        for x in v: where.setdefault(x.meta["user"], set()).add(s)
+    assert all(len(v) == 1 for v in where.values())
+
+
+def test_deterministic_under_seed(bundled):
+    a = itdr.build_itdr(bundled, max_per_task=5, seed=7)
+    b = itdr.build_itdr(bundled, max_per_task=5, seed=7)
+    c = itdr.build_itdr(bundled, max_per_task=5, seed=8)
+    key = lambda d: [(x.id, x.instruction, x.input, x.output, json.dumps(x.meta, sort_keys=True)) for x in d.instances]
+    assert key(a) == key(b)
+    assert key(a) != key(c)
+
+
+def test_task_description_switch(bundled):
+    with_d = itdr.build_itdr(bundled[:1], max_per_task=14, seed=0)
+    without = itdr.build_itdr(bundled[:1], max_per_task=14, seed=0, with_task_description=False)
+    assert {x.instruction for x in without.instances} == {""}
+    assert [x.input for x in without.instances] == [x.input for x in with_d.instances]
+    used = {(x.task, x.instruction) for x in with_d.instances}
+    for t in itdr.TASKS:   # several paraphrases in use, all from the task's own list
+        descs = {d for tt, d in used if tt == t}
+        assert descs <= set(itdr.TASK_DESCRIPTIONS[t]) and len(descs) >= 2
+
+
+def test_unknown_task_rejected(bundled):
+    with pytest.raises(ValueError, match="unknown ITDR subtasks"):
+        itdr.build_itdr(bundled[:1], tasks=("rating_prediction", "mind_reading"))
+
+
+def test_export_files(built, tmp_path):
+    res = itdr.export_itdr(built, tmp_path, dataset_name="itdr")
+    info = json.loads((tmp_path / "dataset_info.json").read_text())
+    assert set(info) == {"itdr_train", "itdr_valid", "itdr_test"}
+    for split in itdr.SPLITS:
+        assert info[f"itdr_{split}"]["file_name"] == f"itdr_{split}.json"
+        recs = json.loads((tmp_path / f"itdr_{split}.json").read_text())
+        assert len(recs) == len(built.splits[split]) > 0
+        assert all(set(r) == {"instruction", "input", "output"} for r in recs)
+        side = [json.loads(l) for l in (tmp_path / f"itdr_{split}.meta.jsonl").read_text().splitlines()]
+        assert [s["id"] for s in side] == [x.id for x in built.splits[split]]
+        assert all({"id", "task", "meta"} <= set(s) and s["meta"]["source"] for s in side)
+    st = pd.read_csv(tmp_path / "stats.csv")
+    assert {"task", "source", "instances", "avg_input", "avg_output", "unit"} <= set(st.columns)
+    assert st.iloc[-1]["instances"] == len(built.instances) and (st.unit == "words").all()
+    assert res["counts"] == {s: len(v) for s, v in built.splits.items()}
+
+
+def test_stats_with_tokenizer(built):
+    class WordPiece:   # a stand-in tokenizer: two tokens per word
+        def __call__(self, s, add_special_tokens=False): return {"input_ids": [0] * (2 * len(s.split()))}
+    words, toks = itdr.itdr_stats(built), itdr.itdr_stats(built, WordPiece())
+    assert (toks.unit == "tokens").all()
+    np.testing.assert_allclose(toks.avg_output, 2 * words.avg_output, atol=0.11)
+
+
+def test_build_cli_writes_files(tmp_path):
+    out = tmp_path / "itdr"
+    summ = itdr.build_cli(str(out), ["ml-100k", "synthetic"], max_per_task=6, seed=1)
+    assert (out / "dataset_info.json").exists() and (out / "stats.csv").exists()
+    for s in itdr.SPLITS: assert (out / f"itdr_{s}.json").exists()
+    assert summ["sources"] == ["ml-100k", "synthetic"]
+    assert summ["instances"] == sum(summ["counts"].values()) == sum(summ["per_task"].values())
+    json.dumps(summ)
+
+
+def test_cli_entry_point(tmp_path):
+    cli = pytest.importorskip("llmrec_nb.cli")
+    rc = cli.main(["itdr", "build", "--out", str(tmp_path), "--datasets", "synthetic", "--max-per-task", "4", "--seed", "0"])
+    assert rc == 0 and (tmp_path / "itdr_train.json").exists()
+
+
+def test_parsers_on_messy_outputs():
+    fx = json.loads((FIX / "messy_outputs.json").read_text())
+    for case in fx["rankings"]:
+        assert itdr.parse_ranked_list(case["text"], fx["titles"]) == case["expected"], case["text"]
+    for case in fx["ratings"]:
+        assert itdr.parse_rating(case["text"]) == case["expected"], case["text"]
+    for case in fx["attributes"]:
+        assert itdr.parse_attribute(case["text"], case["choices"], case["attribute"]) == case["expected"], case["text"]
+
+
+def _inst(k, task, out="", **meta):
+    return Instruction(instruction="", input="", output=out, id=f"i{k}", task=task, meta=dict(meta, source="s"))
+
+
+def test_evaluate_hand_computed():
+    c, t = ["a", "b", "c", "d"], ["Alpha (1990)", "Beta (1991)", "Gamma (1992)", "Delta (1993)"]
+    insts = [_inst(0, "rating_prediction", rating=4.0, rating_scale=[1, 5]),
+             _inst(1, "rating_prediction", rating=1.0, rating_scale=[1, 5]),
+             _inst(2, "rating_prediction", rating=3.0, rating_scale=[1, 5]),
+             _inst(3, "topk_recommendation", target="c", candidates=c, candidate_titles=t),
+             _inst(4, "topk_recommendation", target="a", candidates=c, candidate_titles=t),
+             _inst(5, "cross_domain_recommendation", target="d", candidates=c, candidate_titles=t),
+             _inst(6, "next_item_recommendation", target="b", candidates=c, candidate_titles=t),
+             _inst(7, "user_attribute_prediction", attribute="gender", value="female", choices=["female", "male"]),
+             _inst(8, "user_attribute_prediction", attribute="occupation", value="writer", choices=["writer", "artist"]),
+             _inst(9, "interest_recognition", reference="enjoys drama and comedy"),
+             _inst(10, "target_user_identification", reference="best suited to young women")]
+    outs = ["5 stars", "garbage", "3", "1. Alpha\n2. Gamma (1992)", "Alpha (1990)", "nothing relevant", "beta",
+            "female", "an artist", "enjoys drama", "best suited to older men"]
+    frame, summ = itdr.evaluate(insts, outs, rating_fallback={"s": 3.5})
+    s = summ.set_index("task")
+    # ratings: errors 1, 2.5 (fallback 3.5 vs 1), 0
+    assert math.isclose(s.loc["rating_prediction", "RMSE"], math.sqrt((1 + 6.25 + 0) / 3))
+    assert math.isclose(s.loc["rating_prediction", "MAE"], 3.5 / 3)
+    assert math.isclose(s.loc["rating_prediction", "valid_rate"], 2 / 3)
+    # top-K: target at rank 1 (0-based) and 0
+    assert math.isclose(s.loc["topk_recommendation", "NDCG@10"], (1 / math.log2(3) + 1) / 2)
+    assert s.loc["topk_recommendation", "HR@1"] == 0.5 and math.isclose(s.loc["topk_recommendation", "P@5"], 0.2)
+    assert s.loc["cross_domain_recommendation", "NDCG@10"] == 0 and s.loc["cross_domain_recommendation", "valid_rate"] == 0
+    assert s.loc["next_item_recommendation", "HR@1"] == 1.0
+    assert s.loc["user_attribute_prediction", "accuracy"] == 0.5
+    # "enjoys drama" vs "enjoys drama and comedy": ROUGE-1 = 2*(1*0.5)/(1.5) = 2/3; BLEU-1 = exp(1 - 4/2) * 1
+    assert math.isclose(s.loc["interest_recognition", "ROUGE-1"], 2 / 3)
+    assert math.isclose(s.loc["interest_recognition", "BLEU-1"], math.exp(-1))
+    # "best suited to older men" vs "best suited to young women": 3 of 5 words, ROUGE-L = 0.6
+    assert math.isclose(s.loc["target_user_identification", "ROUGE-L"], 0.6)
+    agg = itdr.aggregate_scores(summ)
+    rating_score = 100 * (1 - math.sqrt(7.25 / 3) / 4)
+    assert math.isclose(agg["interaction"], (rating_score + 100 * (1 / math.log2(3) + 1) / 2 + 0 + 100) / 4)
+    assert math.isclose(agg["understanding"], (50 + 100 * 2 / 3 + 60) / 3)
+    assert len(frame) == len(insts) and frame.valid.dtype == bool
+
+
+def test_evaluate_rejects_mismatched_outputs():
+    with pytest.raises(DataFormatError):
+        itdr.evaluate([_inst(0, "rating_prediction", rating=4.0)], [])
+
+
+def test_rating_fallback_from_train(built):
+    fb = itdr.rating_fallback(built.splits["train"])
+    assert set(fb) == {"ml-100k", "clothing-reviews"} and all(1 <= v <= 5 for v in fb.values())

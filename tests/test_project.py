@@ -27,7 +27,7 @@ def test_paper_notebooks_are_parameterised(nb):
 
 @pytest.mark.parametrize("nb", LIB_NBS, ids=lambda p: p.name)
 def test_library_notebook_modules_import(nb):
-    src = "".join("".join(c["source"]) for c in json.loads(nb.read_text())["cells"])
+    src = "\n".join("".join(c["source"]) for c in json.loads(nb.read_text())["cells"])
     mod = next(line.split()[-1] for line in src.splitlines() if line.startswith("#| default_exp"))
     importlib.import_module(f"llmrec_nb.{mod}")
 

@@ -39,3 +39,13 @@ def test_profiles_name_existing_notebooks():
         cfg = load_profile(profile, root=ROOT)
         unknown = set(cfg) - stems - {"common"}
         assert not unknown, f"params/{profile}.yaml has sections for missing notebooks: {unknown}"
+
+
+@pytest.mark.parametrize("nb", PAPER_NBS, ids=lambda p: p.name)
+def test_papermill_reads_every_parameter(nb):
+    import ast, papermill as pm
+    cell = next(c for c in json.loads(nb.read_text())["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
+    assigned = {t.id for node in ast.parse("".join(cell["source"])).body if isinstance(node, ast.Assign)
+                for t in node.targets if isinstance(t, ast.Name)}
+    missing = assigned - set(pm.inspect_notebook(str(nb)))
+    assert not missing, f"{nb.name}: papermill cannot parse the parameters {sorted(missing)} (simplify their comments)"

@@ -84,6 +84,59 @@ def test_shared_prompt_cache_equals_independent_scoring(tiny, prompts, reduce, e
     assert (np.argsort(-shared, kind="stable") == np.argsort(-ref, kind="stable")).all()
 
 
+def tallrec_prompts(tok):
+    "TALLRec chat prompts with a long common beginning and different lengths."
+    hist = [["Alien (1979)", "Heat (1995)"], ["Cats (1998)"], ["Fargo (1996)", "Toy Story (1995)", "Babe (1995)"], []]
+    return [render_prompt(tallrec_instruction(h, ["Jaws (1975)"][:k % 2], f"Target {k} (199{k})"), tok) for k, h in enumerate(hist)]
+
+
+@pytest.mark.parametrize("batch", [1, 3, 16])
+def test_shared_prefix_scoring_equals_whole_prompts(tiny, prompts, monkeypatch, batch):
+    alike = tallrec_prompts(tiny.tokenizer)
+    assert L._shared_prefix(encode(tiny.tokenizer, alike)) >= 20
+    mixed = alike + prompts  # the last prompts share nothing with the first ones: whole prompts only
+    fast = {"alike": score_binary(tiny, alike, batch_size=batch), "mixed": score_binary(tiny, mixed, batch_size=batch)}
+    monkeypatch.setattr(L, "_MIN_SHARED", 10**9)
+    np.testing.assert_allclose(fast["alike"], score_binary(tiny, alike, batch_size=batch), atol=1e-5)
+    np.testing.assert_allclose(fast["mixed"], score_binary(tiny, mixed, batch_size=batch), atol=1e-5)
+    np.testing.assert_allclose(fast["alike"], [manual_p_yes(tiny, q) for q in alike], atol=1e-5)
+
+
+def test_shared_prefix_is_skipped_when_the_cache_cannot_be_reused(tiny, monkeypatch):
+    alike = tallrec_prompts(tiny.tokenizer)
+    ref = [manual_p_yes(tiny, q) for q in alike]
+    monkeypatch.setattr(L, "_cache_tensors", lambda past: None)  # e.g. a sliding-window or quantised cache
+    np.testing.assert_allclose(score_binary(tiny, alike, batch_size=2), ref, atol=1e-5)
+    monkeypatch.setattr(L, "_accepts", lambda model, arg: False)  # a model without `past_key_values`/`logits_to_keep`
+    np.testing.assert_allclose(score_binary(tiny, alike, batch_size=2), ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("fallback", ["padded", "copied", "eager"])
+def test_candidate_scoring_fallbacks_equal_independent_scoring(tiny, prompts, monkeypatch, fallback):
+    cands = ["Heat (1995)", "X", "Usual Suspects, The (1995)", "Star Wars: Episode IV - A New Hope (1977)", "Alien (1979)"]
+    ref = independent(tiny, prompts[0], cands)
+    if fallback in ("padded", "copied"): monkeypatch.setattr(L, "_custom_masks", lambda model: False)
+    if fallback == "copied": monkeypatch.setattr(L, "_cache_tensors", lambda past: None)
+    if fallback == "eager":  # the packed row with an additive mask in plain attention
+        monkeypatch.setattr(tiny.model.config, "_attn_implementation", "eager")
+    got = score_candidates(tiny, prompts[0], cands, batch_size=2)
+    np.testing.assert_allclose(got, ref, atol=1e-4)
+    assert (np.argsort(-got, kind="stable") == np.argsort(-ref, kind="stable")).all()
+
+
+def test_rank_candidates_shares_the_prompts_beginning(tiny, prompts, monkeypatch):
+    alike = tallrec_prompts(tiny.tokenizer)
+    lists = [["Heat (1995)", "X", "Alien (1979)"], ["Babe (1995)", "Usual Suspects, The (1995)"], [], ["Fargo"]]
+    runs = []
+    prefix_cache = L._prefix_cache
+    monkeypatch.setattr(L, "_prefix_cache", lambda *a: runs.append(len(a[1])) or prefix_cache(*a))
+    r = rank_candidates(tiny, alike, lists, batch_size=2)
+    assert len(runs) == 1 and runs[0] >= 20  # one run of the common beginning
+    for row, p, c in zip(r, alike, lists):
+        if c: np.testing.assert_allclose(row[:len(c)], independent(tiny, p, c), atol=1e-4)
+    assert np.isneginf(r[2]).all() and np.isneginf(r[3, 1:]).all()
+
+
 def test_rank_candidates_pads_with_minus_inf(tiny, prompts):
     lists = [["A (1990)", "B (1991)", "C"], ["Heat (1995)"], []]
     r = rank_candidates(tiny, prompts[:3], lists)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/21_cli.ipynb #046e51d7
 from __future__ import annotations
-import argparse, json, sys
+import argparse, contextlib, json, sys
 from .core import LlmrecError
 
 # %% auto #0
@@ -34,7 +34,8 @@ def _reproduce(args) -> int:
 def _bench(args) -> int:
     from llmrec_nb.bench import run_benchmark
     kwargs = {"model": args.model} if args.model else {}
-    result = run_benchmark(args.name, **kwargs)
+    with contextlib.redirect_stdout(sys.stderr):  # training logs must not corrupt the JSON on stdout
+        result = run_benchmark(args.name, **kwargs)
     if args.json: print(json.dumps(result, default=float))
     else:
         for k, v in result.items(): print(f"{k}: {v}")

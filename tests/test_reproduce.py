@@ -98,3 +98,15 @@ def test_data_stats_reads_official_files_and_reports_bad_lines(tmp_path):
 def test_unknown_dataset_lists_known_ones():
     res = run_cli("data", "stats", "nope")
     assert res.returncode == 2 and "unknown dataset 'nope'" in res.stderr and "ml-100k" in res.stderr
+
+
+def test_bench_json_stays_parseable_when_the_benchmark_prints(monkeypatch, capsys):
+    import llmrec_nb.bench as bench
+    from llmrec_nb.cli import main
+    def noisy(name, **kw):
+        print({"loss": 1.0})        # what the Trainer prints while a training benchmark runs
+        return {"name": name, "speedup": 2.0, "baseline_seconds": 2.0, "engine_seconds": 1.0, "agreement": {}}
+    monkeypatch.setattr(bench, "run_benchmark", noisy)
+    assert main(["bench", "training", "--json"]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["speedup"] == 2.0 and "loss" in out.err

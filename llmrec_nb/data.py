@@ -305,6 +305,22 @@ def _unique_keys(df: pd.DataFrame, col: str, where: str):
     if dup.any():
         raise DataFormatError(where, f"duplicate key {df[col][dup].iloc[0]!r} ({int(dup.sum())} duplicate rows)", field=col, expected="one row per id")
 
+def _keyed_table(table: pd.DataFrame | None, key: str, ids: pd.Series, where: str) -> pd.DataFrame:
+    "The items or users table: derived from the interactions' `ids` when absent; its `key` column validated as unique ids."
+    t = pd.DataFrame({key: pd.unique(ids)}) if table is None else table.copy().reset_index(drop=True)
+    if key not in t.columns:
+        raise DataFormatError(where, f"no column '{key}' (columns: {list(t.columns)})", field=key, expected=f"{'an' if key[0] in 'aeiou' else 'a'} '{key}' column")
+    t[key] = _as_ids(t[key], where, key)
+    _unique_keys(t, key, where)
+    return t
+
+def _require_known(it: pd.DataFrame, key: str, table: pd.DataFrame, name: str):
+    "Every interaction's `key` (user or item) must have a row in `table`."
+    missing = ~_isin(it[key], table[key])
+    if missing.any():
+        raise DataFormatError(f"{name}: interactions table", f"{key} {it[key][missing].iloc[0]!r} is not in the {key}s table "
+                              f"({int(missing.sum())} interactions affected)", field=key, expected=f"every interaction's {key} in {key}s")
+
 def _tie_breaker(users: pd.Series, items: pd.Series, times: np.ndarray) -> np.ndarray:
     "stable_hash(user, item) for rows whose (user, timestamp) is shared with another row; 0 elsewhere (no tie to break)."
     tie = np.zeros(len(users), dtype=np.uint64)
@@ -355,31 +371,15 @@ class RecData:
         it["timestamp"] = _as_number(it["timestamp"], where, "timestamp", "int", allow_nan=False)
         self.interactions = it[list(INTERACTION_COLUMNS) + [c for c in it.columns if c not in INTERACTION_COLUMNS]]
 
-        if self.items is None: items = pd.DataFrame({"item": pd.unique(it["item"])})
-        else: items = self.items.copy().reset_index(drop=True)
-        where = f"{n}: items table"
-        if "item" not in items.columns: raise DataFormatError(where, f"no column 'item' (columns: {list(items.columns)})", field="item", expected="an 'item' column")
-        items["item"] = _as_ids(items["item"], where, "item")
-        _unique_keys(items, "item", where)
+        items = _keyed_table(self.items, "item", it["item"], f"{n}: items table")
         if "title" not in items.columns: items["title"] = items["item"]
         items["title"] = items["title"].where(items["title"].notna(), items["item"]).astype(str)
         self.items = items[["item", "title"] + [c for c in items.columns if c not in ("item", "title")]]
-        missing = ~_isin(it["item"], self.items["item"])
-        if missing.any():
-            raise DataFormatError(f"{n}: interactions table", f"item {it['item'][missing].iloc[0]!r} is not in the items table "
-                                  f"({int(missing.sum())} interactions affected)", field="item", expected="every interaction's item in items")
+        _require_known(it, "item", self.items, n)
 
-        if self.users is None: users = pd.DataFrame({"user": pd.unique(it["user"])})
-        else: users = self.users.copy().reset_index(drop=True)
-        where = f"{n}: users table"
-        if "user" not in users.columns: raise DataFormatError(where, f"no column 'user' (columns: {list(users.columns)})", field="user", expected="a 'user' column")
-        users["user"] = _as_ids(users["user"], where, "user")
-        _unique_keys(users, "user", where)
+        users = _keyed_table(self.users, "user", it["user"], f"{n}: users table")
         self.users = users[["user"] + [c for c in users.columns if c != "user"]]
-        missing = ~_isin(it["user"], self.users["user"])
-        if missing.any():
-            raise DataFormatError(f"{n}: interactions table", f"user {it['user'][missing].iloc[0]!r} is not in the users table "
-                                  f"({int(missing.sum())} interactions affected)", field="user", expected="every interaction's user in users")
+        _require_known(it, "user", self.users, n)
 
     n_users = property(lambda self: len(self.users), doc="Rows of the users table.")
     n_items = property(lambda self: len(self.items), doc="Rows of the items table (the catalogue).")

@@ -309,7 +309,7 @@ def _keyed_table(table: pd.DataFrame | None, key: str, ids: pd.Series, where: st
     "The items or users table: derived from the interactions' `ids` when absent; its `key` column validated as unique ids."
     t = pd.DataFrame({key: pd.unique(ids)}) if table is None else table.copy().reset_index(drop=True)
     if key not in t.columns:
-        raise DataFormatError(where, f"no column '{key}' (columns: {list(t.columns)})", field=key, expected=f"{'an' if key[0] in 'aeiou' else 'a'} '{key}' column")
+        raise DataFormatError(where, f"no column '{key}' (columns: {list(t.columns)})", field=key, expected=f"{'an' if key == 'item' else 'a'} '{key}' column")
     t[key] = _as_ids(t[key], where, key)
     _unique_keys(t, key, where)
     return t

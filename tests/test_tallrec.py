@@ -11,7 +11,8 @@ from llmrec_nb.core import DataFormatError
 from llmrec_nb.data import RecData, load_dataset, few_shot
 from llmrec_nb.metrics import auc
 from llmrec_nb.tallrec import (tallrec_samples, split_samples, to_instructions, labels_of, TallrecStats,
-                               popularity_scores, logistic_ctr_scores, ctr_features, tune, tallrec_config, auc_of)
+                               popularity_scores, logistic_ctr_scores, ctr_features, tune, tallrec_config, auc_of,
+                               SEQUENTIAL_CTR, sequential_ctr_scores)
 
 slow = pytest.mark.skipif(not os.environ.get("LLMREC_SLOW"), reason="slow: set LLMREC_SLOW=1")
 torch.set_num_threads(1)
@@ -55,6 +56,23 @@ def test_baselines_see_the_planted_preference(syn):
     # one class only: a constant score instead of a crash
     one = sp["train"][sp["train"]["label"] == 1].head(5)
     assert np.ptp(logistic_ctr_scores(st, one, sp["test"])) == 0
+
+@pytest.mark.parametrize("name", SEQUENTIAL_CTR)
+def test_sequential_ctr_baselines_learn_from_the_samples_alone(name):
+    syn = load_dataset("synthetic", n_users=100, n_items=40, n_per_user=20)
+    sp = split_samples(tallrec_samples(syn, n_samples=None))
+    y = sp["test"]["label"].to_numpy()
+    p = sequential_ctr_scores(name, sp["train"], sp["test"], syn, valid=sp["valid"], epochs=10)
+    assert p.shape == y.shape and ((p > 0) & (p < 1)).all()
+    assert auc(y, p) > 0.7
+    # a few samples of one class: constant scores, no crash
+    one = sp["train"][sp["train"]["label"] == 1].head(4)
+    assert np.ptp(sequential_ctr_scores(name, one, sp["test"], syn)) == 0
+
+def test_sequential_ctr_rejects_unknown_models(syn):
+    sp = split_samples(tallrec_samples(syn, n_samples=None))
+    with pytest.raises(ValueError, match="unknown sequential CTR baseline 'Caser'"):
+        sequential_ctr_scores("Caser", sp["train"], sp["test"], syn)
 
 def test_tune_keeps_the_best_adapter(syn, tmp_path):
     from llmrec_nb.llm import load_llm

@@ -304,3 +304,35 @@ def test_bundled_model_loads_caches_and_scores():
     assert llm.tokenizer.decode([answer_token_id(llm.tokenizer, p, "Yes")]) == "Yes"
     assert 0 < score_binary(llm, [p])[0] < 1
     assert generate(llm, [p], max_new_tokens=4)[0].strip()
+
+
+needs_onednn = pytest.mark.skipif(L.onednn_linear_kernel() is None, reason="this PyTorch has no usable oneDNN linear kernel")
+
+@needs_onednn
+def test_fast_cpu_linear_matches_the_default_path_and_restores_it(tiny, prompts):
+    ids = torch.tensor(encode(tiny.tokenizer, [prompts[0]]))
+    with torch.inference_mode():
+        ref = tiny.model(input_ids=ids).logits
+        with L.fast_cpu_linear(tiny.model) as patched:
+            fast = tiny.model(input_ids=ids).logits
+    assert patched > 0
+    torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-4)
+    assert not any("forward" in m.__dict__ for m in tiny.model.modules())
+
+def test_fast_cpu_linear_can_be_switched_off(tiny, monkeypatch):
+    monkeypatch.setenv("LLMREC_ONEDNN", "0")
+    with L.fast_cpu_linear(tiny.model) as patched: assert patched == 0
+
+@needs_onednn
+def test_frozen_layers_pass_the_same_input_gradient():
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(16, 8).requires_grad_(False)
+    x = torch.randn(2, 5, 16, requires_grad=True)
+    g = torch.randn(2, 5, 8)
+    layer(x).backward(g); ref = x.grad.clone(); x.grad = None
+    with L.fast_cpu_linear(layer): layer(x).backward(g)
+    torch.testing.assert_close(x.grad, ref, rtol=1e-5, atol=1e-5)
+    # a trainable layer keeps autograd's path and gets weight gradients
+    trainable = torch.nn.Linear(16, 8)
+    with L.fast_cpu_linear(trainable): trainable(x).sum().backward()
+    assert trainable.weight.grad is not None

@@ -65,6 +65,13 @@ def test_checkpoints_resume_and_outputs(tmp_path):
     r2 = train_lora(load_llm("tiny"), toy(8), config=cfg, output_dir=tmp_path)
     assert r2.global_step == 2 and r2.tokens == 0
 
+def test_onednn_routing_leaves_training_unchanged(tmp_path, monkeypatch):
+    cfg = LoraTrainConfig(**FAST)
+    fast = train_lora(load_llm("tiny"), toy(8), config=cfg, output_dir=tmp_path / "fast")
+    monkeypatch.setenv("LLMREC_ONEDNN", "0")
+    plain = train_lora(load_llm("tiny"), toy(8), config=cfg, output_dir=tmp_path / "plain")
+    np.testing.assert_allclose(fast.log["loss"].to_numpy(), plain.log["loss"].to_numpy(), rtol=1e-4)
+
 def test_weighted_merge_is_exact_and_survives_save_load(tmp_path):
     from peft import LoraConfig, get_peft_model
     llm = load_llm("tiny")

@@ -20,7 +20,7 @@ from .metrics import auc
 from .tallrec import tallrec_samples, to_instructions
 
 # %% auto #0
-__all__ = ['BENCHMARKS', 'matmul_peaks', 'matmul_peak_gflops', 'plain_cpu_gemm', 'generate_yes_no', 'bench_scoring',
+__all__ = ['BENCHMARKS', 'matmul_peaks', 'matmul_peak_gflops', 'plain_cpu_kernels', 'generate_yes_no', 'bench_scoring',
            'score_each_sequence', 'bench_ranking', 'plain_peft_train', 'bench_training', 'run_benchmark']
 
 # %% ../nbs/30_bench.ipynb #07589a08
@@ -28,9 +28,9 @@ def _timed(fn: Callable):
     t = time.perf_counter(); out = fn(); return out, time.perf_counter() - t
 
 def _ablation(t_base: float, t_eng: float, t_plain: float) -> dict:
-    "How the speed-up splits between the engine's algorithm (run with default matrix products) and oneDNN routing."
-    return {"engine_seconds_default_gemm": t_plain, "speedup_algorithm_only": t_base / t_plain,
-            "speedup_from_onednn": t_plain / t_eng, "onednn_used": onednn_linear_kernel() is not None}
+    "How the speed-up splits between the engine's algorithm (run with PyTorch's default kernels) and its CPU kernels."
+    return {"engine_seconds_default_kernels": t_plain, "speedup_algorithm_only": t_base / t_plain,
+            "speedup_from_cpu_kernels": t_plain / t_eng, "onednn_linear_used": onednn_linear_kernel() is not None}
 
 def _tallrec_instructions(data, n: int, seed: int = 0):
     samples = tallrec_samples(data)
@@ -57,14 +57,14 @@ def matmul_peak_gflops(n: int = 1024, seconds: float = 1.0) -> float:
     return max(matmul_peaks(n, seconds / 2).values())
 
 @contextlib.contextmanager
-def plain_cpu_gemm():
-    "Within the block the engine keeps PyTorch's default CPU matrix products (no oneDNN routing): for ablations."
-    old = os.environ.get("LLMREC_ONEDNN")
-    os.environ["LLMREC_ONEDNN"] = "0"
+def plain_cpu_kernels():
+    "Within the block the engine keeps PyTorch's default CPU kernels (`llm.fast_cpu_kernels` off): for ablations."
+    old = os.environ.get("LLMREC_FAST_CPU")
+    os.environ["LLMREC_FAST_CPU"] = "0"
     try: yield
     finally:
-        if old is None: os.environ.pop("LLMREC_ONEDNN", None)
-        else: os.environ["LLMREC_ONEDNN"] = old
+        if old is None: os.environ.pop("LLMREC_FAST_CPU", None)
+        else: os.environ["LLMREC_FAST_CPU"] = old
 
 # %% ../nbs/30_bench.ipynb #0518c442
 def generate_yes_no(llm, prompts, batch_size: int = 16, positive: str = "Yes", negative: str = "No") -> np.ndarray:
@@ -95,7 +95,7 @@ def bench_scoring(llm=None, n: int = 64, batch_size: int = 16, seed: int = 0, ba
     score_binary(llm, prompts[:2], batch_size=2)                           # warm-up
     base, t_base = _timed(lambda: generate_yes_no(llm, prompts, baseline_batch_size))
     eng, t_eng = _timed(lambda: score_binary(llm, prompts, batch_size=batch_size))
-    with plain_cpu_gemm(): _, t_plain = _timed(lambda: score_binary(llm, prompts, batch_size=batch_size))
+    with plain_cpu_kernels(): _, t_plain = _timed(lambda: score_binary(llm, prompts, batch_size=batch_size))
     auc_b, auc_e = auc(y, base), auc(y, eng)
     return {"name": "scoring", "speedup": t_base / t_eng, "baseline_seconds": t_base, "engine_seconds": t_eng,
             "ablation": _ablation(t_base, t_eng, t_plain),
@@ -143,7 +143,7 @@ def bench_ranking(llm=None, n_prompts: int = 5, n_candidates: int = 20, seed: in
     score_candidates(llm, cases[0][0], cases[0][1][:2])                   # warm-up
     base, t_base = _timed(lambda: [score_each_sequence(llm, p, c) for p, c in cases])
     eng, t_eng = _timed(lambda: [score_candidates(llm, p, c) for p, c in cases])
-    with plain_cpu_gemm(): _, t_plain = _timed(lambda: [score_candidates(llm, p, c) for p, c in cases])
+    with plain_cpu_kernels(): _, t_plain = _timed(lambda: [score_candidates(llm, p, c) for p, c in cases])
     same = [bool((np.argsort(-b, kind="stable") == np.argsort(-e, kind="stable")).all()) for b, e in zip(base, eng)]
     return {"name": "ranking", "speedup": t_base / t_eng, "baseline_seconds": t_base, "engine_seconds": t_eng,
             "ablation": _ablation(t_base, t_eng, t_plain),
@@ -208,8 +208,8 @@ def bench_training(llm=None, n: int = 32, batch_size: int = 8, epochs: int = 1, 
         res = train_lora(llm, insts, config=cfg, output_dir=Path(d) / "engine", resume=False)
         counts = _param_counts(llm.model)
         remove_lora(llm)
-        with plain_cpu_gemm():
-            plain = train_lora(llm, insts, config=cfg, output_dir=Path(d) / "engine_default_gemm", resume=False)
+        with plain_cpu_kernels():
+            plain = train_lora(llm, insts, config=cfg, output_dir=Path(d) / "engine_default_kernels", resume=False)
             remove_lora(llm)
     t_eng = res.train_seconds
     flops = tokens * (4 * counts["body"] + 6 * counts["lora"]) + response * 4 * counts["head"]
@@ -217,7 +217,7 @@ def bench_training(llm=None, n: int = 32, batch_size: int = 8, epochs: int = 1, 
             "ablation": _ablation(t_base, t_eng, plain.train_seconds),
             "agreement": {"same_examples": True, "tokens_engine": res.tokens, "tokens_expected": tokens,
                           "final_loss_engine": float(res.log["loss"].iloc[-1]),
-                          "final_loss_engine_default_gemm": float(plain.log["loss"].iloc[-1])},
+                          "final_loss_engine_default_kernels": float(plain.log["loss"].iloc[-1])},
             "tokens_per_second_engine": tokens / t_eng, "tokens_per_second_baseline": tokens / t_base,
             "useful_gflop": flops / 1e9, "gflops_engine": flops / t_eng / 1e9, "gflops_baseline": flops / t_base / 1e9,
             "matmul_peak_gflops": max(peaks.values()), "matmul_peaks_gflops": peaks,

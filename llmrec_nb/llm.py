@@ -15,7 +15,7 @@ from .core import LlmrecError, cache_dir, get_device, progress, read_json, stabl
 
 # %% auto #0
 __all__ = ['BUNDLED_MODELS', 'bundled_gguf', 'dequantised_cache', 'LLM', 'load_llm', 'encode', 'continuation_ids',
-           'answer_token_id', 'Backend', 'onednn_linear_kernel', 'fast_cpu_linear', 'TransformersBackend',
+           'answer_token_id', 'Backend', 'onednn_linear_kernel', 'fast_cpu_kernels', 'TransformersBackend',
            'score_binary', 'score_candidates', 'rank_candidates', 'generate', 'last_token_embeddings', 'Grounded',
            'normalise_title', 'ground', 'ground_list', 'valid_rate', 'VLLMBackend']
 
@@ -192,7 +192,7 @@ _ONEDNN_CHECKED: dict = {}
 def onednn_linear_kernel():
     "oneDNN's float32 linear kernel when this PyTorch has it and it agrees with `F.linear`; else None."
     import torch
-    if os.environ.get("LLMREC_ONEDNN", "1") == "0" or not torch.backends.mkldnn.is_available(): return None
+    if os.environ.get("LLMREC_FAST_CPU", "1") == "0" or not torch.backends.mkldnn.is_available(): return None
     try: op = torch.ops.mkldnn._linear_pointwise
     except (AttributeError, RuntimeError): return None
     if "ok" not in _ONEDNN_CHECKED:
@@ -230,20 +230,61 @@ def _onednn_forward(layer, op, x):
         return torch.nn.functional.linear(x, w, b)
     return _frozen_weight_linear().apply(x, w, b, op)
 
-@contextlib.contextmanager
-def fast_cpu_linear(model):
-    """Within the block, the float32 `nn.Linear` layers of a CPU `model` run on oneDNN's kernel: inference, and frozen
-    layers (their input's gradient on oneDNN too) in training; layers with trainable weights keep the ordinary path."""
+_GATED_MLP_PARTS = ("gate_proj", "up_proj", "down_proj", "act_fn")
+
+def _is_silu(act) -> bool:
     import torch
-    op = onednn_linear_kernel()
+    return isinstance(act, torch.nn.SiLU) or type(act).__name__ == "SiLUActivation"
+
+def _gated_mlp_inplace(mlp, x):
+    h = mlp.gate_proj(x)
+    if _is_silu(mlp.act_fn):
+        import torch
+        torch.nn.functional.silu(h, inplace=True)
+    else: h = mlp.act_fn(h)
+    return mlp.down_proj(h.mul_(mlp.up_proj(x)))
+
+def _gated_mlp_forward(mlp, x):
+    import torch
+    if torch.is_grad_enabled(): return type(mlp).forward(mlp, x)
+    return _gated_mlp_inplace(mlp, x)
+
+def _gated_mlp_agrees(mlp) -> bool:
+    "Whether the in-place computation reproduces this MLP's own forward (checked on a small random input)."
+    import torch
+    width = getattr(mlp.gate_proj, "in_features", None)
+    if width is None: return False
+    x = torch.randn(1, 2, width, generator=torch.Generator().manual_seed(0))
+    try:
+        with torch.no_grad(): return bool(torch.allclose(type(mlp).forward(mlp, x), _gated_mlp_inplace(mlp, x), rtol=1e-5, atol=1e-6))
+    except Exception: return False
+
+def _cpu_float32(module) -> bool:
+    import torch
+    w = getattr(module, "weight", None)
+    return isinstance(w, torch.Tensor) and w.device.type == "cpu" and w.dtype == torch.float32
+
+@contextlib.contextmanager
+def fast_cpu_kernels(model):
+    """Within the block, a CPU float32 `model` runs its `nn.Linear` layers on oneDNN (inference, and frozen layers in
+    training) and its gated MLPs in place when no gradient is needed. Yields the number of modules switched."""
+    import torch
     patched = []
-    if op is not None:
+    if os.environ.get("LLMREC_FAST_CPU", "1") != "0":
+        op = onednn_linear_kernel()
+        agrees: dict = {}
         for m in model.modules():
+            if "forward" in m.__dict__: continue   # already switched by an enclosing block
             # the exact class only: subclasses (quantised layers and the like) keep their own forward
-            if type(m) is torch.nn.Linear and "forward" not in m.__dict__ and m.weight.device.type == "cpu" \
-                    and m.weight.dtype == torch.float32:
+            if op is not None and type(m) is torch.nn.Linear and _cpu_float32(m):
                 m.forward = functools.partial(_onednn_forward, m, op)
                 patched.append(m)
+            elif all(isinstance(getattr(m, a, None), torch.nn.Module) for a in _GATED_MLP_PARTS) \
+                    and _cpu_float32(getattr(m.gate_proj, "base_layer", m.gate_proj)):
+                if type(m) not in agrees: agrees[type(m)] = _gated_mlp_agrees(m)
+                if agrees[type(m)]:
+                    m.forward = functools.partial(_gated_mlp_forward, m)
+                    patched.append(m)
     try: yield len(patched)
     finally:
         for m in patched: del m.forward
@@ -362,7 +403,7 @@ class TransformersBackend:
         if not prompts: return out
         shared = _shared_prefix(ids) if len(ids) > 1 else 0
         order = sorted(range(len(ids)), key=lambda r: len(ids[r]))  # similar lengths share a batch: little padding
-        with torch.inference_mode(), fast_cpu_linear(model):
+        with torch.inference_mode(), fast_cpu_kernels(model):
             kv = _prefix_cache(model, ids[0][:shared], llm.device) if shared >= _MIN_SHARED else None
             if kv is None: shared = 0
             for s in progress(range(0, len(order), batch_size), desc="score yes/no"):
@@ -384,7 +425,7 @@ class TransformersBackend:
         ids = encode(llm.tokenizer, list(prompts))
         shared = _shared_prefix(ids) if len(ids) > 1 else 0
         if shared < _MIN_SHARED: return None
-        with torch.inference_mode(), fast_cpu_linear(llm.model): kv = _prefix_cache(llm.model, ids[0][:shared], llm.device)
+        with torch.inference_mode(), fast_cpu_kernels(llm.model): kv = _prefix_cache(llm.model, ids[0][:shared], llm.device)
         return None if kv is None else (ids[0][:shared], kv)
 
     def _score_candidates(self, llm, prompt, candidates, reduce="sum", batch_size=32, eos=False, prefix=None):
@@ -395,7 +436,7 @@ class TransformersBackend:
         c_ids = [continuation_ids(tok, prompt, c, p_ids) + ([tok.eos_token_id] if eos else []) for c in candidates]
         if any(len(c) == 0 for c in c_ids): raise ValueError("a candidate encodes to no token")
         out = np.empty(len(c_ids), dtype=np.float64)
-        with torch.inference_mode(), fast_cpu_linear(model):
+        with torch.inference_mode(), fast_cpu_kernels(model):
             done, past_in = 0, None  # the prompt continues a prefix already run for other prompts
             if prefix is not None and len(prefix[0]) < len(p_ids) and p_ids[:len(prefix[0])] == list(prefix[0]):
                 done, past_in = len(prefix[0]), _fresh_cache(prefix[1], 1)
@@ -445,7 +486,7 @@ class TransformersBackend:
                                       eos_token_id=sorted(e for e in eos if e is not None))
         ids = encode(tok, list(prompts))
         texts = []
-        with torch.inference_mode(), fast_cpu_linear(model):
+        with torch.inference_mode(), fast_cpu_kernels(model):
             for s in progress(range(0, len(ids), batch_size), desc="generate"):
                 b_ids, b_mask = _pad_left(ids[s:s + batch_size], _pad_id(tok), llm.device)
                 gen = model.generate(input_ids=b_ids, attention_mask=b_mask, generation_config=gen_config)
@@ -499,7 +540,7 @@ def last_token_embeddings(llm: LLM, texts: Sequence[str], batch_size: int = 32, 
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     ids = encode(tok, list(texts))
     chunks = []
-    with torch.inference_mode(), off, fast_cpu_linear(model):
+    with torch.inference_mode(), off, fast_cpu_kernels(model):
         for s in range(0, len(ids), batch_size):
             b_ids, b_mask = _pad_left(ids[s:s + batch_size], _pad_id(tok), llm.device)
             decoder = inner.get_decoder() if hasattr(inner, "get_decoder") else None

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from .core import set_seed, write_json, write_text, atomic_path, progress
 from .templates import Instruction, render_prompt, render_response
-from .llm import encode, continuation_ids, fast_cpu_linear
+from .llm import encode, continuation_ids, fast_cpu_kernels
 
 # %% auto #0
 __all__ = ['LoraTrainConfig', 'encode_instruction', 'collate_right_padded', 'response_loss', 'MixState', 'save_adapter',
@@ -371,7 +371,7 @@ def train_lora(llm, train: Sequence[Instruction], valid: Sequence[Instruction] |
         cb.load_state_dict(read_json(Path(last) / _STATE_FILE))
     t0 = time.perf_counter()
     model.train()
-    with fast_cpu_linear(model): trainer.train(resume_from_checkpoint=last)
+    with fast_cpu_kernels(model): trainer.train(resume_from_checkpoint=last)
     secs = time.perf_counter() - t0
     model.eval()
 

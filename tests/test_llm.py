@@ -309,19 +309,19 @@ def test_bundled_model_loads_caches_and_scores():
 needs_onednn = pytest.mark.skipif(L.onednn_linear_kernel() is None, reason="this PyTorch has no usable oneDNN linear kernel")
 
 @needs_onednn
-def test_fast_cpu_linear_matches_the_default_path_and_restores_it(tiny, prompts):
+def test_fast_cpu_kernels_matches_the_default_path_and_restores_it(tiny, prompts):
     ids = torch.tensor(encode(tiny.tokenizer, [prompts[0]]))
     with torch.inference_mode():
         ref = tiny.model(input_ids=ids).logits
-        with L.fast_cpu_linear(tiny.model) as patched:
+        with L.fast_cpu_kernels(tiny.model) as patched:
             fast = tiny.model(input_ids=ids).logits
     assert patched > 0
     torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-4)
     assert not any("forward" in m.__dict__ for m in tiny.model.modules())
 
-def test_fast_cpu_linear_can_be_switched_off(tiny, monkeypatch):
-    monkeypatch.setenv("LLMREC_ONEDNN", "0")
-    with L.fast_cpu_linear(tiny.model) as patched: assert patched == 0
+def test_fast_cpu_kernels_can_be_switched_off(tiny, monkeypatch):
+    monkeypatch.setenv("LLMREC_FAST_CPU", "0")
+    with L.fast_cpu_kernels(tiny.model) as patched: assert patched == 0
 
 @needs_onednn
 def test_frozen_layers_pass_the_same_input_gradient():
@@ -330,9 +330,31 @@ def test_frozen_layers_pass_the_same_input_gradient():
     x = torch.randn(2, 5, 16, requires_grad=True)
     g = torch.randn(2, 5, 8)
     layer(x).backward(g); ref = x.grad.clone(); x.grad = None
-    with L.fast_cpu_linear(layer): layer(x).backward(g)
+    with L.fast_cpu_kernels(layer): layer(x).backward(g)
     torch.testing.assert_close(x.grad, ref, rtol=1e-5, atol=1e-5)
     # a trainable layer keeps autograd's path and gets weight gradients
     trainable = torch.nn.Linear(16, 8)
-    with L.fast_cpu_linear(trainable): trainable(x).sum().backward()
+    with L.fast_cpu_kernels(trainable): trainable(x).sum().backward()
     assert trainable.weight.grad is not None
+
+def test_gated_mlps_are_switched_only_where_the_in_place_form_agrees(tiny):
+    mlp = next(m for m in tiny.model.modules() if type(m).__name__ == "LlamaMLP")
+    x = torch.randn(2, 5, mlp.gate_proj.in_features)
+    with torch.inference_mode():
+        ref = mlp(x)
+        with L.fast_cpu_kernels(mlp) as n:
+            assert n >= 1 and "forward" in mlp.__dict__
+            out = mlp(x)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+
+    class SumMLP(torch.nn.Module):   # the same parts, combined differently: must keep its own forward
+        def __init__(self):
+            super().__init__()
+            self.gate_proj, self.up_proj, self.down_proj = torch.nn.Linear(8, 16), torch.nn.Linear(8, 16), torch.nn.Linear(16, 8)
+            self.act_fn = torch.nn.SiLU()
+        def forward(self, x): return self.down_proj(self.act_fn(self.gate_proj(x)) + self.up_proj(x))
+    odd = SumMLP()
+    with L.fast_cpu_kernels(odd):
+        assert "forward" not in odd.__dict__
+        with torch.inference_mode(): y = odd(torch.randn(3, 8))
+    assert y.shape == (3, 8)

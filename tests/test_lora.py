@@ -68,7 +68,7 @@ def test_checkpoints_resume_and_outputs(tmp_path):
 def test_onednn_routing_leaves_training_unchanged(tmp_path, monkeypatch):
     cfg = LoraTrainConfig(**FAST)
     fast = train_lora(load_llm("tiny"), toy(8), config=cfg, output_dir=tmp_path / "fast")
-    monkeypatch.setenv("LLMREC_ONEDNN", "0")
+    monkeypatch.setenv("LLMREC_FAST_CPU", "0")
     plain = train_lora(load_llm("tiny"), toy(8), config=cfg, output_dir=tmp_path / "plain")
     np.testing.assert_allclose(fast.log["loss"].to_numpy(), plain.log["loss"].to_numpy(), rtol=1e-4)
 

@@ -249,15 +249,22 @@ def _gated_mlp_forward(mlp, x):
     if torch.is_grad_enabled(): return type(mlp).forward(mlp, x)
     return _gated_mlp_inplace(mlp, x)
 
+_GATED_MLP_AGREES: dict = {}   # MLP class -> whether its forward is the gated form (checked once per class)
+
 def _gated_mlp_agrees(mlp) -> bool:
-    "Whether the in-place computation reproduces this MLP's own forward (checked on a small random input)."
+    "Whether the in-place computation reproduces this MLP class's own forward (checked once, on a small random input)."
     import torch
-    width = getattr(mlp.gate_proj, "in_features", None)
-    if width is None: return False
-    x = torch.randn(1, 2, width, generator=torch.Generator().manual_seed(0))
-    try:
-        with torch.no_grad(): return bool(torch.allclose(type(mlp).forward(mlp, x), _gated_mlp_inplace(mlp, x), rtol=1e-5, atol=1e-6))
-    except Exception: return False
+    cls = type(mlp)
+    if cls not in _GATED_MLP_AGREES:
+        width = getattr(mlp.gate_proj, "in_features", None)
+        ok = False
+        if width is not None:
+            x = torch.randn(1, 2, width, generator=torch.Generator().manual_seed(0))
+            try:
+                with torch.no_grad(): ok = bool(torch.allclose(cls.forward(mlp, x), _gated_mlp_inplace(mlp, x), rtol=1e-5, atol=1e-6))
+            except Exception: ok = False
+        _GATED_MLP_AGREES[cls] = ok
+    return _GATED_MLP_AGREES[cls]
 
 def _cpu_float32(module) -> bool:
     import torch
@@ -272,7 +279,6 @@ def fast_cpu_kernels(model):
     patched = []
     if os.environ.get("LLMREC_FAST_CPU", "1") != "0":
         op = onednn_linear_kernel()
-        agrees: dict = {}
         for m in model.modules():
             if "forward" in m.__dict__: continue   # already switched by an enclosing block
             # the exact class only: subclasses (quantised layers and the like) keep their own forward
@@ -280,11 +286,9 @@ def fast_cpu_kernels(model):
                 m.forward = functools.partial(_onednn_forward, m, op)
                 patched.append(m)
             elif all(isinstance(getattr(m, a, None), torch.nn.Module) for a in _GATED_MLP_PARTS) \
-                    and _cpu_float32(getattr(m.gate_proj, "base_layer", m.gate_proj)):
-                if type(m) not in agrees: agrees[type(m)] = _gated_mlp_agrees(m)
-                if agrees[type(m)]:
-                    m.forward = functools.partial(_gated_mlp_forward, m)
-                    patched.append(m)
+                    and _cpu_float32(getattr(m.gate_proj, "base_layer", m.gate_proj)) and _gated_mlp_agrees(m):
+                m.forward = functools.partial(_gated_mlp_forward, m)
+                patched.append(m)
     try: yield len(patched)
     finally:
         for m in patched: del m.forward

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from llmrec_nb.bench import run_benchmark, bench_scoring, bench_ranking, bench_training, matmul_peak_gflops
+from llmrec_nb.bench import run_benchmark, bench_scoring, bench_ranking, bench_training
 from llmrec_nb.llm import load_llm
 
 slow = pytest.mark.skipif(not os.environ.get("LLMREC_SLOW"), reason="slow: set LLMREC_SLOW=1")

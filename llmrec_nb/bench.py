@@ -20,8 +20,8 @@ from .metrics import auc
 from .tallrec import tallrec_samples, to_instructions
 
 # %% auto #0
-__all__ = ['BENCHMARKS', 'matmul_peaks', 'matmul_peak_gflops', 'plain_cpu_kernels', 'generate_yes_no', 'bench_scoring',
-           'score_each_sequence', 'bench_ranking', 'plain_peft_train', 'bench_training', 'run_benchmark']
+__all__ = ['BENCHMARKS', 'matmul_peaks', 'plain_cpu_kernels', 'generate_yes_no', 'bench_scoring', 'score_each_sequence',
+           'bench_ranking', 'plain_peft_train', 'bench_training', 'run_benchmark']
 
 # %% ../nbs/30_bench.ipynb #07589a08
 def _timed(fn: Callable):
@@ -51,10 +51,6 @@ def matmul_peaks(n: int = 1024, seconds: float = 1.0) -> dict:
     op = onednn_linear_kernel()
     if op is not None: out["onednn"] = _peak(lambda: op(a, b, None, "none", [], ""), 2 * n ** 3, seconds)
     return out
-
-def matmul_peak_gflops(n: int = 1024, seconds: float = 1.0) -> float:
-    "The faster of `matmul_peaks`: the fp32 matrix-product peak that utilisation figures are divided by."
-    return max(matmul_peaks(n, seconds / 2).values())
 
 @contextlib.contextmanager
 def plain_cpu_kernels():

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from .core import set_seed, write_json, write_text, atomic_path, progress
 from .templates import Instruction, render_prompt, render_response
-from .llm import encode, continuation_ids, fast_cpu_kernels
+from .llm import encode, continuation_ids, fast_cpu_kernels, _pad_id
 
 # %% auto #0
 __all__ = ['LoraTrainConfig', 'encode_instruction', 'collate_right_padded', 'response_loss', 'MixState', 'save_adapter',
@@ -326,7 +326,7 @@ def train_lora(llm, train: Sequence[Instruction], valid: Sequence[Instruction] |
     if not train: raise ValueError("train is empty")
     out = Path(output_dir); out.mkdir(parents=True, exist_ok=True)
     tok = llm.tokenizer
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    pad_id = _pad_id(tok)
     enc = lambda insts, src: [dict(encode_instruction(tok, i, cfg.style, cfg.max_length), source=src) for i in insts]
     features = enc(train, 0) + (enc(aux, 1) if aux else [])
     mix = MixState(len(train), len(aux or []), mix_lambda if aux else None)

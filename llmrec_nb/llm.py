@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_llm.ipynb #5b570fd2
 from __future__ import annotations
-import contextlib, copy, functools, importlib.util, inspect, os, re, shutil, tempfile, time, unicodedata
+import contextlib, copy, functools, importlib.util, inspect, os, re, shutil, sys, tempfile, time, unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
@@ -236,13 +236,26 @@ def _is_silu(act) -> bool:
     import torch
     return isinstance(act, torch.nn.SiLU) or type(act).__name__ == "SiLUActivation"
 
-def _gated_mlp_inplace(mlp, x):
+_MLP_ROWS = 512  # rows per MLP chunk: 512 × the intermediate width stays in cache, where a whole batch would not
+
+def _gated_mlp_rows(mlp, x):
     h = mlp.gate_proj(x)
     if _is_silu(mlp.act_fn):
         import torch
         torch.nn.functional.silu(h, inplace=True)
     else: h = mlp.act_fn(h)
     return mlp.down_proj(h.mul_(mlp.up_proj(x)))
+
+def _gated_mlp_inplace(mlp, x, rows: int = _MLP_ROWS):
+    "The gated MLP with its activation and product in place, `rows` token positions at a time."
+    flat = x.reshape(-1, x.shape[-1])
+    n = flat.shape[0]
+    if n <= rows: return _gated_mlp_rows(mlp, x)
+    first = _gated_mlp_rows(mlp, flat[:rows])
+    out = first.new_empty((n, first.shape[-1]))
+    out[:rows] = first
+    for s in range(rows, n, rows): out[s:s + rows] = _gated_mlp_rows(mlp, flat[s:s + rows])
+    return out.view(*x.shape[:-1], -1)
 
 def _gated_mlp_forward(mlp, x):
     import torch
@@ -266,6 +279,54 @@ def _gated_mlp_agrees(mlp) -> bool:
         _GATED_MLP_AGREES[cls] = ok
     return _GATED_MLP_AGREES[cls]
 
+_ROPE_CALL = "query_states, key_states = apply_rotary_pos_emb(query_states, key_states, cos, sin)"
+_ROPE_MODULES: dict = {}   # attention class -> the module whose apply_rotary_pos_emb it calls, or None
+_ROPE_AGREES: dict = {}    # apply_rotary_pos_emb function -> whether the in-place form reproduces it
+
+def _rotate_in_place(x, cos_half, sin_half):
+    "`x·cos + rotate_half(x)·sin` written over `x`, given the first halves of `cos` and `sin` (the halves are equal)."
+    h = x.shape[-1] // 2
+    x1, x2 = x[..., :h], x[..., h:]
+    x1_old = x1.clone()
+    x1.mul_(cos_half).addcmul_(x2, sin_half, value=-1)
+    x2.mul_(cos_half).addcmul_(x1_old, sin_half)
+    return x
+
+def _rotary_in_place(original, q, k, cos, sin, unsqueeze_dim=1):
+    "A stand-in for `apply_rotary_pos_emb` that rotates `q` and `k` in place; anything unusual goes to `original`."
+    import torch
+    d, h = cos.shape[-1], cos.shape[-1] // 2
+    if torch.is_grad_enabled() or q is k or d % 2 or q.shape[-1] != d or k.shape[-1] != d or sin.shape != cos.shape \
+            or not (torch.equal(cos[..., :h], cos[..., h:]) and torch.equal(sin[..., :h], sin[..., h:])):
+        return original(q, k, cos, sin, unsqueeze_dim)
+    c, s = cos[..., :h].unsqueeze(unsqueeze_dim), sin[..., :h].unsqueeze(unsqueeze_dim)
+    return _rotate_in_place(q, c, s), _rotate_in_place(k, c, s)
+
+def _rope_module(attn):
+    "The Python module whose `apply_rotary_pos_emb` the layer `attn` calls with its queries and keys, rebinding both."
+    cls = type(attn)
+    if cls not in _ROPE_MODULES:
+        try: calls = _ROPE_CALL in inspect.getsource(cls.forward)
+        except (OSError, TypeError): calls = False
+        _ROPE_MODULES[cls] = sys.modules.get(cls.__module__) if calls else None
+    return _ROPE_MODULES[cls]
+
+def _rotary_agrees(fn) -> bool:
+    "Whether the in-place rotation reproduces `fn` (checked once per function, on a small random input)."
+    import torch
+    if fn not in _ROPE_AGREES:
+        g = torch.Generator().manual_seed(0)
+        q, k = torch.randn(2, 5, 4, 8, generator=g).transpose(1, 2), torch.randn(2, 2, 5, 8, generator=g)
+        f = torch.randn(2, 5, 4, generator=g)
+        cos, sin = torch.cat([f, f], -1).cos(), torch.cat([f, f], -1).sin()
+        try:
+            with torch.no_grad():
+                ref, mine = fn(q.clone(), k.clone(), cos, sin), _rotary_in_place(fn, q.clone(), k.clone(), cos, sin)
+            ok = all(torch.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(ref, mine))
+        except Exception: ok = False
+        _ROPE_AGREES[fn] = ok
+    return _ROPE_AGREES[fn]
+
 def _cpu_float32(module) -> bool:
     import torch
     w = getattr(module, "weight", None)
@@ -274,9 +335,10 @@ def _cpu_float32(module) -> bool:
 @contextlib.contextmanager
 def fast_cpu_kernels(model):
     """Within the block, a CPU float32 `model` runs its `nn.Linear` layers on oneDNN (inference, and frozen layers in
-    training) and its gated MLPs in place when no gradient is needed. Yields the number of modules switched."""
+    training), and its gated MLPs and rotary embeddings in place when no gradient is needed. Yields the number of
+    modules switched."""
     import torch
-    patched = []
+    patched, rotary = [], []
     if os.environ.get("LLMREC_FAST_CPU", "1") != "0":
         op = onednn_linear_kernel()
         for m in model.modules():
@@ -289,9 +351,17 @@ def fast_cpu_kernels(model):
                     and _cpu_float32(getattr(m.gate_proj, "base_layer", m.gate_proj)) and _gated_mlp_agrees(m):
                 m.forward = functools.partial(_gated_mlp_forward, m)
                 patched.append(m)
+            elif isinstance(getattr(m, "q_proj", None), torch.nn.Module) and _cpu_float32(getattr(m.q_proj, "base_layer", m.q_proj)):
+                mod = _rope_module(m)
+                fn = getattr(mod, "apply_rotary_pos_emb", None)
+                # a module-level name, switched once per module and put back when the block ends
+                if callable(fn) and not isinstance(fn, functools.partial) and _rotary_agrees(fn):
+                    mod.apply_rotary_pos_emb = functools.partial(_rotary_in_place, fn)
+                    rotary.append((mod, fn))
     try: yield len(patched)
     finally:
         for m in patched: del m.forward
+        for mod, fn in rotary: mod.apply_rotary_pos_emb = fn
 
 # %% ../nbs/03_llm.ipynb #93199007
 def _pad_left(seqs: Sequence[Sequence[int]], pad_id: int, device):

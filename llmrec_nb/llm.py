@@ -327,6 +327,93 @@ def _rotary_agrees(fn) -> bool:
         _ROPE_AGREES[fn] = ok
     return _ROPE_AGREES[fn]
 
+_ATTENTION_KWARGS = {"position_ids", "use_cache", "cache_position", "output_attentions"}  # ones that change nothing
+_MIN_ATTENTION_QUERIES = 16      # shorter queries (decoding) stay with sdpa, which handles them well
+_ONEDNN_ATTENTION = {"modules": set(), "sdpa": None, "ok": None}
+
+def _onednn_attention_rows(op, query, key, value, mask, scaling):
+    "Attention output `(batch, queries, heads, dim)`: per key/value head, `softmax(q·kᵀ + mask) · v` on oneDNN."
+    import torch
+    B, H, Q, D = query.shape
+    KVH, K = key.shape[1], key.shape[2]
+    G = H // KVH
+    q = (query * scaling).contiguous().view(B, KVH, G * Q, D)
+    k, vt = key.contiguous(), value.transpose(-1, -2).contiguous()
+    out = query.new_empty((B, Q, H, D))
+    low = torch.finfo(query.dtype).min  # finite, so that a fully masked (padding) row stays finite
+    for b in range(B):
+        m = mask[b if mask.shape[0] > 1 else 0, 0]
+        blocked = ~m if m.dtype == torch.bool else None
+        for h in range(KVH):
+            s = op(q[b, h], k[b, h], None, "none", [], "").view(G, Q, K)
+            if blocked is not None: s.masked_fill_(blocked, low)
+            else: s.add_(m)
+            torch.softmax(s, -1, out=s)
+            out[b, :, h * G:(h + 1) * G] = op(s.view(G * Q, K), vt[b, h], None, "none", [], "").view(G, Q, D).transpose(0, 1)
+    return out
+
+def _onednn_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None, **kwargs):
+    "transformers' `sdpa` attention, its long-prompt inference case on oneDNN (see the notes above)."
+    import torch
+    sdpa, op = _ONEDNN_ATTENTION["sdpa"], onednn_linear_kernel()
+    m = attention_mask
+    if op is None or id(module) not in _ONEDNN_ATTENTION["modules"] or torch.is_grad_enabled() or dropout \
+            or any(v is not None and k not in _ATTENTION_KWARGS for k, v in kwargs.items()) or kwargs.get("output_attentions") \
+            or query.dim() != 4 or query.shape[2] < _MIN_ATTENTION_QUERIES or query.shape[1] % key.shape[1] \
+            or query.dtype != torch.float32 or query.device.type != "cpu" \
+            or m is None or m.dim() != 4 or m.shape[1] != 1 or m.shape[0] not in (1, query.shape[0]) \
+            or m.shape[-2:] != (query.shape[2], key.shape[2]) or (m.dtype != torch.bool and m.dtype != query.dtype):
+        return sdpa(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs)
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    return _onednn_attention_rows(op, query, key, value, m, scale), None
+
+def _onednn_attention_agrees(sdpa) -> bool:
+    "Whether the oneDNN attention reproduces transformers' `sdpa` function (checked once, boolean and additive masks)."
+    import torch
+    if _ONEDNN_ATTENTION["ok"] is None:
+        op, ok = onednn_linear_kernel(), False
+        if op is not None:
+            g = torch.Generator().manual_seed(0)
+            q, k, v = (torch.randn(2, n, 20, 8, generator=g) for n in (4, 2, 2))
+            k, v = torch.cat([torch.randn(2, 2, 3, 8, generator=g), k], 2), torch.cat([torch.randn(2, 2, 3, 8, generator=g), v], 2)
+            allowed = torch.ones(20, 23, dtype=torch.bool).tril(3)[None, None].repeat(2, 1, 1, 1)
+            allowed[1, :, :, 3:6] = False                  # a left-padded row
+            additive = torch.zeros(allowed.shape).masked_fill(~allowed, torch.finfo(torch.float32).min)
+            layer = torch.nn.Module(); layer.num_key_value_groups, layer.is_causal = 2, True
+            try:
+                with torch.no_grad():
+                    ok = all(torch.allclose(_onednn_attention_rows(op, q, k, v, m, 8 ** -0.5),
+                                            sdpa(layer, q, k, v, m, scaling=8 ** -0.5)[0], rtol=1e-5, atol=1e-5)
+                             for m in (allowed, additive))
+            except Exception: ok = False
+        _ONEDNN_ATTENTION["ok"] = ok
+    return _ONEDNN_ATTENTION["ok"]
+
+def _attention_layers(model):
+    import torch
+    return [m for m in model.modules() if isinstance(getattr(m, "q_proj", None), torch.nn.Module)
+            and _cpu_float32(getattr(m.q_proj, "base_layer", m.q_proj))]
+
+@contextlib.contextmanager
+def _onednn_attention_for(layers):
+    "Within the block, the `sdpa` attention of `layers` runs through `_onednn_attention` where it applies."
+    from transformers.modeling_utils import AttentionInterface
+    state, ids = _ONEDNN_ATTENTION, {id(m) for m in layers}
+    sdpa = state["sdpa"] or AttentionInterface._global_mapping.get("sdpa")
+    if not ids or sdpa is None or onednn_linear_kernel() is None or not _onednn_attention_agrees(sdpa):
+        yield; return
+    new = ids - state["modules"]
+    if not state["modules"]:    # the first block switches the registered function; the last one puts it back
+        state["sdpa"] = sdpa
+        AttentionInterface.register("sdpa", _onednn_attention)
+    state["modules"] |= new
+    try: yield
+    finally:
+        state["modules"] -= new
+        if not state["modules"]:
+            AttentionInterface.register("sdpa", state["sdpa"])
+            state["sdpa"] = None
+
 def _cpu_float32(module) -> bool:
     import torch
     w = getattr(module, "weight", None)
@@ -351,14 +438,16 @@ def fast_cpu_kernels(model):
                     and _cpu_float32(getattr(m.gate_proj, "base_layer", m.gate_proj)) and _gated_mlp_agrees(m):
                 m.forward = functools.partial(_gated_mlp_forward, m)
                 patched.append(m)
-            elif isinstance(getattr(m, "q_proj", None), torch.nn.Module) and _cpu_float32(getattr(m.q_proj, "base_layer", m.q_proj)):
-                mod = _rope_module(m)
-                fn = getattr(mod, "apply_rotary_pos_emb", None)
-                # a module-level name, switched once per module and put back when the block ends
-                if callable(fn) and not isinstance(fn, functools.partial) and _rotary_agrees(fn):
-                    mod.apply_rotary_pos_emb = functools.partial(_rotary_in_place, fn)
-                    rotary.append((mod, fn))
-    try: yield len(patched)
+        for m in _attention_layers(model):
+            mod = _rope_module(m)
+            fn = getattr(mod, "apply_rotary_pos_emb", None)
+            # a module-level name, switched once per module and put back when the block ends
+            if callable(fn) and not isinstance(fn, functools.partial) and _rotary_agrees(fn):
+                mod.apply_rotary_pos_emb = functools.partial(_rotary_in_place, fn)
+                rotary.append((mod, fn))
+    try:
+        with _onednn_attention_for(_attention_layers(model) if os.environ.get("LLMREC_FAST_CPU", "1") != "0" else []):
+            yield len(patched)
     finally:
         for m in patched: del m.forward
         for mod, fn in rotary: mod.apply_rotary_pos_emb = fn

@@ -528,6 +528,21 @@ def _shared_prefix(ids: Sequence[Sequence[int]]) -> int:
     return max(n, 0)
 
 _MIN_SHARED = 4  # a shorter common prefix is not worth its extra forward pass
+_BATCH_COST_TOKENS = 48  # the fixed cost of one more forward pass (all weights read once more), in padded tokens
+
+def _length_batches(lengths: Sequence[int], batch_size: int, batch_cost: int = _BATCH_COST_TOKENS) -> list[list[int]]:
+    """Row indices in batches of at most `batch_size` rows: sorted by length, and cut where the padded tokens plus
+    `batch_cost` per batch add up to the least (an exact dynamic programme over the cut points)."""
+    order = sorted(range(len(lengths)), key=lambda r: lengths[r])
+    width = [lengths[r] for r in order]
+    best, cut = [0.0] + [float("inf")] * len(order), [0] * (len(order) + 1)
+    for j in range(1, len(order) + 1):
+        for i in range(max(0, j - batch_size), j):     # rows i..j-1 in one batch, padded to width[j-1]
+            cost = best[i] + (j - i) * width[j - 1] + batch_cost
+            if cost < best[j]: best[j], cut[j] = cost, i
+    batches, j = [], len(order)
+    while j > 0: batches.append(order[cut[j]:j]); j = cut[j]
+    return batches[::-1]
 
 def _packed_logprobs(model, kv, offset: int, conts: Sequence[Sequence[int]], device):
     """Summed log-probabilities of the tokens after the first of each continuation, all continuations packed into one
@@ -565,12 +580,11 @@ class TransformersBackend:
         out = np.empty(len(prompts), dtype=np.float64)
         if not prompts: return out
         shared = _shared_prefix(ids) if len(ids) > 1 else 0
-        order = sorted(range(len(ids)), key=lambda r: len(ids[r]))  # similar lengths share a batch: little padding
+        batches = _length_batches([len(i) for i in ids], batch_size)  # similar lengths share a batch: little padding
         with torch.inference_mode(), fast_cpu_kernels(model):
             kv = _prefix_cache(model, ids[0][:shared], llm.device) if shared >= _MIN_SHARED else None
             if kv is None: shared = 0
-            for s in progress(range(0, len(order), batch_size), desc="score yes/no"):
-                rows = order[s:s + batch_size]
+            for rows in progress(batches, desc="score yes/no"):
                 b_ids, b_mask = _pad_left([ids[r][shared:] for r in rows], _pad_id(tok), llm.device)
                 logits = _last_logits(model, b_ids, b_mask, kv, shared)
                 at = torch.arange(len(rows), device=logits.device)

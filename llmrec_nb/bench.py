@@ -27,6 +27,22 @@ __all__ = ['BENCHMARKS', 'matmul_peaks', 'plain_cpu_kernels', 'generate_yes_no',
 def _timed(fn: Callable):
     t = time.perf_counter(); out = fn(); return out, time.perf_counter() - t
 
+def _rounds(fns: dict, rounds: int):
+    """Each function of `fns` run `rounds` times, interleaved (a, b, c, a, b, c, …): the outputs of the last round and
+    the list of seconds of each."""
+    if rounds < 1: raise ValueError(f"rounds must be at least 1, not {rounds}")
+    outs, secs = {}, {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            outs[k], t = _timed(fn)
+            secs[k].append(t)
+    return outs, secs
+
+def _with_plain_kernels(fn: Callable) -> Callable:
+    def run():
+        with plain_cpu_kernels(): return fn()
+    return run
+
 def _ablation(t_base: float, t_eng: float, t_plain: float) -> dict:
     "How the speed-up splits between the engine's algorithm (run with PyTorch's default kernels) and its CPU kernels."
     return {"engine_seconds_default_kernels": t_plain, "speedup_algorithm_only": t_base / t_plain,
@@ -81,19 +97,25 @@ def generate_yes_no(llm, prompts, batch_size: int = 16, positive: str = "Yes", n
     finally: tok.padding_side = side
     return np.concatenate(out).astype(np.float64)
 
-def bench_scoring(llm=None, n: int = 64, batch_size: int = 16, seed: int = 0, baseline_batch_size: int = 32) -> dict:
-    "score_binary vs one-token generate on `n` TALLRec prompts (batches of 32 in the original evaluation script)."
+def bench_scoring(llm=None, n: int = 64, batch_size: int = 16, seed: int = 0, baseline_batch_size: int = 32,
+                  rounds: int = 3) -> dict:
+    """score_binary vs one-token generate on `n` TALLRec prompts (batches of 32 in the original evaluation script);
+    median seconds over `rounds` interleaved rounds."""
     llm = llm or load_llm("smollm2-135m")
     data = load_dataset("ml-100k")
     insts = _tallrec_instructions(data, n, seed)
     prompts = [render_prompt(i, llm.tokenizer) for i in insts]
     y = np.array([i.meta["label"] for i in insts])
     score_binary(llm, prompts[:2], batch_size=2)                           # warm-up
-    base, t_base = _timed(lambda: generate_yes_no(llm, prompts, baseline_batch_size))
-    eng, t_eng = _timed(lambda: score_binary(llm, prompts, batch_size=batch_size))
-    with plain_cpu_kernels(): _, t_plain = _timed(lambda: score_binary(llm, prompts, batch_size=batch_size))
+    outs, secs = _rounds({"baseline": lambda: generate_yes_no(llm, prompts, baseline_batch_size),
+                          "engine": lambda: score_binary(llm, prompts, batch_size=batch_size),
+                          "engine_default_kernels": _with_plain_kernels(lambda: score_binary(llm, prompts, batch_size=batch_size))},
+                         rounds)
+    base, eng = outs["baseline"], outs["engine"]
+    t_base, t_eng, t_plain = (float(np.median(secs[k])) for k in ("baseline", "engine", "engine_default_kernels"))
     auc_b, auc_e = auc(y, base), auc(y, eng)
     return {"name": "scoring", "speedup": t_base / t_eng, "baseline_seconds": t_base, "engine_seconds": t_eng,
+            "rounds": rounds, "seconds_per_round": secs,
             "ablation": _ablation(t_base, t_eng, t_plain),
             "agreement": {"auc_baseline": auc_b, "auc_engine": auc_e, "auc_abs_diff": abs(auc_b - auc_e),
                           "max_prob_abs_diff": float(np.abs(base - eng).max()), "identical_auc_1e-4": abs(auc_b - auc_e) < 1e-4},
@@ -120,8 +142,8 @@ def score_each_sequence(llm, prompt: str, candidates, batch_size: int = 32) -> n
                 out.append(float(lp[r, pos, torch.tensor(c)].sum()))
     return np.array(out)
 
-def bench_ranking(llm=None, n_prompts: int = 5, n_candidates: int = 20, seed: int = 0) -> dict:
-    "score_candidates (shared prompt cache) vs one sequence per candidate, on next-item prompts."
+def bench_ranking(llm=None, n_prompts: int = 5, n_candidates: int = 20, seed: int = 0, rounds: int = 3) -> dict:
+    "score_candidates (shared prompt cache) vs one sequence per candidate, on next-item prompts; medians over `rounds`."
     llm = llm or load_llm("smollm2-135m")
     data = load_dataset("ml-100k")
     rng = np.random.default_rng(seed)
@@ -137,11 +159,14 @@ def bench_ranking(llm=None, n_prompts: int = 5, n_candidates: int = 20, seed: in
         prompt = render_prompt(next_item_instruction([titles[i] for i in h[-11:-1]]), llm.tokenizer)
         cases.append((prompt, [cands[j] for j in rng.permutation(len(cands))]))
     score_candidates(llm, cases[0][0], cases[0][1][:2])                   # warm-up
-    base, t_base = _timed(lambda: [score_each_sequence(llm, p, c) for p, c in cases])
-    eng, t_eng = _timed(lambda: [score_candidates(llm, p, c) for p, c in cases])
-    with plain_cpu_kernels(): _, t_plain = _timed(lambda: [score_candidates(llm, p, c) for p, c in cases])
+    engine = lambda: [score_candidates(llm, p, c) for p, c in cases]
+    outs, secs = _rounds({"baseline": lambda: [score_each_sequence(llm, p, c) for p, c in cases], "engine": engine,
+                          "engine_default_kernels": _with_plain_kernels(engine)}, rounds)
+    base, eng = outs["baseline"], outs["engine"]
+    t_base, t_eng, t_plain = (float(np.median(secs[k])) for k in ("baseline", "engine", "engine_default_kernels"))
     same = [bool((np.argsort(-b, kind="stable") == np.argsort(-e, kind="stable")).all()) for b, e in zip(base, eng)]
     return {"name": "ranking", "speedup": t_base / t_eng, "baseline_seconds": t_base, "engine_seconds": t_eng,
+            "rounds": rounds, "seconds_per_round": secs,
             "ablation": _ablation(t_base, t_eng, t_plain),
             "agreement": {"identical_rankings": float(np.mean(same)),
                           "max_score_abs_diff": float(max(np.abs(b - e).max() for b, e in zip(base, eng)))},

@@ -337,19 +337,21 @@ def _onednn_attention_rows(op, query, key, value, mask, scaling):
     B, H, Q, D = query.shape
     KVH, K = key.shape[1], key.shape[2]
     G = H // KVH
-    q = (query * scaling).contiguous().view(B, KVH, G * Q, D)
+    # rows ordered (query position, head of the group): the output block of a key/value head is then (Q, G, D) as is
+    q = query.new_empty((B, KVH, Q, G, D))
+    torch.mul(query.view(B, KVH, G, Q, D).transpose(2, 3), scaling, out=q)
     k, vt = key.contiguous(), value.transpose(-1, -2).contiguous()
     out = query.new_empty((B, Q, H, D))
     low = torch.finfo(query.dtype).min  # finite, so that a fully masked (padding) row stays finite
     for b in range(B):
-        m = mask[b if mask.shape[0] > 1 else 0, 0]
+        m = mask[b if mask.shape[0] > 1 else 0, 0][:, None]
         blocked = ~m if m.dtype == torch.bool else None
         for h in range(KVH):
-            s = op(q[b, h], k[b, h], None, "none", [], "").view(G, Q, K)
+            s = op(q[b, h].view(Q * G, D), k[b, h], None, "none", [], "").view(Q, G, K)
             if blocked is not None: s.masked_fill_(blocked, low)
             else: s.add_(m)
             torch.softmax(s, -1, out=s)
-            out[b, :, h * G:(h + 1) * G] = op(s.view(G * Q, K), vt[b, h], None, "none", [], "").view(G, Q, D).transpose(0, 1)
+            out[b, :, h * G:(h + 1) * G] = op(s.view(Q * G, K), vt[b, h], None, "none", [], "").view(Q, G, D)
     return out
 
 def _onednn_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None, **kwargs):

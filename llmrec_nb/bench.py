@@ -106,7 +106,8 @@ def bench_scoring(llm=None, n: int = 64, batch_size: int = 16, seed: int = 0, ba
     insts = _tallrec_instructions(data, n, seed)
     prompts = [render_prompt(i, llm.tokenizer) for i in insts]
     y = np.array([i.meta["label"] for i in insts])
-    score_binary(llm, prompts[:2], batch_size=2)                           # warm-up
+    score_binary(llm, prompts[:2], batch_size=2)                           # warm-up, both ways
+    generate_yes_no(llm, prompts[:2], 2)
     outs, secs = _rounds({"baseline": lambda: generate_yes_no(llm, prompts, baseline_batch_size),
                           "engine": lambda: score_binary(llm, prompts, batch_size=batch_size),
                           "engine_default_kernels": _with_plain_kernels(lambda: score_binary(llm, prompts, batch_size=batch_size))},
@@ -158,7 +159,8 @@ def bench_ranking(llm=None, n_prompts: int = 5, n_candidates: int = 20, seed: in
         cands = [titles[i] for i in [h[-1], *negs]]
         prompt = render_prompt(next_item_instruction([titles[i] for i in h[-11:-1]]), llm.tokenizer)
         cases.append((prompt, [cands[j] for j in rng.permutation(len(cands))]))
-    score_candidates(llm, cases[0][0], cases[0][1][:2])                   # warm-up
+    score_candidates(llm, cases[0][0], cases[0][1][:2])                   # warm-up, both ways
+    score_each_sequence(llm, cases[0][0], cases[0][1][:2])
     engine = lambda: [score_candidates(llm, p, c) for p, c in cases]
     outs, secs = _rounds({"baseline": lambda: [score_each_sequence(llm, p, c) for p, c in cases], "engine": engine,
                           "engine_default_kernels": _with_plain_kernels(engine)}, rounds)

@@ -187,22 +187,29 @@ class Backend(Protocol):
                  batch_size: int) -> list: ...
 
 # %% ../nbs/03_llm.ipynb #119878fd
-_ONEDNN_CHECKED: dict = {}
+_CHECKED: dict = {}   # (what was checked, key) -> its answer: each stand-in is checked once per process
+
+def _checked_once(what: str, key, check) -> bool:
+    "`check()` run the first time `(what, key)` is asked about (an exception counts as a failure), its answer after."
+    if (what, key) not in _CHECKED:
+        try: _CHECKED[what, key] = bool(check())
+        except Exception: _CHECKED[what, key] = False
+    return _CHECKED[what, key]
+
+def _fast_cpu_enabled() -> bool:
+    return os.environ.get("LLMREC_FAST_CPU", "1") != "0"
 
 def onednn_linear_kernel():
     "oneDNN's float32 linear kernel when this PyTorch has it and it agrees with `F.linear`; else None."
     import torch
-    if os.environ.get("LLMREC_FAST_CPU", "1") == "0" or not torch.backends.mkldnn.is_available(): return None
+    if not _fast_cpu_enabled() or not torch.backends.mkldnn.is_available(): return None
     try: op = torch.ops.mkldnn._linear_pointwise
     except (AttributeError, RuntimeError): return None
-    if "ok" not in _ONEDNN_CHECKED:
-        try:
-            g = torch.Generator().manual_seed(0)
-            x, w, b = torch.randn(3, 5, 64, generator=g), torch.randn(48, 64, generator=g), torch.randn(48, generator=g)
-            _ONEDNN_CHECKED["ok"] = bool(torch.allclose(op(x, w, b, "none", [], ""), torch.nn.functional.linear(x, w, b),
-                                                        rtol=1e-5, atol=1e-5))
-        except Exception: _ONEDNN_CHECKED["ok"] = False
-    return op if _ONEDNN_CHECKED["ok"] else None
+    def agrees():
+        g = torch.Generator().manual_seed(0)
+        x, w, b = torch.randn(3, 5, 64, generator=g), torch.randn(48, 64, generator=g), torch.randn(48, generator=g)
+        return torch.allclose(op(x, w, b, "none", [], ""), torch.nn.functional.linear(x, w, b), rtol=1e-5, atol=1e-5)
+    return op if _checked_once("onednn linear", None, agrees) else None
 
 @functools.cache
 def _frozen_weight_linear():
@@ -262,26 +269,18 @@ def _gated_mlp_forward(mlp, x):
     if torch.is_grad_enabled(): return type(mlp).forward(mlp, x)
     return _gated_mlp_inplace(mlp, x)
 
-_GATED_MLP_AGREES: dict = {}   # MLP class -> whether its forward is the gated form (checked once per class)
-
 def _gated_mlp_agrees(mlp) -> bool:
-    "Whether the in-place computation reproduces this MLP class's own forward (checked once, on a small random input)."
+    "Whether the in-place computation reproduces this MLP class's own forward (checked once per class, on a small random input)."
     import torch
-    cls = type(mlp)
-    if cls not in _GATED_MLP_AGREES:
+    def agrees():
         width = getattr(mlp.gate_proj, "in_features", None)
-        ok = False
-        if width is not None:
-            x = torch.randn(1, 2, width, generator=torch.Generator().manual_seed(0))
-            try:
-                with torch.no_grad(): ok = bool(torch.allclose(cls.forward(mlp, x), _gated_mlp_inplace(mlp, x), rtol=1e-5, atol=1e-6))
-            except Exception: ok = False
-        _GATED_MLP_AGREES[cls] = ok
-    return _GATED_MLP_AGREES[cls]
+        if width is None: return False
+        x = torch.randn(1, 2, width, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad(): return torch.allclose(type(mlp).forward(mlp, x), _gated_mlp_inplace(mlp, x), rtol=1e-5, atol=1e-6)
+    return _checked_once("gated mlp", type(mlp), agrees)
 
 _ROPE_CALL = "query_states, key_states = apply_rotary_pos_emb(query_states, key_states, cos, sin)"
 _ROPE_MODULES: dict = {}   # attention class -> the module whose apply_rotary_pos_emb it calls, or None
-_ROPE_AGREES: dict = {}    # apply_rotary_pos_emb function -> whether the in-place form reproduces it
 
 def _rotate_in_place(x, cos_half, sin_half):
     "`x·cos + rotate_half(x)·sin` written over `x`, given the first halves of `cos` and `sin` (the halves are equal)."
@@ -314,22 +313,19 @@ def _rope_module(attn):
 def _rotary_agrees(fn) -> bool:
     "Whether the in-place rotation reproduces `fn` (checked once per function, on a small random input)."
     import torch
-    if fn not in _ROPE_AGREES:
+    def agrees():
         g = torch.Generator().manual_seed(0)
         q, k = torch.randn(2, 5, 4, 8, generator=g).transpose(1, 2), torch.randn(2, 2, 5, 8, generator=g)
         f = torch.randn(2, 5, 4, generator=g)
         cos, sin = torch.cat([f, f], -1).cos(), torch.cat([f, f], -1).sin()
-        try:
-            with torch.no_grad():
-                ref, mine = fn(q.clone(), k.clone(), cos, sin), _rotary_in_place(fn, q.clone(), k.clone(), cos, sin)
-            ok = all(torch.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(ref, mine))
-        except Exception: ok = False
-        _ROPE_AGREES[fn] = ok
-    return _ROPE_AGREES[fn]
+        with torch.no_grad():
+            ref, mine = fn(q.clone(), k.clone(), cos, sin), _rotary_in_place(fn, q.clone(), k.clone(), cos, sin)
+        return all(torch.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(ref, mine))
+    return _checked_once("rotary", fn, agrees)
 
 _ATTENTION_KWARGS = {"position_ids", "use_cache", "cache_position", "output_attentions"}  # ones that change nothing
 _MIN_ATTENTION_QUERIES = 16      # shorter queries (decoding) stay with sdpa, which handles them well
-_ONEDNN_ATTENTION = {"modules": set(), "sdpa": None, "ok": None}
+_ONEDNN_ATTENTION = {"modules": set(), "sdpa": None}
 
 def _onednn_attention_rows(op, query, key, value, mask, scaling):
     "Attention output `(batch, queries, heads, dim)`: per key/value head, `softmax(q·kᵀ + mask) · v` on oneDNN."
@@ -372,24 +368,20 @@ def _onednn_attention(module, query, key, value, attention_mask, dropout=0.0, sc
 def _onednn_attention_agrees(sdpa) -> bool:
     "Whether the oneDNN attention reproduces transformers' `sdpa` function (checked once, boolean and additive masks)."
     import torch
-    if _ONEDNN_ATTENTION["ok"] is None:
-        op, ok = onednn_linear_kernel(), False
-        if op is not None:
-            g = torch.Generator().manual_seed(0)
-            q, k, v = (torch.randn(2, n, 20, 8, generator=g) for n in (4, 2, 2))
-            k, v = torch.cat([torch.randn(2, 2, 3, 8, generator=g), k], 2), torch.cat([torch.randn(2, 2, 3, 8, generator=g), v], 2)
-            allowed = torch.ones(20, 23, dtype=torch.bool).tril(3)[None, None].repeat(2, 1, 1, 1)
-            allowed[1, :, :, 3:6] = False                  # a left-padded row
-            additive = torch.zeros(allowed.shape).masked_fill(~allowed, torch.finfo(torch.float32).min)
-            layer = torch.nn.Module(); layer.num_key_value_groups, layer.is_causal = 2, True
-            try:
-                with torch.no_grad():
-                    ok = all(torch.allclose(_onednn_attention_rows(op, q, k, v, m, 8 ** -0.5),
-                                            sdpa(layer, q, k, v, m, scaling=8 ** -0.5)[0], rtol=1e-5, atol=1e-5)
-                             for m in (allowed, additive))
-            except Exception: ok = False
-        _ONEDNN_ATTENTION["ok"] = ok
-    return _ONEDNN_ATTENTION["ok"]
+    op = onednn_linear_kernel()
+    def agrees():
+        g = torch.Generator().manual_seed(0)
+        q, k, v = (torch.randn(2, n, 20, 8, generator=g) for n in (4, 2, 2))
+        k, v = torch.cat([torch.randn(2, 2, 3, 8, generator=g), k], 2), torch.cat([torch.randn(2, 2, 3, 8, generator=g), v], 2)
+        allowed = torch.ones(20, 23, dtype=torch.bool).tril(3)[None, None].repeat(2, 1, 1, 1)
+        allowed[1, :, :, 3:6] = False                  # a left-padded row
+        additive = torch.zeros(allowed.shape).masked_fill(~allowed, torch.finfo(torch.float32).min)
+        layer = torch.nn.Module(); layer.num_key_value_groups, layer.is_causal = 2, True
+        with torch.no_grad():
+            return all(torch.allclose(_onednn_attention_rows(op, q, k, v, m, 8 ** -0.5),
+                                      sdpa(layer, q, k, v, m, scaling=8 ** -0.5)[0], rtol=1e-5, atol=1e-5)
+                       for m in (allowed, additive))
+    return op is not None and _checked_once("onednn attention", sdpa, agrees)
 
 def _attention_layers(model):
     import torch
@@ -402,7 +394,7 @@ def _onednn_attention_for(layers):
     from transformers.modeling_utils import AttentionInterface
     state, ids = _ONEDNN_ATTENTION, {id(m) for m in layers}
     sdpa = state["sdpa"] or AttentionInterface._global_mapping.get("sdpa")
-    if not ids or sdpa is None or onednn_linear_kernel() is None or not _onednn_attention_agrees(sdpa):
+    if not ids or sdpa is None or not _onednn_attention_agrees(sdpa):
         yield; return
     new = ids - state["modules"]
     if not state["modules"]:    # the first block switches the registered function; the last one puts it back
@@ -428,7 +420,8 @@ def fast_cpu_kernels(model):
     modules switched."""
     import torch
     patched, rotary = [], []
-    if os.environ.get("LLMREC_FAST_CPU", "1") != "0":
+    attention = _attention_layers(model) if _fast_cpu_enabled() else []
+    if _fast_cpu_enabled():
         op = onednn_linear_kernel()
         for m in model.modules():
             if "forward" in m.__dict__: continue   # already switched by an enclosing block
@@ -440,7 +433,7 @@ def fast_cpu_kernels(model):
                     and _cpu_float32(getattr(m.gate_proj, "base_layer", m.gate_proj)) and _gated_mlp_agrees(m):
                 m.forward = functools.partial(_gated_mlp_forward, m)
                 patched.append(m)
-        for m in _attention_layers(model):
+        for m in attention:
             mod = _rope_module(m)
             fn = getattr(mod, "apply_rotary_pos_emb", None)
             # a module-level name, switched once per module and put back when the block ends
@@ -448,7 +441,7 @@ def fast_cpu_kernels(model):
                 mod.apply_rotary_pos_emb = functools.partial(_rotary_in_place, fn)
                 rotary.append((mod, fn))
     try:
-        with _onednn_attention_for(_attention_layers(model) if os.environ.get("LLMREC_FAST_CPU", "1") != "0" else []):
+        with _onednn_attention_for(attention):
             yield len(patched)
     finally:
         for m in patched: del m.forward

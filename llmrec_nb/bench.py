@@ -48,6 +48,16 @@ def _ablation(t_base: float, t_eng: float, t_plain: float) -> dict:
     return {"engine_seconds_default_kernels": t_plain, "speedup_algorithm_only": t_base / t_plain,
             "speedup_from_cpu_kernels": t_plain / t_eng, "onednn_linear_used": onednn_linear_kernel() is not None}
 
+def _race(baseline: Callable, engine: Callable, rounds: int):
+    """Baseline, engine, and the engine on default kernels in `rounds` interleaved rounds: the baseline's and the
+    engine's outputs, and the result's timing fields (median seconds, speed-up, ablation, every round's seconds)."""
+    outs, secs = _rounds({"baseline": baseline, "engine": engine, "engine_default_kernels": _with_plain_kernels(engine)},
+                         rounds)
+    t_base, t_eng, t_plain = (float(np.median(secs[k])) for k in ("baseline", "engine", "engine_default_kernels"))
+    return outs["baseline"], outs["engine"], {
+        "speedup": t_base / t_eng, "baseline_seconds": t_base, "engine_seconds": t_eng, "rounds": rounds,
+        "seconds_per_round": secs, "ablation": _ablation(t_base, t_eng, t_plain)}
+
 def _tallrec_instructions(data, n: int, seed: int = 0):
     samples = tallrec_samples(data)
     rng = np.random.default_rng(seed)
@@ -108,16 +118,10 @@ def bench_scoring(llm=None, n: int = 64, batch_size: int = 16, seed: int = 0, ba
     y = np.array([i.meta["label"] for i in insts])
     score_binary(llm, prompts[:2], batch_size=2)                           # warm-up, both ways
     generate_yes_no(llm, prompts[:2], 2)
-    outs, secs = _rounds({"baseline": lambda: generate_yes_no(llm, prompts, baseline_batch_size),
-                          "engine": lambda: score_binary(llm, prompts, batch_size=batch_size),
-                          "engine_default_kernels": _with_plain_kernels(lambda: score_binary(llm, prompts, batch_size=batch_size))},
-                         rounds)
-    base, eng = outs["baseline"], outs["engine"]
-    t_base, t_eng, t_plain = (float(np.median(secs[k])) for k in ("baseline", "engine", "engine_default_kernels"))
+    base, eng, timing = _race(lambda: generate_yes_no(llm, prompts, baseline_batch_size),
+                              lambda: score_binary(llm, prompts, batch_size=batch_size), rounds)
     auc_b, auc_e = auc(y, base), auc(y, eng)
-    return {"name": "scoring", "speedup": t_base / t_eng, "baseline_seconds": t_base, "engine_seconds": t_eng,
-            "rounds": rounds, "seconds_per_round": secs,
-            "ablation": _ablation(t_base, t_eng, t_plain),
+    return {"name": "scoring", **timing,
             "agreement": {"auc_baseline": auc_b, "auc_engine": auc_e, "auc_abs_diff": abs(auc_b - auc_e),
                           "max_prob_abs_diff": float(np.abs(base - eng).max()), "identical_auc_1e-4": abs(auc_b - auc_e) < 1e-4},
             "n_prompts": n, "batch_size": batch_size, "baseline_batch_size": baseline_batch_size,
@@ -161,15 +165,10 @@ def bench_ranking(llm=None, n_prompts: int = 5, n_candidates: int = 20, seed: in
         cases.append((prompt, [cands[j] for j in rng.permutation(len(cands))]))
     score_candidates(llm, cases[0][0], cases[0][1][:2])                   # warm-up, both ways
     score_each_sequence(llm, cases[0][0], cases[0][1][:2])
-    engine = lambda: [score_candidates(llm, p, c) for p, c in cases]
-    outs, secs = _rounds({"baseline": lambda: [score_each_sequence(llm, p, c) for p, c in cases], "engine": engine,
-                          "engine_default_kernels": _with_plain_kernels(engine)}, rounds)
-    base, eng = outs["baseline"], outs["engine"]
-    t_base, t_eng, t_plain = (float(np.median(secs[k])) for k in ("baseline", "engine", "engine_default_kernels"))
+    base, eng, timing = _race(lambda: [score_each_sequence(llm, p, c) for p, c in cases],
+                              lambda: [score_candidates(llm, p, c) for p, c in cases], rounds)
     same = [bool((np.argsort(-b, kind="stable") == np.argsort(-e, kind="stable")).all()) for b, e in zip(base, eng)]
-    return {"name": "ranking", "speedup": t_base / t_eng, "baseline_seconds": t_base, "engine_seconds": t_eng,
-            "rounds": rounds, "seconds_per_round": secs,
-            "ablation": _ablation(t_base, t_eng, t_plain),
+    return {"name": "ranking", **timing,
             "agreement": {"identical_rankings": float(np.mean(same)),
                           "max_score_abs_diff": float(max(np.abs(b - e).max() for b, e in zip(base, eng)))},
             "n_prompts": n_prompts, "n_candidates": n_candidates}

@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_llm.ipynb #5b570fd2
 from __future__ import annotations
-import contextlib, copy, functools, importlib.util, inspect, os, re, shutil, sys, tempfile, time, unicodedata
+import contextlib, copy, functools, importlib.util, inspect, os, re, shutil, sys, tempfile, time, unicodedata, weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
@@ -226,13 +226,42 @@ def _frozen_weight_linear():
             return ctx.op(grad, w.t(), None, "none", [], ""), None, None, None
     return FrozenWeightLinear
 
-def _onednn_forward(layer, op, x):
+_PACKED: dict = {}          # id(weight) -> (a weak reference to it, its version, its data pointer, its packed copy)
+_PACK_LIMIT_BYTES = 4 << 30             # models with more linear weight than this keep one copy of it only
+
+def _weight_packer():
+    "oneDNN's weight reorder for its linear kernel when it exists and its packed weights give `F.linear`'s numbers; else None."
+    import torch
+    op = onednn_linear_kernel()
+    try: pack = torch.ops.mkldnn._reorder_linear_weight
+    except (AttributeError, RuntimeError): return None
+    def agrees():
+        g = torch.Generator().manual_seed(0)
+        x, w, b = torch.randn(3, 5, 64, generator=g), torch.randn(48, 64, generator=g), torch.randn(48, generator=g)
+        return torch.allclose(op(x, pack(w, _MLP_ROWS), b, "none", [], ""), torch.nn.functional.linear(x, w, b),
+                              rtol=1e-5, atol=1e-5)
+    return pack if op is not None and _checked_once("onednn packed weight", None, agrees) else None
+
+def _packed_weight(w):
+    """`w` in oneDNN's blocked layout, made once and kept while `w` lives and is unchanged (same version counter and
+    storage); `w` itself where no packing applies (an inference tensor has no version counter to watch)."""
+    pack = _weight_packer()
+    if pack is None or w.is_inference(): return w
+    key = id(w)
+    entry = _PACKED.get(key)
+    if entry is not None and entry[0]() is w and entry[1] == w._version and entry[2] == w.data_ptr(): return entry[3]
+    import torch
+    with torch.inference_mode(False), torch.no_grad(): packed = pack(w.detach(), _MLP_ROWS)
+    _PACKED[key] = (weakref.ref(w, lambda _: _PACKED.pop(key, None)), w._version, w.data_ptr(), packed)
+    return packed
+
+def _onednn_forward(layer, op, pack, x):
     import torch
     w, b = layer.weight, layer.bias
     if x.dtype != w.dtype or x.device != w.device or not w.is_contiguous():
         return torch.nn.functional.linear(x, w, b)
     if not torch.is_grad_enabled() or not (x.requires_grad or w.requires_grad or (b is not None and b.requires_grad)):
-        return op(x, w, b, "none", [], "")
+        return op(x, _packed_weight(w) if pack else w, b, "none", [], "")
     if w.requires_grad or (b is not None and b.requires_grad):  # trainable layers (LoRA's own) keep autograd's path
         return torch.nn.functional.linear(x, w, b)
     return _frozen_weight_linear().apply(x, w, b, op)
@@ -338,14 +367,14 @@ def _onednn_attention_rows(op, query, key, value, mask, scaling):
     torch.mul(query.view(B, KVH, G, Q, D).transpose(2, 3), scaling, out=q)
     k, vt = key.contiguous(), value.transpose(-1, -2).contiguous()
     out = query.new_empty((B, Q, H, D))
-    low = torch.finfo(query.dtype).min  # finite, so that a fully masked (padding) row stays finite
+    if mask.dtype == torch.bool:  # as an additive mask: a broadcast add is several times faster than masked_fill_
+        low = torch.finfo(query.dtype).min  # finite, so that a fully masked (padding) row stays finite
+        mask = torch.zeros(mask.shape, dtype=query.dtype).masked_fill_(~mask, low)
     for b in range(B):
         m = mask[b if mask.shape[0] > 1 else 0, 0][:, None]
-        blocked = ~m if m.dtype == torch.bool else None
         for h in range(KVH):
             s = op(q[b, h].view(Q * G, D), k[b, h], None, "none", [], "").view(Q, G, K)
-            if blocked is not None: s.masked_fill_(blocked, low)
-            else: s.add_(m)
+            s.add_(m)
             torch.softmax(s, -1, out=s)
             out[b, :, h * G:(h + 1) * G] = op(s.view(Q * G, K), vt[b, h], None, "none", [], "").view(Q, G, D)
     return out
@@ -423,11 +452,13 @@ def fast_cpu_kernels(model):
     attention = _attention_layers(model) if _fast_cpu_enabled() else []
     if _fast_cpu_enabled():
         op = onednn_linear_kernel()
+        # the exact class only: subclasses (quantised layers and the like) keep their own forward
+        linears = [m for m in model.modules() if op is not None and type(m) is torch.nn.Linear and _cpu_float32(m)]
+        pack = sum(m.weight.numel() * 4 for m in linears) <= _PACK_LIMIT_BYTES
         for m in model.modules():
             if "forward" in m.__dict__: continue   # already switched by an enclosing block
-            # the exact class only: subclasses (quantised layers and the like) keep their own forward
             if op is not None and type(m) is torch.nn.Linear and _cpu_float32(m):
-                m.forward = functools.partial(_onednn_forward, m, op)
+                m.forward = functools.partial(_onednn_forward, m, op, pack)
                 patched.append(m)
             elif all(isinstance(getattr(m, a, None), torch.nn.Module) for a in _GATED_MLP_PARTS) \
                     and _cpu_float32(getattr(m.gate_proj, "base_layer", m.gate_proj)) and _gated_mlp_agrees(m):

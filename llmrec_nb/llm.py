@@ -15,9 +15,9 @@ from .core import LlmrecError, cache_dir, get_device, progress, read_json, stabl
 
 # %% auto #0
 __all__ = ['BUNDLED_MODELS', 'bundled_gguf', 'dequantised_cache', 'LLM', 'load_llm', 'encode', 'continuation_ids',
-           'answer_token_id', 'Backend', 'onednn_linear_kernel', 'fast_cpu_kernels', 'TransformersBackend',
-           'score_binary', 'score_candidates', 'rank_candidates', 'generate', 'last_token_embeddings', 'Grounded',
-           'normalise_title', 'ground', 'ground_list', 'valid_rate', 'VLLMBackend']
+           'answer_token_id', 'Backend', 'onednn_linear_kernel', 'fast_cpu_kernels', 'last_position_only',
+           'TransformersBackend', 'score_binary', 'score_candidates', 'rank_candidates', 'generate',
+           'last_token_embeddings', 'Grounded', 'normalise_title', 'ground', 'ground_list', 'valid_rate', 'VLLMBackend']
 
 # %% ../nbs/03_llm.ipynb #1295f8e3
 BUNDLED_MODELS = {
@@ -355,6 +355,7 @@ def _rotary_agrees(fn) -> bool:
 _ATTENTION_KWARGS = {"position_ids", "use_cache", "cache_position", "output_attentions"}  # ones that change nothing
 _MIN_ATTENTION_QUERIES = 16      # shorter queries (decoding) stay with sdpa, which handles them well
 _ONEDNN_ATTENTION = {"modules": set(), "sdpa": None}
+_LAST_POSITION_ONLY: set = set()  # ids of attention layers whose output is read at the last position only
 
 def _onednn_attention_rows(op, query, key, value, mask, scaling):
     "Attention output `(batch, queries, heads, dim)`: per key/value head, `softmax(q·kᵀ + mask) · v` on oneDNN."
@@ -384,6 +385,12 @@ def _onednn_attention(module, query, key, value, attention_mask, dropout=0.0, sc
     import torch
     sdpa, op = _ONEDNN_ATTENTION["sdpa"], onednn_linear_kernel()
     m = attention_mask
+    if id(module) in _LAST_POSITION_ONLY and query.dim() == 4 and query.shape[2] > 1 and not torch.is_grad_enabled() \
+            and m is not None and m.dim() == 4 and m.shape[-2] == query.shape[2]:
+        last, _ = _onednn_attention(module, query[:, :, -1:], key, value, m[:, :, -1:], dropout, scaling, is_causal, **kwargs)
+        out = last.new_zeros((last.shape[0], query.shape[2], *last.shape[2:]))
+        out[:, -1:] = last
+        return out, None
     if op is None or id(module) not in _ONEDNN_ATTENTION["modules"] or torch.is_grad_enabled() or dropout \
             or any(v is not None and k not in _ATTENTION_KWARGS for k, v in kwargs.items()) or kwargs.get("output_attentions") \
             or query.dim() != 4 or query.shape[2] < _MIN_ATTENTION_QUERIES or query.shape[1] % key.shape[1] \
@@ -479,6 +486,65 @@ def fast_cpu_kernels(model):
         for mod, fn in rotary: mod.apply_rotary_pos_emb = fn
 
 # %% ../nbs/03_llm.ipynb #93199007
+def _decoder_layers(model):
+    "The model's list of decoder layers (each with `self_attn` and `mlp`), or None."
+    import torch
+    for m in model.modules():
+        if isinstance(m, torch.nn.ModuleList) and len(m) and all(
+                isinstance(getattr(l, "mlp", None), torch.nn.Module) and isinstance(getattr(getattr(l, "self_attn", None), a, None), torch.nn.Module)
+                for l in m for a in ("q_proj", "o_proj")):
+            return m
+    return None
+
+def _last_row_forward(inner, x):
+    "`inner` run on the last position of `x` only; the other positions of the output are zeros."
+    last = inner(x[..., -1:, :])
+    out = last.new_zeros((*x.shape[:-1], last.shape[-1]))
+    out[..., -1:, :] = last
+    return out
+
+@contextlib.contextmanager
+def _final_layer_at_last_position(layer):
+    "Within the block, the decoder `layer` computes queries, attention and MLP at the last position only."
+    attn = layer.self_attn
+    saved = [(p, p.__dict__.get("forward")) for p in (attn.q_proj, attn.o_proj, layer.mlp)]
+    for p, _ in saved: p.forward = functools.partial(_last_row_forward, p.forward)
+    _LAST_POSITION_ONLY.add(id(attn))
+    try: yield
+    finally:
+        _LAST_POSITION_ONLY.discard(id(attn))
+        for p, own in saved:
+            if own is None: del p.forward
+            else: p.forward = own
+
+def _last_position_agrees(model, layer) -> bool:
+    "Whether the model's last-position logits are unchanged with `layer` cut down (a 2-row, left-padded random batch)."
+    import torch
+    ids = torch.randint(0, model.get_input_embeddings().num_embeddings, (2, 20), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids); mask[1, :3] = 0
+    device = next(model.parameters()).device
+    kw = dict(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=(mask.cumsum(-1) - 1).clamp(min=0).to(device))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            ref = model(**kw).logits[:, -1].float()
+            with _final_layer_at_last_position(layer): cut = model(**kw).logits[:, -1].float()
+    finally: model.train(was_training)
+    return torch.allclose(ref, cut, rtol=1e-4, atol=1e-4)
+
+@contextlib.contextmanager
+def last_position_only(model):
+    """Within the block (no gradients), the final decoder layer of `model` works at the last position only: for callers
+    that read nothing but each row's last position. Yields whether it applies."""
+    import torch
+    layers = _decoder_layers(model)
+    if torch.is_grad_enabled() or layers is None \
+            or not _checked_once("last position only", type(model), lambda: _last_position_agrees(model, layers[-1])):
+        yield False; return
+    with _final_layer_at_last_position(layers[-1]): yield True
+
+# %% ../nbs/03_llm.ipynb #bd80be03
 def _pad_left(seqs: Sequence[Sequence[int]], pad_id: int, device):
     import torch
     width = max(len(s) for s in seqs)
@@ -607,7 +673,7 @@ class TransformersBackend:
         if not prompts: return out
         shared = _shared_prefix(ids) if len(ids) > 1 else 0
         batches = _length_batches([len(i) for i in ids], batch_size)  # similar lengths share a batch: little padding
-        with torch.inference_mode(), fast_cpu_kernels(model):
+        with torch.inference_mode(), fast_cpu_kernels(model), last_position_only(model):
             kv = _prefix_cache(model, ids[0][:shared], llm.device) if shared >= _MIN_SHARED else None
             if kv is None: shared = 0
             for rows in progress(batches, desc="score yes/no"):

@@ -809,7 +809,7 @@ def last_token_embeddings(llm: LLM, texts: Sequence[str], batch_size: int = 32, 
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     ids = encode(tok, list(texts))
     chunks = []
-    with torch.inference_mode(), off, fast_cpu_kernels(model):
+    with torch.inference_mode(), off, fast_cpu_kernels(model), last_position_only(model):
         for s in range(0, len(ids), batch_size):
             b_ids, b_mask = _pad_left(ids[s:s + batch_size], _pad_id(tok), llm.device)
             decoder = inner.get_decoder() if hasattr(inner, "get_decoder") else None

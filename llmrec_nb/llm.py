@@ -226,7 +226,7 @@ def _frozen_weight_linear():
             return ctx.op(grad, w.t(), None, "none", [], ""), None, None, None
     return FrozenWeightLinear
 
-_PACKED: dict = {}          # id(weight) -> (a weak reference to it, its version, its data pointer, its packed copy)
+_PACKED: dict = {}   # id(weight) -> (a weak reference to it, its version, its data pointer, a sample of it, packed copy)
 _PACK_LIMIT_BYTES = 4 << 30             # models with more linear weight than this keep one copy of it only
 
 def _weight_packer():
@@ -242,26 +242,37 @@ def _weight_packer():
                               rtol=1e-5, atol=1e-5)
     return pack if op is not None and _checked_once("onednn packed weight", None, agrees) else None
 
-def _packed_weight(w):
-    """`w` in oneDNN's blocked layout, made once and kept while `w` lives and is unchanged (same version counter and
-    storage); `w` itself where no packing applies (an inference tensor has no version counter to watch)."""
+def _weight_sample(w):
+    "About 64 evenly spaced values of `w`: any optimiser step or merge changes them."
+    flat = w.detach().reshape(-1)
+    return flat[::max(1, flat.numel() // 64)].clone()
+
+def _packed_weight(w, checked: set):
+    """`w` in oneDNN's blocked layout, made once and kept while `w` lives and is unchanged; `w` itself where packing
+    does not apply. Unchanged means the same version counter and storage on every call, and also the same sample of
+    values the first time a block (`checked`) uses it, since some in-place updates leave the version counter alone
+    (PyTorch's fused AdamW does). Weights that require gradients are never packed: they are the ones being trained."""
+    import torch
     pack = _weight_packer()
-    if pack is None or w.is_inference(): return w
+    if pack is None or w.requires_grad or w.is_inference(): return w
     key = id(w)
     entry = _PACKED.get(key)
-    if entry is not None and entry[0]() is w and entry[1] == w._version and entry[2] == w.data_ptr(): return entry[3]
-    import torch
+    if entry is not None and entry[0]() is w and entry[1] == w._version and entry[2] == w.data_ptr() \
+            and (key in checked or torch.equal(entry[3], _weight_sample(w))):
+        checked.add(key)
+        return entry[4]
     with torch.inference_mode(False), torch.no_grad(): packed = pack(w.detach(), _MLP_ROWS)
-    _PACKED[key] = (weakref.ref(w, lambda _: _PACKED.pop(key, None)), w._version, w.data_ptr(), packed)
+    _PACKED[key] = (weakref.ref(w, lambda _: _PACKED.pop(key, None)), w._version, w.data_ptr(), _weight_sample(w), packed)
+    checked.add(key)
     return packed
 
-def _onednn_forward(layer, op, pack, x):
+def _onednn_forward(layer, op, packing, x):
     import torch
     w, b = layer.weight, layer.bias
     if x.dtype != w.dtype or x.device != w.device or not w.is_contiguous():
         return torch.nn.functional.linear(x, w, b)
     if not torch.is_grad_enabled() or not (x.requires_grad or w.requires_grad or (b is not None and b.requires_grad)):
-        return op(x, _packed_weight(w) if pack else w, b, "none", [], "")
+        return op(x, w if packing is None else _packed_weight(w, packing), b, "none", [], "")
     if w.requires_grad or (b is not None and b.requires_grad):  # trainable layers (LoRA's own) keep autograd's path
         return torch.nn.functional.linear(x, w, b)
     return _frozen_weight_linear().apply(x, w, b, op)
@@ -461,11 +472,12 @@ def fast_cpu_kernels(model):
         op = onednn_linear_kernel()
         # the exact class only: subclasses (quantised layers and the like) keep their own forward
         linears = [m for m in model.modules() if op is not None and type(m) is torch.nn.Linear and _cpu_float32(m)]
-        pack = sum(m.weight.numel() * 4 for m in linears) <= _PACK_LIMIT_BYTES
+        # the ids of the packed weights this block has checked, or None: no packing for this model
+        packing = set() if sum(m.weight.numel() * 4 for m in linears) <= _PACK_LIMIT_BYTES else None
         for m in model.modules():
             if "forward" in m.__dict__: continue   # already switched by an enclosing block
             if op is not None and type(m) is torch.nn.Linear and _cpu_float32(m):
-                m.forward = functools.partial(_onednn_forward, m, op, pack)
+                m.forward = functools.partial(_onednn_forward, m, op, packing)
                 patched.append(m)
             elif all(isinstance(getattr(m, a, None), torch.nn.Module) for a in _GATED_MLP_PARTS) \
                     and _cpu_float32(getattr(m.gate_proj, "base_layer", m.gate_proj)) and _gated_mlp_agrees(m):

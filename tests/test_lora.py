@@ -1,4 +1,4 @@
-"LoRA training: masking, bad input, checkpoints and resume, exact adapter merging (tiny model); rule learning (slow)."
+"LoRA training: masking, bad input, checkpoints and resume, scores during training, exact adapter merging (tiny model); rule learning (slow)."
 import os
 from pathlib import Path
 
@@ -71,6 +71,26 @@ def test_onednn_routing_leaves_training_unchanged(tmp_path, monkeypatch):
     monkeypatch.setenv("LLMREC_FAST_CPU", "0")
     plain = train_lora(load_llm("tiny"), toy(8), config=cfg, output_dir=tmp_path / "plain")
     np.testing.assert_allclose(fast.log["loss"].to_numpy(), plain.log["loss"].to_numpy(), rtol=1e-4)
+
+def test_scoring_during_and_after_training_sees_the_current_adapter(tmp_path, monkeypatch):
+    # the Trainer's default optimiser (fused AdamW) updates the adapter without bumping its version counter: scores taken
+    # between steps and after training must still come from the current weights, as the plain kernels compute them
+    llm, data = load_llm("tiny"), toy(16)
+    prompts = [render_prompt(i, llm.tokenizer, style="alpaca") for i in toy(6, seed=1)]
+    seen = []
+    def eval_fn(model):
+        seen.append(score_binary(llm, prompts))
+        monkeypatch.setenv("LLMREC_FAST_CPU", "0")
+        try: plain = score_binary(llm, prompts)
+        finally: monkeypatch.delenv("LLMREC_FAST_CPU")
+        np.testing.assert_allclose(seen[-1], plain, atol=1e-5)
+        return float(seen[-1].mean())
+    cfg = LoraTrainConfig(**{**FAST, "eval_steps": 1, "target_modules": ("q_proj", "v_proj", "o_proj", "gate_proj", "down_proj")})
+    train_lora(llm, data, config=cfg, output_dir=tmp_path, eval_fn=eval_fn)
+    assert len(seen) >= 3 and not np.allclose(seen[0], seen[-1], atol=1e-6)    # the adapter moved between evaluations
+    after = score_binary(llm, prompts)
+    monkeypatch.setenv("LLMREC_FAST_CPU", "0")
+    np.testing.assert_allclose(after, score_binary(llm, prompts), atol=1e-5)
 
 def test_weighted_merge_is_exact_and_survives_save_load(tmp_path):
     from peft import LoraConfig, get_peft_model

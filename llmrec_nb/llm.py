@@ -206,10 +206,15 @@ def onednn_linear_kernel():
     try: op = torch.ops.mkldnn._linear_pointwise
     except (AttributeError, RuntimeError): return None
     def agrees():
-        g = torch.Generator().manual_seed(0)
-        x, w, b = torch.randn(3, 5, 64, generator=g), torch.randn(48, 64, generator=g), torch.randn(48, generator=g)
+        x, w, b = _linear_sample()
         return torch.allclose(op(x, w, b, "none", [], ""), torch.nn.functional.linear(x, w, b), rtol=1e-5, atol=1e-5)
     return op if _checked_once("onednn linear", None, agrees) else None
+
+def _linear_sample():
+    "A small random `(x, W, b)` for checking a linear kernel against `F.linear`."
+    import torch
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(3, 5, 64, generator=g), torch.randn(48, 64, generator=g), torch.randn(48, generator=g)
 
 @functools.cache
 def _frozen_weight_linear():
@@ -236,8 +241,7 @@ def _weight_packer():
     try: pack = torch.ops.mkldnn._reorder_linear_weight
     except (AttributeError, RuntimeError): return None
     def agrees():
-        g = torch.Generator().manual_seed(0)
-        x, w, b = torch.randn(3, 5, 64, generator=g), torch.randn(48, 64, generator=g), torch.randn(48, generator=g)
+        x, w, b = _linear_sample()
         return torch.allclose(op(x, pack(w, _MLP_ROWS), b, "none", [], ""), torch.nn.functional.linear(x, w, b),
                               rtol=1e-5, atol=1e-5)
     return pack if op is not None and _checked_once("onednn packed weight", None, agrees) else None
@@ -462,9 +466,9 @@ def _cpu_float32(module) -> bool:
 
 @contextlib.contextmanager
 def fast_cpu_kernels(model):
-    """Within the block, a CPU float32 `model` runs its `nn.Linear` layers on oneDNN (inference, and frozen layers in
-    training), and its gated MLPs and rotary embeddings in place when no gradient is needed. Yields the number of
-    modules switched."""
+    """Within the block, a CPU float32 `model` runs its `nn.Linear` layers on oneDNN (inference, with frozen weights
+    packed once, and frozen layers in training), its gated MLPs and rotary embeddings in place and its long-prompt
+    attention on oneDNN when no gradient is needed. Yields the number of modules switched."""
     import torch
     patched, rotary = [], []
     attention = _attention_layers(model) if _fast_cpu_enabled() else []

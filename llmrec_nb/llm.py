@@ -257,15 +257,14 @@ def _packed_weight(w, checked: set):
     values the first time a block (`checked`) uses it, since some in-place updates leave the version counter alone
     (PyTorch's fused AdamW does). Weights that require gradients are never packed: they are the ones being trained."""
     import torch
-    pack = _weight_packer()
-    if pack is None or w.requires_grad or w.is_inference(): return w
+    if w.requires_grad or w.is_inference(): return w
     key = id(w)
     entry = _PACKED.get(key)
     if entry is not None and entry[0]() is w and entry[1] == w._version and entry[2] == w.data_ptr() \
             and (key in checked or torch.equal(entry[3], _weight_sample(w))):
         checked.add(key)
         return entry[4]
-    with torch.inference_mode(False), torch.no_grad(): packed = pack(w.detach(), _MLP_ROWS)
+    with torch.inference_mode(False), torch.no_grad(): packed = _weight_packer()(w.detach(), _MLP_ROWS)
     _PACKED[key] = (weakref.ref(w, lambda _: _PACKED.pop(key, None)), w._version, w.data_ptr(), _weight_sample(w), packed)
     checked.add(key)
     return packed
@@ -477,13 +476,15 @@ def fast_cpu_kernels(model):
         # the exact class only: subclasses (quantised layers and the like) keep their own forward
         linears = [m for m in model.modules() if op is not None and type(m) is torch.nn.Linear and _cpu_float32(m)]
         # the ids of the packed weights this block has checked, or None: no packing for this model
-        packing = set() if sum(m.weight.numel() * 4 for m in linears) <= _PACK_LIMIT_BYTES else None
-        for m in model.modules():
+        packing = set() if _weight_packer() is not None and sum(m.weight.numel() * 4 for m in linears) <= _PACK_LIMIT_BYTES \
+            else None
+        for m in linears:
             if "forward" in m.__dict__: continue   # already switched by an enclosing block
-            if op is not None and type(m) is torch.nn.Linear and _cpu_float32(m):
-                m.forward = functools.partial(_onednn_forward, m, op, packing)
-                patched.append(m)
-            elif all(isinstance(getattr(m, a, None), torch.nn.Module) for a in _GATED_MLP_PARTS) \
+            m.forward = functools.partial(_onednn_forward, m, op, packing)
+            patched.append(m)
+        for m in model.modules():
+            if "forward" in m.__dict__: continue
+            if all(isinstance(getattr(m, a, None), torch.nn.Module) for a in _GATED_MLP_PARTS) \
                     and _cpu_float32(getattr(m.gate_proj, "base_layer", m.gate_proj)) and _gated_mlp_agrees(m):
                 m.forward = functools.partial(_gated_mlp_forward, m)
                 patched.append(m)
@@ -533,13 +534,17 @@ def _final_layer_at_last_position(layer):
             if own is None: del p.forward
             else: p.forward = own
 
+def _positions(mask):
+    "Position ids of left-padded rows: 0 at each row's first real token."
+    return (mask.cumsum(-1) - 1).clamp(min=0)
+
 def _last_position_agrees(model, layer) -> bool:
     "Whether the model's last-position logits are unchanged with `layer` cut down (a 2-row, left-padded random batch)."
     import torch
     ids = torch.randint(0, model.get_input_embeddings().num_embeddings, (2, 20), generator=torch.Generator().manual_seed(0))
     mask = torch.ones_like(ids); mask[1, :3] = 0
     device = next(model.parameters()).device
-    kw = dict(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=(mask.cumsum(-1) - 1).clamp(min=0).to(device))
+    kw = dict(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=_positions(mask).to(device))
     was_training = model.training
     model.eval()
     try:
@@ -569,9 +574,6 @@ def _pad_left(seqs: Sequence[Sequence[int]], pad_id: int, device):
     for r, s in enumerate(seqs):
         if len(s): ids[r, width - len(s):] = torch.tensor(list(s)); mask[r, width - len(s):] = 1
     return ids.to(device), mask.to(device)
-
-def _positions(mask):
-    return (mask.cumsum(-1) - 1).clamp(min=0)
 
 def _accepts(model, arg: str) -> bool:
     base = model.get_base_model() if hasattr(model, "get_base_model") else model

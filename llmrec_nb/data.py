@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_data.ipynb #bdbe2825
 from __future__ import annotations
-import ast, csv, gzip, importlib.util, io, json, re, tempfile
+import ast, csv, gzip, importlib.util, io, json, re, tempfile, warnings, zlib
 from dataclasses import dataclass, field as dc_field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -56,20 +56,48 @@ def _bad_value(f: Field, v: str) -> str:
 def _open_bytes(path: Path):
     return gzip.open(path, "rb") if str(path).endswith(".gz") else open(path, "rb")
 
+_GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)  # what a cut-short or damaged .gz raises while being read
+
+def _gzip_error(path: Path, e: Exception, lines_read: int | None = None) -> DataFormatError:
+    "The error for a .gz file that ends early or fails its check; `lines_read`: whole lines decompressed before it."
+    return DataFormatError(path, f"truncated or corrupt gzip data ({e})", line=None if lines_read is None else lines_read + 1,
+                           expected="a complete .gz file")
+
+def _read_bytes(path: Path) -> bytes:
+    "The whole (decompressed) content of a file."
+    try:
+        with _open_bytes(path) as f: return f.read()
+    except _GZIP_ERRORS as e: raise _gzip_error(path, e) from None
+
+def _tail_bytes(path: Path, n: int) -> bytes:
+    "The last `n` (decompressed) bytes of a file; a .gz file is streamed through once."
+    if not str(path).endswith(".gz"):
+        with open(path, "rb") as f:
+            f.seek(0, io.SEEK_END); f.seek(max(0, f.tell() - n)); return f.read()
+    tail = b""
+    try:
+        with gzip.open(path, "rb") as f:
+            while chunk := f.read(1 << 22): tail = (tail + chunk)[-n:]
+    except _GZIP_ERRORS as e: raise _gzip_error(path, e) from None
+    return tail
+
 def _decoded_lines(path: Path, encoding: str) -> Iterator[tuple[int, str]]:
     "Yield (1-based line number, decoded line without its newline); a line that does not decode is an error."
-    with _open_bytes(path) as f:
-        for no, raw in enumerate(f, 1):
-            try: line = raw.decode(encoding)
-            except UnicodeDecodeError as e:
-                raise DataFormatError(path, f"bytes that are not valid {encoding} at column {e.start + 1}", line=no,
-                                      expected=f"{encoding} text (pass encoding='latin-1' for legacy files)") from None
-            if no == 1: line = line.lstrip("\ufeff")
-            yield no, line.rstrip("\r\n")
+    no = 0
+    try:
+        with _open_bytes(path) as f:
+            for no, raw in enumerate(f, 1):
+                try: line = raw.decode(encoding)
+                except UnicodeDecodeError as e:
+                    raise DataFormatError(path, f"bytes that are not valid {encoding} at column {e.start + 1}", line=no,
+                                          expected=f"{encoding} text (pass encoding='latin-1' for legacy files)") from None
+                if no == 1: line = line.lstrip("\ufeff")
+                yield no, line.rstrip("\r\n")
+    except _GZIP_ERRORS as e: raise _gzip_error(path, e, no) from None
 
 def _detect_encoding(path: Path) -> str:
     "utf-8 when the whole file decodes as utf-8, else latin-1 (which decodes anything)."
-    with _open_bytes(path) as f: data = f.read()
+    data = _read_bytes(path)
     try: data.decode("utf-8"); return "utf-8"
     except UnicodeDecodeError: return "latin-1"
 
@@ -115,19 +143,36 @@ def _split_rows(path, lines, sep, quote, escape):
         for no, l in lines:
             if l.strip() != "": yield no, l.split(sep)
         return
-    numbers = []
+    numbers, fed_all = [], []
     def feed():
         for no, l in lines:
-            numbers.append(no); yield l
+            numbers.append(no); yield l + "\n"  # the newline keeps line breaks inside quoted values
+        fed_all.append(True)
     reader = csv.reader(feed(), delimiter=sep, quotechar=quote, escapechar=escape, doublequote=True, strict=True)
     while True:
         start = len(numbers)
         try: row = next(reader)
         except StopIteration: return
         except csv.Error as e:
-            raise DataFormatError(path, f"malformed quoting ({e})", line=numbers[start] if len(numbers) > start else (numbers[-1] if numbers else 1),
-                                  expected=f"fields quoted with {quote}") from None
+            line = numbers[start] if len(numbers) > start else (numbers[-1] if numbers else 1)
+            if fed_all:  # the reader ran out of lines inside a quoted value: the last record is cut short
+                raise DataFormatError(path, "the file ends inside a quoted field opened in the record starting here "
+                                      "(a truncated file?)", line=line, expected=f"a closing {quote} before the end of the file") from None
+            raise DataFormatError(path, f"malformed quoting ({e})", line=line, expected=f"fields quoted with {quote}") from None
         if row and any(v.strip() for v in row): yield numbers[start], row
+
+def _closed_at_end(path: Path, last: str, sep: str, quote: str, escape: str | None, encoding: str) -> bool:
+    """Whether the file visibly ends outside quotes, given `last`, the final value the fast reader parsed: the tail
+    is that value either quoted and closed, or bare after a separator. pyarrow reads a value left open at the end of
+    the file as complete, so anything else sends the file to the line-by-line reader, which names the cut record."""
+    enc = encoding if encoding != "latin1" else "latin-1"
+    body = last.replace(escape, escape * 2).replace(quote, escape + quote) if escape else last.replace(quote, quote * 2)
+    closed, bare, s = (quote + body + quote).encode(enc), last.encode(enc), sep.encode(enc)
+    tail = _tail_bytes(path, len(closed) + len(s) + 8).rstrip(b"\r\n")
+    if tail.endswith(closed): return True
+    if not tail.endswith(bare) or bare.startswith(quote.encode(enc)): return False
+    before = tail[:len(tail) - len(bare)]
+    return before.endswith(s) or before.endswith(b"\n") or (before == b"" and len(tail) < len(closed) + len(s) + 8)
 
 def _expected_row(fields, sep, n):
     names = ", ".join(f.name or "_" for f in fields) if len(fields) == n else f"{n} columns"
@@ -158,6 +203,9 @@ def _slow_read(path, fields, sep, header, encoding, quote, escape):
     if header and hdr is None: raise DataFormatError(path, "the file is empty", line=1, expected="a header row")
     return rows, numbers
 
+class _Recheck(Exception):
+    "The fast reader's result is in doubt: read the file line by line."
+
 def read_header(path: Path | str, sep: str = ",", encoding: str = "utf-8", quote: str | None = '"') -> list[str]:
     "The column names on the first non-empty line of a delimited file."
     for _, vals in _split_rows(Path(path), _decoded_lines(Path(path), encoding), sep, quote, None):
@@ -186,7 +234,7 @@ def read_delimited(path: Path | str, fields: Sequence[Field], sep: str = "\t", h
         src: Any = str(path)
         delim = sep
         if len(sep) > 1:  # pyarrow wants one character: swap the separator for a control character
-            with _open_bytes(path) as fh: src = io.BytesIO(fh.read().replace(sep.encode(encoding), b"\x1f"))
+            src = io.BytesIO(_read_bytes(path).replace(sep.encode(encoding), b"\x1f"))
             delim = "\x1f"
         names = [f"c{i}" for i in range(len(hdr) if header else len(fields))]
         ro = pcsv.ReadOptions(encoding="latin1" if encoding.lower().replace("-", "") in ("latin1", "iso88591") else encoding,
@@ -197,6 +245,8 @@ def read_delimited(path: Path | str, fields: Sequence[Field], sep: str = "\t", h
                               convert_options=pcsv.ConvertOptions(column_types={n: pa.string() for n in names}, strings_can_be_null=False,
                                                                   quoted_strings_can_be_null=False, null_values=[],
                                                                   auto_dict_encode=False, check_utf8=True))
+        if quote and table.num_rows and not _closed_at_end(path, table.column(len(names) - 1)[-1].as_py(), sep, quote, escape, encoding):
+            raise _Recheck()
         idx = _header_index(path, hdr, fields) if header else list(range(len(fields)))
         out, bad = {}, np.zeros(table.num_rows, bool)
         for f, i in zip(fields, idx):
@@ -205,7 +255,7 @@ def read_delimited(path: Path | str, fields: Sequence[Field], sep: str = "\t", h
             out[f.name] = col; bad = bad | b
         if not bad.any(): return pd.DataFrame(out).reset_index(drop=True)
     except DataFormatError: raise
-    except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError, ValueError): pass
+    except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError, ValueError, OSError, _Recheck): pass  # OSError: a damaged .gz
     # the fast route met a problem: re-read line by line to find and name it
     rows, numbers = _slow_read(path, fields, sep, header, encoding, quote, escape)
     raw = pd.DataFrame(rows, columns=[f"c{i}" for i in range(len(fields))], dtype=str)
@@ -464,6 +514,12 @@ def _folder(path, name: str, needs: str) -> Path:
     if not p.is_dir(): raise FileNotFoundError(f"{p}: not a folder (dataset {name!r} needs the folder holding {needs})")
     return p
 
+def _require_rows(df: pd.DataFrame, path: Path, after: str | None = None) -> pd.DataFrame:
+    "`df` (interactions read from `path`) when it has rows; else an error naming the file (`after`: what removed them)."
+    if len(df): return df
+    what = f"no interactions left after {after}" if after else "no interaction rows (the file holds no data)"
+    raise DataFormatError(path, what, expected="at least one interaction")
+
 def _find(folder: Path, *names: str, required: bool = True) -> Path | None:
     "The first of `names` (or its .gz) present in `folder`."
     for n in names:
@@ -538,7 +594,8 @@ def load_ml100k(path: Path | str | None = None) -> RecData:
         u = u.rename(columns={"user_id": "user"})
         return _ml100k_tables(r, i, u)
     folder = _folder(path, "ml-100k", "u.data, u.item and u.user")
-    r = read_delimited(_find(folder, "u.data"), [Field("user"), Field("item"), Field("rating", "float"), Field("timestamp", "int")])
+    rf = _find(folder, "u.data")
+    r = _require_rows(read_delimited(rf, [Field("user"), Field("item"), Field("rating", "float"), Field("timestamp", "int")]), rf)
     i = read_delimited(_find(folder, "u.item"), [Field("item"), Field("title"), Field("release_date", required=False),
                        Field(None, required=False), Field("imdb_url", required=False)] + [Field(g, "int") for g in ML100K_GENRES],
                        sep="|", encoding="latin-1")
@@ -547,7 +604,8 @@ def load_ml100k(path: Path | str | None = None) -> RecData:
 
 def _load_movielens_dat(path, name: str) -> RecData:
     folder = _folder(path, name, "ratings.dat and movies.dat")
-    r = read_delimited(_find(folder, "ratings.dat"), [Field("user"), Field("item"), Field("rating", "float"), Field("timestamp", "int")], sep="::")
+    rf = _find(folder, "ratings.dat")
+    r = _require_rows(read_delimited(rf, [Field("user"), Field("item"), Field("rating", "float"), Field("timestamp", "int")], sep="::"), rf)
     m = read_delimited(_find(folder, "movies.dat"), [Field("item"), Field("title"), Field("genres", required=False)], sep="::", encoding="auto")
     m["genres"] = _split_genres(m["genres"])
     uf = _find(folder, "users.dat", required=False)
@@ -572,8 +630,9 @@ def load_ml10m(path: Path | str | None = None) -> RecData:
 def load_ml_latest(path: Path | str | None = None, name: str = "ml-latest") -> RecData:
     "MovieLens latest / 32M / 25M / 20M from a folder with `ratings.csv` and `movies.csv` (header rows, quoted titles)."
     folder = _folder(path, name, "ratings.csv and movies.csv")
-    r = read_delimited(_find(folder, "ratings.csv"), [Field("user", source="userId"), Field("item", source="movieId"),
-                       Field("rating", "float"), Field("timestamp", "int")], sep=",", header=True)
+    rf = _find(folder, "ratings.csv")
+    r = _require_rows(read_delimited(rf, [Field("user", source="userId"), Field("item", source="movieId"),
+                                          Field("rating", "float"), Field("timestamp", "int")], sep=",", header=True), rf)
     m = read_delimited(_find(folder, "movies.csv"), [Field("item", source="movieId"), Field("title"), Field("genres", required=False)],
                        sep=",", header=True, quote='"')
     m["title"] = m["title"].str.strip()
@@ -598,10 +657,11 @@ def load_amazon2023(path: Path | str | None = None, category: str | None = None,
     "Amazon Reviews 2023 (one category) from `<Category>.jsonl[.gz]` and `meta_<Category>.jsonl[.gz]`."
     folder = _folder(path, "amazon2023", "<Category>.jsonl and meta_<Category>.jsonl")
     cat = _amazon_category(folder, category)
-    r = read_jsonl(_find(folder, f"{cat}.jsonl"), [Field("user", source="user_id"), Field("item", source=item_key),
-                   Field("rating", "float"), Field("timestamp", "int"), Field("review_title", source="title", required=False),
-                   Field("review", source="text", required=False), Field("helpful_vote", "float", required=False),
-                   Field("verified_purchase", "any", required=False)])
+    rf = _find(folder, f"{cat}.jsonl")
+    r = _require_rows(read_jsonl(rf, [Field("user", source="user_id"), Field("item", source=item_key),
+                      Field("rating", "float"), Field("timestamp", "int"), Field("review_title", source="title", required=False),
+                      Field("review", source="text", required=False), Field("helpful_vote", "float", required=False),
+                      Field("verified_purchase", "any", required=False)]), rf)
     r["timestamp"] = r["timestamp"] // 1000
     mf = _find(folder, f"meta_{cat}.jsonl", required=False)
     items = pd.DataFrame({"item": pd.Series([], dtype=str), "title": pd.Series([], dtype=str)})
@@ -631,7 +691,7 @@ def _read_bx(path: Path, fields: Sequence[Field]) -> pd.DataFrame:
     kw = dict(sep=_sniff_sep(path), header=True, encoding="latin-1", quote='"', escape="\\")
     try: return read_delimited(path, fields, **kw)
     except DataFormatError as e: first = e
-    with _open_bytes(path) as fh: raw = fh.read()
+    raw = _read_bytes(path)
     sep = re.escape(kw["sep"].encode())
     # a backslash-quote followed by the separator and an opening quote (or NULL), or by the line end, closes its field
     fixed = re.sub(rb'(?<!\\)\\"(?=' + sep + rb'"|' + sep + rb'NULL\r?$|\r?$)', rb'\\\\"', raw, flags=re.M)
@@ -651,7 +711,7 @@ def load_bookcrossing(path: Path | str | None = None, keep_unknown_items: bool =
     "BookCrossing from `BX-Book-Ratings.csv`, `BX-Books.csv`, `BX-Users.csv` (timestamp = row order: the data has none)."
     folder = _folder(path, "bookcrossing", "BX-Book-Ratings.csv, BX-Books.csv and BX-Users.csv")
     rf = _find(folder, "BX-Book-Ratings.csv", "Ratings.csv")
-    r = _read_bx(rf, [Field("user", source="User-ID"), Field("item", source="ISBN"), Field("rating", "float", source="Book-Rating")])
+    r = _require_rows(_read_bx(rf, [Field("user", source="User-ID"), Field("item", source="ISBN"), Field("rating", "float", source="Book-Rating")]), rf)
     r["timestamp"] = np.arange(len(r), dtype="int64")
     bf = _find(folder, "BX-Books.csv", "Books.csv")
     b = _read_bx(bf, [Field("item", source="ISBN"), Field("title", source="Book-Title", required=False),
@@ -660,7 +720,8 @@ def load_bookcrossing(path: Path | str | None = None, keep_unknown_items: bool =
     b = b.drop_duplicates("item").reset_index(drop=True)
     b["title"] = b["title"].str.rstrip("\\")
     b["title"] = b["title"].where(b["title"].str.strip() != "", b["item"])
-    if not keep_unknown_items: r = r[_isin(r["item"], b["item"])].reset_index(drop=True)
+    if not keep_unknown_items:
+        r = _require_rows(r[_isin(r["item"], b["item"])].reset_index(drop=True), rf, f"dropping ratings of ISBNs missing from {bf.name}")
     uf = _find(folder, "BX-Users.csv", "Users.csv", required=False)
     users = None
     if uf is not None:
@@ -700,7 +761,8 @@ def load_recbole(path: Path | str | None = None, name: str | None = None) -> Rec
         inters = sorted(p.name[:-6] for p in folder.glob("*.inter"))
         if len(inters) != 1: raise LlmrecError(f"{folder}: pass name= (atomic .inter files found: {inters or 'none'})")
         name = inters[0]
-    r = _read_atomic(_find(folder, f"{name}.inter"), "inter")
+    rf = _find(folder, f"{name}.inter")
+    r = _require_rows(_read_atomic(rf, "inter"), rf)
     if "timestamp" not in r.columns: r["timestamp"] = np.arange(len(r), dtype="int64")
     items = users = None
     if (f := _find(folder, f"{name}.item", required=False)) is not None:
@@ -778,8 +840,8 @@ def _list_text(v) -> list[str]:
 def load_lastfm1k(path: Path | str | None = None, item: str = "track", aggregate: bool = False) -> RecData:
     "Last.fm 1K listening events; `item` is 'track' or 'artist'; `aggregate` collapses repeats into `plays` (time = last listen)."
     folder = _folder(path, "lastfm-1k", "userid-timestamp-artid-artname-traid-traname.tsv")
-    r = read_delimited(_find(folder, "userid-timestamp-artid-artname-traid-traname.tsv"),
-                       [Field("user"), Field("timestamp", "time", fmt="%Y-%m-%dT%H:%M:%SZ"), Field("artist_id", required=False),
+    rf = _find(folder, "userid-timestamp-artid-artname-traid-traname.tsv")
+    r = read_delimited(rf, [Field("user"), Field("timestamp", "time", fmt="%Y-%m-%dT%H:%M:%SZ"), Field("artist_id", required=False),
                         Field("artist", required=False), Field("track_id", required=False), Field("track", required=False)])
     if item == "artist":
         r["item"] = r["artist_id"].where(r["artist_id"] != "", r["artist"])
@@ -788,7 +850,7 @@ def load_lastfm1k(path: Path | str | None = None, item: str = "track", aggregate
         r["item"] = r["track_id"].where(r["track_id"] != "", r["artist"] + " - " + r["track"])
         r["title"] = r["track"] + " by " + r["artist"]
     else: raise ValueError(f"item must be 'track' or 'artist', got {item!r}")
-    r = r[r["item"].str.strip() != ""]
+    r = _require_rows(_require_rows(r, rf)[r["item"].str.strip() != ""], rf, f"dropping listens without a {item} id or name")
     items = r.drop_duplicates("item")[["item", "title", "artist"] + (["track"] if item == "track" else [])]
     inter = r[["user", "item", "timestamp"]].assign(rating=np.nan)
     if aggregate:
@@ -804,11 +866,12 @@ def load_lastfm1k(path: Path | str | None = None, item: str = "track", aggregate
 def load_lastfm360k(path: Path | str | None = None) -> RecData:
     "Last.fm 360K artist play counts (`plays`); no time: timestamp = row order; item = artist MBID, else the name."
     folder = _folder(path, "lastfm-360k", "usersha1-artmbid-artname-plays.tsv")
-    r = read_delimited(_find(folder, "usersha1-artmbid-artname-plays.tsv"),
-                       [Field("user"), Field("artist_id", required=False), Field("title", required=False), Field("plays", "int")])
+    rf = _find(folder, "usersha1-artmbid-artname-plays.tsv")
+    r = _require_rows(read_delimited(rf, [Field("user"), Field("artist_id", required=False), Field("title", required=False),
+                                          Field("plays", "int")]), rf)
     r["item"] = r["artist_id"].where(r["artist_id"] != "", r["title"])
     r["timestamp"] = np.arange(len(r), dtype="int64")
-    r = r[r["item"].str.strip() != ""]
+    r = _require_rows(r[r["item"].str.strip() != ""], rf, "dropping rows without an artist id or name")
     items = r.drop_duplicates("item")[["item", "title"]]
     items = items.assign(title=items["title"].where(items["title"] != "", items["item"]))
     users = None
@@ -820,16 +883,16 @@ def load_lastfm360k(path: Path | str | None = None) -> RecData:
 
 @register_loader("steam")
 def load_steam(path: Path | str | None = None) -> RecData:
-    "Steam reviews (`steam_reviews.json[.gz]`, one dict per line) and games (`steam_games.json[.gz]`); no rating."
+    """Steam reviews (`steam_reviews.json[.gz]`, one dict per line) and games (`steam_games.json[.gz]`); no rating.
+    A user is a `username` (every review has one; `user_id` only some): the users table keeps a known `user_id`."""
     folder = _folder(path, "steam", "steam_reviews.json and steam_games.json")
     rf = _find(folder, "steam_reviews.json", "reviews.json", "steam_reviews.jsonl")
-    r = read_jsonl(rf, [Field("user_id", required=False), Field("username", required=False), Field("item", source="product_id"),
-                        Field("timestamp", "time", source="date"), Field("hours", "float", required=False),
-                        Field("review", source="text", required=False)], python_literals=True, line_numbers=True)
-    r["user"] = r["user_id"].where(r["user_id"] != "", r["username"])
-    if (r["user"].str.strip() == "").any():
-        raise DataFormatError(rf, "neither 'user_id' nor 'username' is set", line=int(r["_line"][r["user"].str.strip() == ""].iloc[0]),
-                              field="user_id", expected="a user_id or a username")
+    r = _require_rows(read_jsonl(rf, [Field("user_id", required=False), Field("user", source="username"), Field("item", source="product_id"),
+                                      Field("timestamp", "time", source="date"), Field("hours", "float", required=False),
+                                      Field("review", source="text", required=False)], python_literals=True), rf)
+    known = r[r["user_id"].str.strip() != ""].drop_duplicates("user")
+    users = pd.DataFrame({"user": pd.unique(r["user"])})
+    users["user_id"] = users["user"].map(dict(zip(known["user"], known["user_id"]))).fillna("")
     items = pd.DataFrame({"item": pd.Series([], dtype=str), "title": pd.Series([], dtype=str)})
     if (gf := _find(folder, "steam_games.json", "games.json", "steam_games.jsonl", required=False)) is not None:
         g = read_jsonl(gf, [Field("item", source="id", required=False), Field("title", required=False), Field("app_name", required=False),
@@ -842,7 +905,7 @@ def load_steam(path: Path | str | None = None) -> RecData:
         g["genres"] = [_list_text(v) for v in g["genres"]]; g["tags"] = [_list_text(v) for v in g["tags"]]
         items = g.drop(columns="app_name")
     inter = r[["user", "item", "timestamp", "hours", "review"]].assign(rating=np.nan)
-    return RecData("steam", inter, _minimal_items(items, inter["item"]))
+    return RecData("steam", inter, _minimal_items(items, inter["item"]), users)
 
 @register_loader("anime-2023", "anime2023", "anime")
 def load_anime2023(path: Path | str | None = None) -> RecData:
@@ -852,6 +915,7 @@ def load_anime2023(path: Path | str | None = None) -> RecData:
     r = read_delimited(rf, _aliased_fields(rf, ",", [("user", "str", True, ("user_id",)), ("item", "str", True, ("anime_id",)),
                        ("title", "str", False, ("Anime Title",)), ("rating", "float", True, ("rating",))]),
                        sep=",", header=True, quote='"', multiline=True)
+    _require_rows(r, rf)
     r["timestamp"] = np.arange(len(r), dtype="int64")
     items = r.drop_duplicates("item")[["item", "title"]] if "title" in r.columns else pd.DataFrame({"item": pd.Series([], dtype=str)})
     if (af := _find(folder, "anime-dataset-2023.csv", required=False)) is not None:
@@ -877,10 +941,10 @@ def load_anime2023(path: Path | str | None = None) -> RecData:
 def load_yelp(path: Path | str | None = None) -> RecData:
     "Yelp Open Dataset: reviews (`yelp_academic_dataset_review.json` or `review.json`) and businesses (`..._business.json`)."
     folder = _folder(path, "yelp", "yelp_academic_dataset_review.json and yelp_academic_dataset_business.json")
-    r = read_jsonl(_find(folder, "yelp_academic_dataset_review.json", "review.json"),
-                   [Field("user", source="user_id"), Field("item", source="business_id"), Field("rating", "float", source="stars"),
-                    Field("timestamp", "time", source="date"), Field("review", source="text", required=False),
-                    Field("useful", "float", required=False)])
+    rf = _find(folder, "yelp_academic_dataset_review.json", "review.json")
+    r = _require_rows(read_jsonl(rf, [Field("user", source="user_id"), Field("item", source="business_id"),
+                                      Field("rating", "float", source="stars"), Field("timestamp", "time", source="date"),
+                                      Field("review", source="text", required=False), Field("useful", "float", required=False)]), rf)
     items = pd.DataFrame({"item": pd.Series([], dtype=str), "title": pd.Series([], dtype=str)})
     if (bf := _find(folder, "yelp_academic_dataset_business.json", "business.json", required=False)) is not None:
         items = read_jsonl(bf, [Field("item", source="business_id"), Field("title", source="name", required=False),
@@ -894,22 +958,23 @@ _MIND_IMPRESSIONS = r"[^\s-]+(-[01])?( [^\s-]+(-[01])?)*"
 
 @register_loader("mind")
 def load_mind(path: Path | str | None = None) -> RecData:
-    "MIND news clicks from `behaviors.tsv` and `news.tsv` (history clicks placed just before the user's first impression)."
+    """MIND news clicks from `behaviors.tsv` and `news.tsv`. History clicks have no time: they get `history=True` and
+    timestamps -n..-1 (an order before every logged click, not a time), so splits never make them targets."""
     folder = _folder(path, "mind", "behaviors.tsv and news.tsv")
-    b = read_delimited(_find(folder, "behaviors.tsv"), [Field("impression"), Field("user"), Field("time", "time", fmt="%m/%d/%Y %I:%M:%S %p"),
-                       Field("history", required=False, pattern=r"\S+( \S+)*"), Field("impressions", required=False, pattern=_MIND_IMPRESSIONS)])
-    first = b.groupby("user", sort=False)["time"].min()
+    bf = _find(folder, "behaviors.tsv")
+    b = _require_rows(read_delimited(bf, [Field("impression"), Field("user"), Field("time", "time", fmt="%m/%d/%Y %I:%M:%S %p"),
+                      Field("history", required=False, pattern=r"\S+( \S+)*"), Field("impressions", required=False, pattern=_MIND_IMPRESSIONS)]), bf)
     h = b.drop_duplicates("user")[["user", "history"]].assign(item=lambda d: d["history"].str.split()).explode("item")
     h = h[h["item"].notna()]
     pos = h.groupby("user", sort=False).cumcount().to_numpy()
     n = h.groupby("user", sort=False)["item"].transform("size").to_numpy()
-    hist = pd.DataFrame({"user": h["user"].to_numpy(), "item": h["item"].astype(str).to_numpy(),
-                         "timestamp": h["user"].map(first).to_numpy() - (n - pos), "source": "history"})
+    hist = pd.DataFrame({"user": h["user"].to_numpy(), "item": h["item"].astype(str).to_numpy(), "timestamp": pos - n, "history": True})
     c = b[["user", "time", "impressions"]].assign(tok=lambda d: d["impressions"].str.split()).explode("tok")
     c = c[c["tok"].notna() & c["tok"].astype(str).str.endswith("-1")]
     clicks = pd.DataFrame({"user": c["user"].to_numpy(), "item": c["tok"].astype(str).str[:-2].to_numpy(),
-                           "timestamp": c["time"].to_numpy(), "source": "click"})
+                           "timestamp": c["time"].to_numpy(), "history": False})
     inter = pd.concat([hist, clicks], ignore_index=True).drop_duplicates(["user", "item"]).assign(rating=np.nan)
+    _require_rows(inter, bf, "reading the histories and the clicked (-1) impressions")
     items = pd.DataFrame({"item": pd.Series([], dtype=str), "title": pd.Series([], dtype=str)})
     if (nf := _find(folder, "news.tsv", required=False)) is not None:
         items = read_delimited(nf, [Field("item"), Field("category"), Field("subcategory", required=False), Field("title"),
@@ -917,37 +982,72 @@ def load_mind(path: Path | str | None = None) -> RecData:
                                     Field(None, required=False), Field(None, required=False)]).drop_duplicates("item")
     return RecData("mind", inter, _minimal_items(items, inter["item"]))
 
-def _load_pairs(name: str, inter_file: Path, item_file: Path | None) -> RecData:
-    "Shared reader for (user, item, timestamp) csv interactions + an item-info csv (MicroLens, PixelRec)."
-    r = read_delimited(inter_file, _aliased_fields(inter_file, ",", [
-        ("user", "str", True, ("user", "user_id", "userID", "userId")), ("item", "str", True, ("item", "item_id", "videoID", "itemID", "video_id")),
-        ("timestamp", "time", False, ("timestamp", "time", "ts"))]), sep=",", header=True, quote='"')
+_USER_KEYS = ("user", "user_id", "userID", "userId")
+_ITEM_KEYS = ("item", "item_id", "videoID", "itemID", "video_id")
+
+def _read_item_info(path: Path) -> pd.DataFrame:
+    "An item csv with a header (MicroLens-50k titles, PixelRec item information)."
+    return read_delimited(path, _aliased_fields(path, ",", [
+        ("item", "str", True, _ITEM_KEYS), ("title", "str", False, ("title", "title_en", "name")),
+        ("tag", "str", False, ("tag", "tags")), ("description", "str", False, ("description",)),
+        ("views", "float", False, ("view_number",)), ("likes", "float", False, ("thumbup_number",))]),
+        sep=",", header=True, quote='"', multiline=True).drop_duplicates("item")
+
+def _load_pairs(name: str, inter_file: Path, items: pd.DataFrame | None) -> RecData:
+    "Shared reader for (user, item, timestamp) csv interactions with a header (MicroLens, PixelRec) and their items."
+    r = _require_rows(read_delimited(inter_file, _aliased_fields(inter_file, ",", [
+        ("user", "str", True, _USER_KEYS), ("item", "str", True, _ITEM_KEYS),
+        ("timestamp", "time", False, ("timestamp", "time", "ts"))]), sep=",", header=True, quote='"'), inter_file)
     if "timestamp" not in r.columns: r["timestamp"] = np.arange(len(r), dtype="int64")
     elif r["timestamp"].isna().any():
         raise DataFormatError(inter_file, "some rows have no timestamp", expected="a timestamp on every row, or no timestamp column")
-    items = pd.DataFrame({"item": pd.Series([], dtype=str), "title": pd.Series([], dtype=str)})
-    if item_file is not None:
-        items = read_delimited(item_file, _aliased_fields(item_file, ",", [
-            ("item", "str", True, ("item", "item_id", "videoID", "itemID", "video_id")), ("title", "str", False, ("title", "title_en", "name")),
-            ("tag", "str", False, ("tag", "tags")), ("description", "str", False, ("description",)),
-            ("views", "float", False, ("view_number",)), ("likes", "float", False, ("thumbup_number",))]),
-            sep=",", header=True, quote='"', multiline=True).drop_duplicates("item")
+    if items is None: items = pd.DataFrame({"item": pd.Series([], dtype=str), "title": pd.Series([], dtype=str)})
     return RecData(name, r.assign(rating=np.nan), _minimal_items(items, r["item"]))
 
+def _read_microlens_titles(path: Path) -> pd.DataFrame:
+    """MicroLens titles: `item,title` under a header (MicroLens-50k_titles.csv) or with no header (the 100k release's
+    MicroLens-100k_title_en.csv), where the first field is the video id and the rest of the record is the title."""
+    if read_header(path, ",")[0] in _ITEM_KEYS: return _read_item_info(path)
+    rows = []
+    for no, vals in _split_rows(path, _decoded_lines(path, "utf-8"), ",", '"', None):
+        if len(vals) < 2 or not vals[0].strip():
+            raise DataFormatError(path, f"{len(vals)} field found" if len(vals) < 2 else "empty video id", line=no,
+                                  expected="a video id, a comma, then the title (or an item,title header)")
+        rows.append((vals[0].strip(), ",".join(vals[1:])))  # a title's own commas need not be quoted
+    return pd.DataFrame(rows, columns=["item", "title"]).drop_duplicates("item")
+
 @register_loader("microlens")
-def load_microlens(path: Path | str | None = None) -> RecData:
-    "MicroLens from `<name>_pairs.csv` (user, item, timestamp; ms or s) and `<name>_titles.csv` (item, title); implicit."
-    folder = _folder(path, "microlens", "MicroLens-*_pairs.csv and MicroLens-*_titles.csv")
-    return _load_pairs("microlens", _first_file(folder, ["*pairs.csv", "*pairs.csv.gz"], "interactions (*pairs.csv)"),
-                       _first_file(folder, ["*titles.csv", "*title*.csv"], "titles", required=False))
+def load_microlens(path: Path | str | None = None, interactions: str | None = None) -> RecData:
+    """MicroLens from `<name>_pairs.csv` (user, item, timestamp; ms or s) and the titles of the same release:
+    `<name>_titles.csv` (50k, with a header) or `<name>_title_en.csv` (100k, without); implicit.
+    `interactions` picks a pairs file when the folder holds several (default: the first by name)."""
+    folder = _folder(path, "microlens", "MicroLens-*_pairs.csv and MicroLens-*_titles.csv (or MicroLens-100k_title_en.csv)")
+    pairs = _first_file(folder, [interactions] if interactions else ["*pairs.csv", "*pairs.csv.gz"], "interactions (*pairs.csv)")
+    release = re.sub(r"_?pairs\.csv(\.gz)?$", "", pairs.name)
+    titles = _first_file(folder, [f"{release}_titles.csv", f"{release}_title*.csv", "*titles.csv", "*title*.csv"], "titles", required=False)
+    return _load_pairs("microlens", pairs, _read_microlens_titles(titles) if titles is not None else None)
+
+_PIXEL_SETS = ("Pixel200K", "Pixel1M", "Pixel8M", "PixelRec", "PixelRec50K")
 
 @register_loader("pixelrec")
 def load_pixelrec(path: Path | str | None = None, interactions: str | None = None) -> RecData:
-    "PixelRec from an interactions csv (`Pixel200K.csv`, ...: item_id, user_id, timestamp) and `item_info.csv`; implicit."
-    folder = _folder(path, "pixelrec", "Pixel200K.csv (or Pixel1M/Pixel8M/PixelRec.csv) and item_info.csv")
-    pats = [interactions] if interactions else ["Pixel200K.csv", "Pixel1M.csv", "Pixel8M.csv", "PixelRec.csv", "Pixel*.csv"]
-    return _load_pairs("pixelrec", _first_file(folder, pats, "interactions"),
-                       _first_file(folder, ["item_info.csv", "*item_info*.csv", "*iteminfo*.csv"], "item info", required=False))
+    """PixelRec, implicit. As released, interactions (item_id, user_id, timestamp) and item information share a name
+    (`Pixel200K.csv`, `Pixel1M.csv`, ...) in two folders (`pixelrec_interaction/`, `pixelrec_iteminfo/`); the first
+    release had the interactions beside `item_info.csv`. `path` is the folder holding the files or those folders;
+    the two kinds are told apart by their header (only interactions have a user column). `interactions`: a file name."""
+    folder = _folder(path, "pixelrec", "Pixel200K.csv (or Pixel1M/Pixel8M/PixelRec.csv) and its item information")
+    dirs = [folder] + sorted(d for d in folder.iterdir() if d.is_dir())
+    pats = [interactions] if interactions else [f"{n}.csv" for n in _PIXEL_SETS] + ["Pixel*.csv"]
+    found = list(dict.fromkeys(f for pat in pats for d in dirs for f in sorted(d.glob(pat)) if f.is_file()))
+    has_users = {f: bool(set(read_header(f, ",")) & set(_USER_KEYS)) for f in found}
+    inter = next((f for f in found if has_users[f]), None)
+    if inter is None:
+        raise FileNotFoundError(f"{folder}: no PixelRec interactions file (looked for {pats} with a user_id column in the folder "
+                                f"and its subfolders; found {[str(f.relative_to(folder)) for f in found][:20]})")
+    named = [f for f in found if f.name == inter.name and not has_users[f]]
+    legacy = [f for d in dirs for pat in ("item_info.csv", "*item_info*.csv", "*iteminfo*.csv") for f in sorted(d.glob(pat)) if f.is_file()]
+    info = next(iter(named + legacy + [f for f in found if not has_users[f]]), None)
+    return _load_pairs("pixelrec", inter, _read_item_info(info) if info is not None else None)
 
 @register_loader("amazon-books", "amazon-books-reviews")
 def load_amazon_books(path: Path | str | None = None) -> RecData:
@@ -958,7 +1058,7 @@ def load_amazon_books(path: Path | str | None = None) -> RecData:
                             Field("user", source="User_id", required=False), Field("rating", "float", source="review/score"),
                             Field("timestamp", "time", source="review/time"), Field("review_title", source="review/summary", required=False),
                             Field("review", source="review/text", required=False)], sep=",", header=True, quote='"', multiline=True)
-    r = r[r["user"].str.strip() != ""].reset_index(drop=True)
+    r = _require_rows(_require_rows(r, rf)[r["user"].str.strip() != ""].reset_index(drop=True), rf, "dropping reviews without a User_id")
     items = r.drop_duplicates("item")[["item", "title"]]
     if (bf := _find(folder, "books_data.csv", required=False)) is not None:
         b = read_delimited(bf, [Field("title", source="Title"), Field("description", required=False), Field("authors", required=False),
@@ -1048,13 +1148,12 @@ def load_synthetic(path=None, n_users: int = 60, n_items: int = 80, n_per_user: 
     return RecData("synthetic", inter, items, users)
 
 # %% ../nbs/01_data.ipynb #de8486aa
-def kcore(interactions: pd.DataFrame, k: int | None = None, k_user: int | None = None, k_item: int | None = None,
-          max_iter: int = 100) -> pd.DataFrame:
-    "Iteratively keep users with ≥ `k_user` and items with ≥ `k_item` interactions (`k` sets both) until stable."
+def kcore(interactions: pd.DataFrame, k: int | None = None, k_user: int | None = None, k_item: int | None = None) -> pd.DataFrame:
+    "Keep users with ≥ `k_user` and items with ≥ `k_item` interactions (`k` sets both), repeated until a pass removes nothing."
     ku = k_user if k_user is not None else (k or 0)
     ki = k_item if k_item is not None else (k or 0)
     df = interactions
-    for _ in range(max_iter):
+    while True:  # ends: a pass either removes rows or leaves the table unchanged
         n0 = len(df)
         for col, kk, what in (("user", ku, "k_user"), ("item", ki, "k_item")):
             if kk <= 1: continue
@@ -1090,40 +1189,59 @@ def _pos_from_end(sorted_df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     pos = np.arange(n) - np.repeat(starts, sizes)
     return size - 1 - pos, size
 
+def _history_rows(df: pd.DataFrame) -> np.ndarray:
+    "Mask of rows marked `history` (before the user's timed interactions, time unknown): never a split target."
+    if "history" not in df.columns: return np.zeros(len(df), bool)
+    return df["history"].fillna(False).astype(bool).to_numpy()
+
+def _timed_pos_from_end(df: pd.DataFrame, hist: np.ndarray) -> np.ndarray:
+    "For rows sorted by user and time: position counted from the user's last timed (non-history) row; -1 on history rows."
+    back = np.full(len(df), -1)
+    back[~hist] = _pos_from_end(df[~hist])[0]
+    return back
+
 def leave_one_out(interactions: pd.DataFrame, min_len: int = 3) -> Split:
-    "Per user in time order: last → test, second-to-last → valid, rest → train; users with < `min_len` stay in train."
+    """Per user in time order: last → test, second-to-last → valid, rest → train; users with < `min_len` stay in train.
+    Targets are timed interactions: rows marked `history` always train."""
     df = sort_by_time(interactions)
-    back, size = _pos_from_end(df)
+    back, size = _timed_pos_from_end(df, _history_rows(df)), _pos_from_end(df)[1]
     ok = size >= min_len
     test, valid = ok & (back == 0), ok & (back == 1)
     return Split(df[~(test | valid)].reset_index(drop=True), df[valid].reset_index(drop=True), df[test].reset_index(drop=True),
                  "leave_one_out", {"users_train_only": int(len(np.unique(df["user"].to_numpy()[~ok])))})
 
 def temporal_split(interactions: pd.DataFrame, valid_q: float = 0.8, test_q: float = 0.9) -> Split:
-    "Global time cut-offs at the `valid_q` / `test_q` timestamp quantiles: before → train, between → valid, after → test."
+    """Global time cut-offs at the `valid_q` / `test_q` quantiles of the timed interactions' timestamps: before → train,
+    between → valid, after → test. Rows marked `history` (no time of their own) always train."""
     if not 0 < valid_q <= test_q <= 1: raise ValueError(f"need 0 < valid_q <= test_q <= 1, got {valid_q}, {test_q}")
     df = sort_by_time(interactions)
+    hist = _history_rows(df)
     ts = df["timestamp"].to_numpy()
-    tv, tt = np.quantile(ts, valid_q, method="lower"), np.quantile(ts, test_q, method="lower")
-    if test_q >= 1: tt = ts.max() + 1
-    if valid_q >= 1: tv = ts.max() + 1
-    tr, va, te = ts < tv, (ts >= tv) & (ts < tt), ts >= tt
+    timed = ts[~hist]
+    if not len(timed): raise DataFilterError("no timed interaction to split (every row is marked history)")
+    tv, tt = np.quantile(timed, valid_q, method="lower"), np.quantile(timed, test_q, method="lower")
+    if test_q >= 1: tt = timed.max() + 1
+    if valid_q >= 1: tv = timed.max() + 1
+    tr, va, te = hist | (ts < tv), ~hist & (ts >= tv) & (ts < tt), ~hist & (ts >= tt)
     return Split(df[tr].reset_index(drop=True), df[va].reset_index(drop=True), df[te].reset_index(drop=True),
                  "temporal", {"t_valid": int(tv), "t_test": int(tt)})
 
 def cold_item_split(interactions: pd.DataFrame, frac_items: float = 0.1, seed: int = 0) -> Split:
-    "New-item split: a seeded `frac_items` of items never occurs in train/valid; each user's last such interaction is the test."
+    """New-item split: a seeded `frac_items` of the items never occurs in train or valid; each user's last interaction
+    with one of them is the test. Validation is each user's last warm interaction (settings are chosen on warm items,
+    as in the warm setting); rows marked `history` are never targets."""
     df = sort_by_time(interactions)
-    items = np.sort(df["item"].unique())
+    hist = _history_rows(df)
+    items = np.sort(df["item"][~hist].unique())
     rng = np.random.default_rng(seed)
     n_cold = max(1, int(round(frac_items * len(items))))
     cold = set(items[rng.choice(len(items), size=n_cold, replace=False)].tolist())
     is_cold = _isin(df["item"], cold).to_numpy()
     warm = df[~is_cold].reset_index(drop=True)
-    back, size = _pos_from_end(warm)
+    back, size = _timed_pos_from_end(warm, _history_rows(warm)), _pos_from_end(warm)[1]
     valid_m = (back == 0) & (size >= 2)
     train, valid = warm[~valid_m].reset_index(drop=True), warm[valid_m].reset_index(drop=True)
-    cold_df = df[is_cold]
+    cold_df = df[is_cold & ~hist]
     test = cold_df.groupby("user", sort=False).tail(1)  # df is time-sorted, so tail(1) is the last
     test = test[_isin(test["user"], train["user"])].reset_index(drop=True)
     return Split(train, valid, test, "cold_item", {"cold_items": sorted(cold), "seed": seed})

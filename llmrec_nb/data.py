@@ -850,7 +850,8 @@ def load_lastfm1k(path: Path | str | None = None, item: str = "track", aggregate
         r["item"] = r["track_id"].where(r["track_id"] != "", r["artist"] + " - " + r["track"])
         r["title"] = r["track"] + " by " + r["artist"]
     else: raise ValueError(f"item must be 'track' or 'artist', got {item!r}")
-    r = _require_rows(_require_rows(r, rf)[r["item"].str.strip() != ""], rf, f"dropping listens without a {item} id or name")
+    _require_rows(r, rf)
+    r = _require_rows(r[r["item"].str.strip() != ""], rf, f"dropping listens without a {item} id or name")
     items = r.drop_duplicates("item")[["item", "title", "artist"] + (["track"] if item == "track" else [])]
     inter = r[["user", "item", "timestamp"]].assign(rating=np.nan)
     if aggregate:
@@ -1058,7 +1059,8 @@ def load_amazon_books(path: Path | str | None = None) -> RecData:
                             Field("user", source="User_id", required=False), Field("rating", "float", source="review/score"),
                             Field("timestamp", "time", source="review/time"), Field("review_title", source="review/summary", required=False),
                             Field("review", source="review/text", required=False)], sep=",", header=True, quote='"', multiline=True)
-    r = _require_rows(_require_rows(r, rf)[r["user"].str.strip() != ""].reset_index(drop=True), rf, "dropping reviews without a User_id")
+    _require_rows(r, rf)
+    r = _require_rows(r[r["user"].str.strip() != ""].reset_index(drop=True), rf, "dropping reviews without a User_id")
     items = r.drop_duplicates("item")[["item", "title"]]
     if (bf := _find(folder, "books_data.csv", required=False)) is not None:
         b = read_delimited(bf, [Field("title", source="Title"), Field("description", required=False), Field("authors", required=False),

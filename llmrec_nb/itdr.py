@@ -27,7 +27,7 @@ __all__ = ['INTERACTION_TASKS', 'UNDERSTANDING_TASKS', 'TASKS', 'ROOT_TASK', 'TA
            'interest_reference', 'eligible_interest', 'build_interest', 'target_user_reference', 'eligible_target',
            'build_target', 'build_itdr', 'itdr_stats', 'export_itdr', 'build_cli', 'parse_rating', 'normalize_title',
            'parse_ranked_list', 'parse_attribute', 'rating_fallback', 'evaluate_one', 'summarize', 'evaluate',
-           'aggregate_scores', 'aggregate_instance_scores', 'compare_aggregate', 'predict']
+           'aggregate_scores', 'instance_scores', 'predict']
 
 # %% ../nbs/11_itdr.ipynb #dcdff632
 INTERACTION_TASKS = ("rating_prediction", "topk_recommendation", "cross_domain_recommendation", "next_item_recommendation")
@@ -261,6 +261,52 @@ class _Source:
         if self._user_split is None: self._user_split = self.split_of(self.hist, "user")
         return self._user_split
 
+    @property
+    def train_by_item(self) -> dict[str, list[str]]:
+        "item -> training-split users who interacted with it (the only source of item statistics and reviews)."
+        if not hasattr(self, "_train_by_item"):
+            by: dict[str, list[str]] = {}
+            for u, h in self.hist.items():
+                if self.user_split.get(u) == "train":
+                    for i in h: by.setdefault(i, []).append(u)
+            self._train_by_item = by
+        return self._train_by_item
+
+    def item_stats(self, i: str, exclude_user: str | None = None) -> tuple[int, float]:
+        "Number and mean of training users' ratings of item `i` (without `exclude_user`); (n, nan) when none."
+        if not hasattr(self, "_item_sums"):
+            self._item_sums = {}
+            for it, us in self.train_by_item.items():
+                rs = [r for u in us for r in [self.rating.get((u, it), math.nan)] if np.isfinite(r)]
+                self._item_sums[it] = (len(rs), float(np.sum(rs)) if rs else 0.0)
+        n, tot = self._item_sums.get(i, (0, 0.0))
+        own = self.rating.get((exclude_user, i), math.nan) if self.user_split.get(exclude_user) == "train" else math.nan
+        if np.isfinite(own): n, tot = n - 1, tot - own
+        return n, (tot / n if n else math.nan)
+
+    def item_reviews(self, i: str, exclude_user: str | None = None) -> list[str]:
+        "Up to `reviews_per_item` shortened training-user reviews of item `i` (without `exclude_user`), in seeded order."
+        if not hasattr(self, "_item_revs"): self._item_revs = {}
+        if i not in self._item_revs:
+            revs = [(u, r) for u in self.train_by_item.get(i, []) for r in [self.short_review(u, i)] if r]
+            self._item_revs[i] = sorted(revs, key=lambda ur: stable_hash("itdr-rev", i, ur[1], self.seed))
+        return [r for u, r in self._item_revs[i] if u != exclude_user][: self.cfg.reviews_per_item]
+
+    def item_lines(self, i: str, exclude_user: str | None = None) -> list[str]:
+        "The prompt lines describing item `i`: title, genres or class, department, division, training ratings and reviews."
+        lines = [f"Item: {self.titles.get(i, i)}"]
+        labs = self.item_labels.get(i, [])
+        if labs: lines.append(f"{'Genres' if self.gcol else 'Class'}: {', '.join(labs)}")
+        for col, name in ((self.dept_col, "Department"), (self.div_col, "Division")):
+            if col and i in self.items.index and pd.notna(self.items.at[i, col]): lines.append(f"{name}: {self.items.at[i, col]}")
+        if self.explicit:
+            n, mean = self.item_stats(i, exclude_user)
+            who = "other users" if exclude_user else "users"
+            lines.append(f"Ratings: {n} {who}, average {mean:.1f}/5" if n else f"Ratings: none from {who}")
+        revs = self.item_reviews(i, exclude_user)
+        if revs: lines.append("Reviews:\n" + "\n".join(f"- \"{r}\"" for r in revs))
+        return lines
+
 def _gender_word(g) -> str | None:
     s = str(g).strip().lower()
     return {"m": "male", "male": "male", "man": "male", "f": "female", "female": "female", "woman": "female"}.get(s)
@@ -288,8 +334,8 @@ def _sample_negatives(src: _Source, rows: list[tuple[str, str]], pool_inter: pd.
 
 def eligible_rating(src: _Source):
     if not src.explicit: return [], "no explicit ratings"
-    us = [u for u, h in src.hist.items() if len(h) > src.cfg.min_history or (h and (u, h[-1]) in src.review)]
-    return us, ("no user with enough rated history or a review" if not us else None)
+    us = [u for u, h in src.hist.items() if len(h) > src.cfg.min_history or (h and src.item_stats(h[-1], exclude_user=u)[0] > 0)]
+    return us, ("no user with enough rated history, and no item rated by other training users" if not us else None)
 
 def build_rating(src: _Source, users: list[str], rng) -> list[dict]:
     out = []
@@ -300,10 +346,12 @@ def build_rating(src: _Source, users: list[str], rng) -> list[dict]:
             target, past = h[pos], h[max(0, pos - src.cfg.history_len):pos]
             inp = f"User's past ratings:\n{_history_block(src, u, past)}\nTarget item: {src.describe(target)}"
             variant = "history"
-        else:
+        else:  # few interactions: the item and how other (training) users received it; never the user's own review
             target, past = h[-1], []
-            inp = f"Item: {src.describe(target)}\nThe user's review: \"{src.short_review(u, target)}\""
-            variant = "review"
+            who = src.user_attr.get(u, {})
+            about = [f"The user: aged {who['age_group']}"] if "age_group" in who else []
+            inp = "\n".join(about + src.item_lines(target, exclude_user=u))
+            variant = "item"
         r = src.rating[(u, target)]
         out.append(dict(entity=u, input=inp, output=f"{r:g}", meta=dict(user=u, item=target, history=past, rating=r,
                         rating_scale=list(src.rating_scale), variant=variant)))
@@ -453,33 +501,29 @@ def interest_reference(src: _Source, u: str, items: list[str]) -> str | None:
     s = f"Enjoys {_join([l.lower() for l in likes])}" if likes else "Shows no clear favourites"
     return s + (f"; tends to avoid {_join([l.lower() for l in dislikes])}." if dislikes else ".")
 
+def _interest_cut(src: _Source, u: str) -> tuple[list[str], list[str]]:
+    "The items an interest prompt shows (the end of the earlier half of the history) and the later half the reference summarises."
+    h = src.hist[u]; half = len(h) // 2
+    return h[max(0, half - src.cfg.history_len):half], h[half:]
+
 def eligible_interest(src: _Source):
     if not any(src.item_labels.values()): return [], "items carry no genres or categories to summarise interests with"
-    us = [u for u, h in src.hist.items() if (len(h) >= src.cfg.min_history and src.explicit) or any((u, i) in src.review for i in h)]
-    return us, ("no user with enough rated items or a review" if not us else None)
+    need = 2 * src.cfg.min_history
+    us = [u for u, h in src.hist.items() if len(h) >= need]
+    return us, (f"no user with at least {need} interactions: the reference must summarise items the prompt does not show" if not us else None)
 
 def build_interest(src: _Source, users: list[str], rng) -> list[dict]:
     out = []
     for u in users:
-        h = src.hist[u]
-        if len(h) >= src.cfg.min_history:
-            items = h[-src.cfg.history_len:]
-            lines = []
-            for i in items:
-                rv = src.short_review(u, i)
-                lines.append(f"- {src.rated(u, i)}" + (f" — \"{rv}\"" if rv else ""))
-            inp = "The user's ratings" + (" and reviews" if any((u, i) in src.review for i in items) else "") + ":\n" + "\n".join(lines)
-            ref = interest_reference(src, u, items)
-        else:
-            i = h[-1]; labs = src.item_labels.get(i, [])
-            if not labs: continue
-            rec = src.recommended.get((u, i), src.liked(u, i))
-            dept = str(src.items.at[i, src.dept_col]) if src.dept_col and pd.notna(src.items.at[i, src.dept_col]) else None
-            inp = f"The user's review (rated {src.rating.get((u, i), float('nan')):g}/5): \"{src.short_review(u, i)}\""
-            ref = f"Interested in {labs[0].lower()}" + (f" from the {dept.lower()} department" if dept else "") + \
-                  ("; would recommend this piece." if rec else "; would not recommend this piece.")
-            items = [i]
-        if ref: out.append(dict(entity=u, input=inp, output=ref, meta=dict(user=u, history=items, reference=ref)))
+        shown, held_out = _interest_cut(src, u)
+        ref = interest_reference(src, u, held_out)
+        if not ref: continue
+        lines = []
+        for i in shown:
+            rv = src.short_review(u, i)
+            lines.append(f"- {src.rated(u, i)}" + (f" — \"{rv}\"" if rv else ""))
+        inp = "The user's ratings" + (" and reviews" if any((u, i) in src.review for i in shown) else "") + ":\n" + "\n".join(lines)
+        out.append(dict(entity=u, input=inp, output=ref, meta=dict(user=u, history=shown, reference_items=held_out, reference=ref)))
     return out
 
 def _likers(src: _Source) -> dict[str, list[str]]:
@@ -492,8 +536,8 @@ def _likers(src: _Source) -> dict[str, list[str]]:
         src._likers = lk
     return src._likers
 
-def target_user_reference(src: _Source, i: str, likers: list[str]) -> str | None:
-    "The data-derived description of the users item `i` suits (see the rule above)."
+def target_user_reference(src: _Source, likers: list[str]) -> str | None:
+    "The data-derived description of the users an item suits, from the attributes of its `likers` (see the rule above)."
     attrs = [src.user_attr[u] for u in likers]
     ages = Counter(a["age_group"] for a in attrs if "age_group" in a)
     gens = Counter(a["gender"] for a in attrs if "gender" in a)
@@ -506,10 +550,6 @@ def target_user_reference(src: _Source, i: str, likers: list[str]) -> str | None
     who = " ".join(parts) + (" users" if parts else "users")
     s = f"Best suited to {who}" + (f" aged {_top_labels(ages, 1)[0]}" if ages else "")
     if occs: s += f", especially {_join(_top_labels(occs, 2))}"
-    if not occs and not gens:
-        labs = src.item_labels.get(i, [])
-        dept = str(src.items.at[i, src.dept_col]) if src.dept_col and pd.notna(src.items.at[i, src.dept_col]) else None
-        if labs: s += f" who are looking for {labs[0].lower()}" + (f" in the {dept.lower()} department" if dept else "")
     return s + "."
 
 def eligible_target(src: _Source):
@@ -519,23 +559,9 @@ def eligible_target(src: _Source):
 
 def build_target(src: _Source, items: list[str], rng) -> list[dict]:
     out, lk = [], _likers(src)
-    inter = src.data.interactions
-    by_item = inter.groupby(inter["item"].astype(str))
     for i in items:
-        lines = [f"Item: {src.titles.get(i, i)}"]
-        labs = src.item_labels.get(i, [])
-        if labs: lines.append(f"{'Genres' if src.gcol else 'Class'}: {', '.join(labs)}")
-        for col, name in ((src.dept_col, "Department"), (src.div_col, "Division")):
-            if col and pd.notna(src.items.at[i, col]): lines.append(f"{name}: {src.items.at[i, col]}")
-        g = by_item.get_group(i)
-        if src.explicit: lines.append(f"Ratings: {len(g)} users, average {g['rating'].mean():.1f}/5")
-        revs = [(str(u), src.short_review(str(u), i)) for u in g["user"]]
-        revs = [r for _, r in revs if r]
-        if revs:
-            pick = sorted(revs, key=lambda r: stable_hash("itdr-rev", i, r, src.seed))[: src.cfg.reviews_per_item]
-            lines.append("Reviews:\n" + "\n".join(f"- \"{r}\"" for r in pick))
-        ref = target_user_reference(src, i, lk[i])
-        if ref: out.append(dict(entity=i, input="\n".join(lines), output=ref, meta=dict(item=i, n_likers=len(lk[i]), reference=ref)))
+        ref = target_user_reference(src, lk[i])
+        if ref: out.append(dict(entity=i, input="\n".join(src.item_lines(i)), output=ref, meta=dict(item=i, n_likers=len(lk[i]), reference=ref)))
     return out
 
 _BUILDERS = {
@@ -736,7 +762,7 @@ def parse_attribute(text: str, choices: Sequence[str], attribute: str | None = N
     best = process.extractOne(first, list(low), scorer=fuzz.ratio)
     return low[best[0]] if best and best[1] >= 85 else None
 
-# %% ../nbs/11_itdr.ipynb #7a8cb984
+# %% ../nbs/11_itdr.ipynb #8d1605cb
 from . import metrics as M
 
 TASK_PRIMARY = {"rating_prediction": "RMSE", "topk_recommendation": "NDCG@10", "cross_domain_recommendation": "NDCG@10",
@@ -837,36 +863,23 @@ def aggregate_scores(summary: pd.DataFrame) -> dict[str, float]:
         out[root] = float(s.mean()) if len(s) else math.nan
     return out
 
-def aggregate_instance_scores(frame: pd.DataFrame, root: str) -> pd.Series:
-    "Per-instance scores of a root task, indexed by instance id (for paired tests between two models)."
-    g = frame.loc[frame.root_task == root]
-    return pd.Series(g.score.to_numpy(float), index=g.id.to_numpy())
+def instance_scores(frames: pd.DataFrame | Sequence[pd.DataFrame], root: str | None = None) -> pd.Series:
+    """Per-instance 0–100 scores of `root` ('interaction', 'understanding', None: both), indexed by instance id and
+    averaged over `frames` (one per training seed, the same instances). Each score is weighted so that the plain mean
+    of the series is the aggregate: the unweighted mean over subtasks (and, for None, over the two roots) of the
+    subtask means. A paired test of two such series over instances tests the aggregate difference."""
+    frames = [frames] if isinstance(frames, pd.DataFrame) else list(frames)
+    first = frames[0]
+    g = first if root is None else first.loc[first.root_task == root]
+    ids = g.id.to_numpy()
+    score = np.mean([f.set_index("id").loc[ids, "score"].to_numpy(float) for f in frames], axis=0)
+    task, rt = g.task.to_numpy(), g.root_task.to_numpy()
+    n_task = pd.Series(task).map(pd.Series(task).value_counts()).to_numpy(float)
+    tasks_in_root = pd.Series(rt).map(g.groupby("root_task").task.nunique()).to_numpy(float)
+    w = len(ids) / (n_task * tasks_in_root * len(set(rt)))
+    return pd.Series(score * w, index=ids, name="score")
 
-def _agg_from(frame: pd.DataFrame) -> dict[str, float]:
-    return aggregate_scores(summarize(frame))
-
-def compare_aggregate(frame: pd.DataFrame, baseline: pd.DataFrame, root: str | None = None, n_boot: int = 2000,
-                      seed: int = 0) -> dict[str, float]:
-    """Aggregate score of `frame` minus that of `baseline` (same instances, matched by id) for `root`
-    ('interaction', 'understanding' or None for the mean of both), with a paired bootstrap over instances
-    (resampled within each subtask): effect, 95% CI and a two-sided p-value."""
-    a = frame.set_index("id"); b = baseline.set_index("id").loc[a.index]
-    if root: a, b = a[a.root_task == root], b[b.root_task == root]
-    if len(a) == 0: return dict(effect=math.nan, ci_low=math.nan, ci_high=math.nan, p=math.nan, n=0)
-    def agg(f):
-        sc = aggregate_scores(summarize(f.reset_index()))
-        return sc[root] if root else float(np.nanmean(list(sc.values())))
-    effect = agg(a) - agg(b)
-    rng = np.random.default_rng(seed)
-    groups = [np.flatnonzero((a.task == t).to_numpy()) for t in a.task.unique()]
-    diffs = np.empty(n_boot)
-    for k in range(n_boot):
-        idx = np.concatenate([g[rng.integers(0, len(g), len(g))] for g in groups])
-        diffs[k] = agg(a.iloc[idx]) - agg(b.iloc[idx])
-    p = min(1.0, 2 * min((diffs <= 0).mean(), (diffs >= 0).mean()) + 1 / n_boot) if np.ptp(diffs) > 0 or effect != 0 else 1.0
-    return dict(effect=float(effect), ci_low=float(np.quantile(diffs, 0.025)), ci_high=float(np.quantile(diffs, 0.975)), p=float(p), n=len(a))
-
-# %% ../nbs/11_itdr.ipynb #701fd9ed
+# %% ../nbs/11_itdr.ipynb #915da5c0
 def _first_line(task: str, title: str) -> str:
     return title if task == "next_item_recommendation" else f"1. {title}"
 
@@ -896,7 +909,7 @@ def predict(llm, instances: Sequence, scoring: bool = True, max_new_tokens: int 
             out[k] = f"{float(np.dot(w, levels)):.2f}"
         elif x.task == "user_attribute_prediction":
             ch = m["choices"]
-            s = score_candidates(llm, p, list(ch), reduce="sum")
+            s = score_candidates(llm, p, list(ch), reduce=reduce)
             out[k] = ch[int(np.argmax(s))]
         else: gen_idx.append(k)
     if gen_idx:

@@ -1,5 +1,5 @@
 """ITDR builder, export, CLI, parsers and evaluation (bundled data, no model)."""
-import json, math, os
+import json, math, os, re
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +9,7 @@ import pytest
 os.environ.setdefault("LLMREC_PROGRESS", "0")
 from llmrec_nb import itdr
 from llmrec_nb.core import DataFormatError
-from llmrec_nb.data import load_dataset
+from llmrec_nb.data import RecData, load_dataset
 from llmrec_nb.templates import Instruction
 
 FIX = Path(__file__).parent / "fixtures" / "itdr"
@@ -30,7 +30,7 @@ def test_all_seven_subtasks_build_from_bundled_data(built):
     assert tasks == set(itdr.TASKS)
     by = {(x.task, x.meta["source"]) for x in built.instances}
     assert all((t, "ml-100k") in by for t in itdr.TASKS)
-    for t in ("rating_prediction", "user_attribute_prediction", "interest_recognition", "target_user_identification"):
+    for t in ("rating_prediction", "user_attribute_prediction", "target_user_identification"):
         assert (t, "clothing-reviews") in by
     counts = pd.Series([(x.task, x.meta["source"]) for x in built.instances]).value_counts()
     assert counts.max() <= 10
@@ -40,7 +40,9 @@ def test_all_seven_subtasks_build_from_bundled_data(built):
 
 def test_skipped_subtasks_have_reasons(built):
     skipped = {(s["source"], s["task"]): s["reason"] for s in built.skipped}
-    assert set(skipped) == {("clothing-reviews", t) for t in ("topk_recommendation", "cross_domain_recommendation", "next_item_recommendation")}
+    assert set(skipped) == {("clothing-reviews", t) for t in ("topk_recommendation", "cross_domain_recommendation",
+                                                              "next_item_recommendation", "interest_recognition")}
+    assert "does not show" in skipped[("clothing-reviews", "interest_recognition")]   # one review per user
     assert all(isinstance(r, str) and len(r) > 10 for r in skipped.values())
 
 
@@ -212,3 +214,162 @@ def test_evaluate_rejects_mismatched_outputs():
 def test_rating_fallback_from_train(built):
     fb = itdr.rating_fallback(built.splits["train"])
     assert set(fb) == {"ml-100k", "clothing-reviews"} and all(1 <= v <= 5 for v in fb.values())
+
+
+# --- no answer can be read off (or computed from) its prompt ---------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def leak_check(bundled):
+    srcs = bundled + [load_dataset("synthetic", n_users=40, n_items=60)]
+    ds = itdr.build_itdr(srcs, max_per_task=60, seed=0)
+    return ds, {d.name: d for d in srcs}, {d.name: itdr._Source(d, ds.config, 0) for d in srcs}
+
+
+def _words(text):
+    return set(re.findall(r"[a-z0-9+'-]+", str(text).lower()))
+
+
+_TARGET_TEMPLATE = _words("Best suited to mostly male female users aged both men and women especially")
+
+
+def test_every_subtask_and_source_is_checked(leak_check):
+    ds, _, _ = leak_check
+    pairs = {(x.meta["source"], x.task) for x in ds.instances}
+    assert {("ml-100k", t) for t in itdr.TASKS} <= pairs and {("synthetic", t) for t in itdr.TASKS} <= pairs
+    assert {("clothing-reviews", t) for t in ("rating_prediction", "user_attribute_prediction", "target_user_identification")} <= pairs
+
+
+def test_rating_prompt_hides_the_target_interaction(leak_check):
+    ds, data, srcs = leak_check
+    n_item_variant = 0
+    for x in ds.instances:
+        if x.task != "rating_prediction": continue
+        m, src = x.meta, srcs[x.meta["source"]]
+        u, i = m["user"], m["item"]
+        assert i not in m["history"]
+        inter = data[m["source"]].interactions
+        row = inter[(inter.user == u) & (inter.item == i)].iloc[0]
+        for col in ("review", "review_title"):
+            own = str(row.get(col, "") or "")
+            if len(own.split()) >= 6: assert " ".join(own.split()[:12]) not in x.input, (x.id, col)
+        assert not re.search(r"^\W*recommend", x.input, re.I | re.M)   # no recommended flag of the target
+        if m["variant"] == "item":
+            n_item_variant += 1
+            n, mean = src.item_stats(i, exclude_user=u)
+            assert n > 0 and f"Ratings: {n} other users, average {mean:.1f}/5" in x.input
+    assert n_item_variant > 0   # the clothing reviews (one interaction per user) use the item variant
+
+
+def test_attribute_value_not_in_prompt(leak_check):
+    ds, _, _ = leak_check
+    for x in ds.instances:
+        if x.task != "user_attribute_prediction" or x.meta["attribute"] == "occupation": continue
+        body = x.input.split("\nAttribute to predict:")[0]
+        assert x.meta["value"] not in _words(body) | {body}, x.id
+        assert not re.search(rf"(?<![\w-]){re.escape(x.meta['value'])}(?![\w-])", body, re.I), x.id
+
+
+def test_interest_reference_summarises_items_the_prompt_does_not_show(leak_check):
+    ds, data, srcs = leak_check
+    for source in ("ml-100k", "synthetic"):
+        xs = [x for x in ds.instances if x.task == "interest_recognition" and x.meta["source"] == source]
+        src, titles = srcs[source], data[source].title_of
+        twice = pd.Series(list(titles.values())).value_counts().to_dict()
+        for x in xs:
+            m = x.meta
+            assert m["reference_items"] and not set(m["reference_items"]) & set(m["history"])
+            shown = {l[2:].rsplit(":", 1)[0].split(" — ")[0] for l in x.input.splitlines()[1:]}
+            assert {src.describe(i) for i in m["history"]} == shown
+            # (ml-100k lists a few films twice under two ids, e.g. Ulee's Gold: the same title is not the same item)
+            assert not {src.describe(i) for i in m["reference_items"] if twice.get(titles[i], 1) == 1} & shown
+            assert m["reference"] == itdr.interest_reference(src, m["user"], m["reference_items"])
+        # the old rule (the top genres of the very items listed) would reproduce the reference almost never
+        same = sum(itdr.interest_reference(src, x.meta["user"], x.meta["history"]) == x.meta["reference"] for x in xs)
+        assert len(xs) >= 30 and same / len(xs) < 0.1, (source, same, len(xs))
+
+
+def test_interest_reference_is_not_a_function_of_the_prompt():
+    "Two users with the same shown half and different held-out halves: the same prompt, different references."
+    genres = ["Drama"] * 5 + ["Horror"] * 5 + ["Comedy"] * 5
+    items = pd.DataFrame({"item": [str(k) for k in range(15)], "title": [f"Film {k}" for k in range(15)], "genres": [[g] for g in genres]})
+    rows = [(u, str(k), 4.0, t) for u in ("a", "b") for t, k in enumerate(range(5))]
+    rows += [("a", str(k), 5.0, 10 + k) for k in range(5, 10)] + [("b", str(k), 5.0, 10 + k) for k in range(10, 15)]
+    data = RecData("counterfactual", pd.DataFrame(rows, columns=["user", "item", "rating", "timestamp"]), items)
+    ds = itdr.build_itdr(data, seed=0, tasks=("interest_recognition",))
+    a, b = sorted(ds.instances, key=lambda x: x.meta["user"])
+    assert a.input == b.input
+    assert (a.output, b.output) == ("Enjoys horror.", "Enjoys comedy.")
+
+
+def test_target_user_reference_names_who_liked_it_not_what_it_is(leak_check):
+    ds, _, srcs = leak_check
+    n = {}
+    for x in ds.instances:
+        if x.task != "target_user_identification": continue
+        m, src = x.meta, srcs[x.meta["source"]]
+        key = _words(m["reference"]) - _TARGET_TEMPLATE
+        assert key and not key <= _words(x.input), (x.id, key)
+        about = list(src.item_labels.get(m["item"], []))
+        for col in (src.dept_col, src.div_col):
+            if col and pd.notna(src.items.at[m["item"], col]): about.append(str(src.items.at[m["item"], col]))
+        assert not _words(" ".join(about)) & _words(m["reference"]), (x.id, about)
+        n[m["source"]] = n.get(m["source"], 0) + 1
+    assert set(n) == {"ml-100k", "clothing-reviews", "synthetic"}
+
+
+def test_ranking_prompts_do_not_list_the_target_in_the_history(leak_check):
+    ds, data, srcs = leak_check
+    for x in ds.instances:
+        if x.task not in ("topk_recommendation", "cross_domain_recommendation", "next_item_recommendation"): continue
+        history_block = x.input.split("\nCandidates:")[0]
+        assert x.meta["target"] not in x.meta["history"]
+        assert srcs[x.meta["source"]].describe(x.meta["target"]) not in {l.split(". ", 1)[-1].lstrip("- ") for l in history_block.splitlines()}
+
+
+def _one_item_reviews(seed=0):
+    "Forty reviewers of one item, one interaction each, with ages; ratings 5 from training users and 1 from the others."
+    users = [f"r{k}" for k in range(40)]
+    inter = pd.DataFrame({"user": users, "item": "x", "rating": 3.0, "timestamp": range(40)})
+    people = pd.DataFrame({"user": users, "age": [22 + (k % 4) * 10 for k in range(40)]})
+    items = pd.DataFrame({"item": ["x"], "title": ["Dresses #1"], "class": ["Dresses"], "department": ["Dresses"]})
+    split = itdr._Source(RecData("one-item", inter, items, people), itdr.ITDRConfig(), seed).user_split
+    train = [u for u in users if split[u] == "train"]
+    inter["rating"] = [5.0 if split[u] == "train" else 1.0 for u in users]
+    inter["review"] = [f"review number {k} of the dress " + ("from training" if split[u] == "train" else "held out") for k, u in enumerate(users)]
+    return RecData("one-item", inter, items, people), train
+
+
+def test_item_statistics_ignore_held_out_interactions():
+    data, train = _one_item_reviews()
+    assert 0 < len(train) < 40
+    ds = itdr.build_itdr(data, seed=0, tasks=("rating_prediction", "target_user_identification"))
+    (target,) = [x for x in ds.instances if x.task == "target_user_identification"]
+    # with the held-out ratings (all 1) the average would be below 5
+    assert f"Ratings: {len(train)} users, average 5.0/5" in target.input
+    rating = [x for x in ds.instances if x.task == "rating_prediction"]
+    assert len(rating) == 40 and {x.meta["variant"] for x in rating} == {"item"}
+    for x in rating:
+        others = len(train) - (x.meta["user"] in train)
+        assert f"Ratings: {others} other users, average 5.0/5" in x.input, x.input
+    for x in ds.instances:
+        assert "held out" not in x.input          # reviews shown come from training users only
+    for x in rating:
+        k = int(x.meta["user"][1:])
+        assert f"review number {k} " not in x.input   # never the user's own review
+
+
+def test_attribute_choices_scored_per_token(monkeypatch):
+    "A summed log-probability prefers the shorter value; the mean per token does not."
+    import types
+    from llmrec_nb import llm as L
+    per_token = {"55+": -2.0, "under 18": -1.0}   # log-prob of every character of the value
+    calls = []
+    def fake(llm, prompt, candidates, reduce="sum", **kw):
+        calls.append(reduce)
+        tot = np.array([per_token[c] * len(c) for c in candidates])
+        return tot / np.array([len(c) for c in candidates]) if reduce == "mean" else tot
+    monkeypatch.setattr(L, "score_candidates", fake)
+    x = Instruction(instruction="", input="Items the user liked: ...", output="under 18", id="a", task="user_attribute_prediction",
+                    meta=dict(attribute="age_group", value="under 18", choices=["55+", "under 18"], source="s"))
+    assert itdr.predict(types.SimpleNamespace(tokenizer=None), [x]) == ["under 18"]
+    assert calls == ["mean"]

@@ -151,5 +151,5 @@ def test_paper_notebook_smoke(tmp_path):
         kernel_name="python3", progress_bar=False)
     import json
     summary = json.loads((tmp_path / "fig" / "summary.json").read_text())
-    assert {c["id"] for c in summary["claims"]} == {"tuned_beats_zero_shot", "tuned_beats_baselines"}
+    assert {c["id"] for c in summary["claims"]} == {"tuned_beats_zero_shot", "tuned_beats_baselines", "more_samples_help"}
     assert (tmp_path / "fig" / "auc_vs_k.png").exists() and (tmp_path / "fig" / "auc.md").exists()

@@ -19,7 +19,7 @@ from .metrics import auc
 __all__ = ['FIELDS', 'PairedTestResult', 'BootstrapResult', 'paired_ttest', 'paired_bootstrap', 'permutation_test', 'wilcoxon',
            'auc_test', 'auc_bootstrap', 'holm', 'benjamini_hochberg', 'mean_ci', 'cohens_d_paired', 'mean_std_str',
            'compare', 'default_higher_is_better', 'claim_from_comparison', 'ResultsTable', 'results_table',
-           'latex_escape', 'write_table']
+           'latex_escape', 'write_table', 'compare_over_seeds', 'correct_comparisons', 'describe_comparison']
 
 # %% ../nbs/07_stats.ipynb #5368a5dc
 class PairedTestResult(NamedTuple):
@@ -507,3 +507,122 @@ def write_table(table, path_stem: str | Path, digits: int | None = None) -> dict
     write_text(paths["tex"], tex)
     with atomic_path(paths["csv"]) as tmp: csv.to_csv(tmp, index=write_index)
     return paths
+
+# %% ../nbs/07_stats.ipynb #e30131bc
+def _by_seed(values, what: str) -> np.ndarray:
+    "(seeds, samples) float array from one vector or one vector per seed."
+    v = np.asarray(values, dtype=float)
+    if v.ndim == 1: v = v[None, :]
+    if v.ndim != 2 or v.shape[0] == 0 or v.shape[1] == 0:
+        raise DataFormatError(what, f"got shape {v.shape}", expected="one vector of per-sample scores, or one per seed (seeds × samples)")
+    if not np.isfinite(v).all(): raise DataFormatError(what, "NaN or infinite score", expected="finite scores")
+    return v
+
+def _boot_metric(metric, y, rows: np.ndarray, n_boot: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    "Observed metric of each row (k,) and on each paired resample of the samples (n_boot, k)."
+    from scipy.stats import rankdata
+    k, n = rows.shape
+    out = np.empty((n_boot, k))
+    if metric == "mean":
+        for lo, hi in _chunks(n_boot, n * k):
+            idx = rng.integers(0, n, size=(hi - lo, n), dtype=np.int32)
+            out[lo:hi] = rows[:, idx].mean(axis=2).T
+        return rows.mean(axis=1), out
+    if metric == "auc":
+        pos, neg = np.flatnonzero(y), np.flatnonzero(~y)
+        m, q = len(pos), len(neg)
+        for lo, hi in _chunks(n_boot, 2 * n * k):
+            idx = np.concatenate([pos[rng.integers(0, m, size=(hi - lo, m), dtype=np.int32)],
+                                  neg[rng.integers(0, q, size=(hi - lo, q), dtype=np.int32)]], axis=1)
+            for j in range(k):
+                out[lo:hi, j] = (rankdata(rows[j][idx], axis=1)[:, :m].sum(axis=1) - m * (m + 1) / 2) / (m * q)
+        return np.array([auc(y, r) for r in rows]), out
+    for b in range(n_boot):
+        idx = rng.integers(0, n, size=n)
+        out[b] = [metric(None if y is None else y[idx], r[idx]) for r in rows]
+    return np.array([metric(y, r) for r in rows], dtype=float), out
+
+def _boot_p(obs: float, boot: np.ndarray) -> float:
+    tol = 1e-12 * max(1.0, abs(obs))
+    return float((1 + np.sum(np.abs(boot - obs) >= abs(obs) - tol)) / (1 + len(boot)))
+
+def compare_over_seeds(
+    labels,  # test labels for AUC-type metrics; None for per-sample metric values
+    method_scores,  # (seeds × samples) scores or per-sample values of the method; one vector for a single seed
+    baseline_scores,  # the same for the baseline (one vector when it is deterministic)
+    metric="auc",  # "auc", "mean" (per-sample values) or a function metric(labels, scores) -> float
+    n_boot: int = 2000,  # bootstrap resamples
+    seed: int = 0,  # seed of the resampling
+    level: float = 0.95,  # confidence level of the CI
+    average: str = "metric",  # "metric": mean of the per-seed metric values; "scores": metric of the seed-averaged scores
+    higher_is_better: bool = True,
+) -> dict[str, Any]:
+    "Method vs baseline by a paired bootstrap over test samples of the seed-averaged metric: effect, CI, p and per-seed results."
+    from llmrec_nb.metrics import _binary_labels
+    ms, bs = _by_seed(method_scores, "method_scores"), _by_seed(baseline_scores, "baseline_scores")
+    if ms.shape[1] != bs.shape[1]:
+        raise DataFormatError("baseline_scores", f"{bs.shape[1]} samples vs the method's {ms.shape[1]}", expected="the same test samples, in the same order")
+    if average not in ("metric", "scores"): raise DataFormatError("average", f"got {average!r}", expected="'metric' or 'scores'")
+    name = metric if isinstance(metric, str) else getattr(metric, "__name__", "metric")
+    if isinstance(metric, str) and metric not in ("auc", "mean"): raise DataFormatError("metric", f"got {metric!r}", expected="'auc', 'mean' or a function")
+    y = None
+    if metric == "auc":
+        if labels is None: raise DataFormatError("labels", "AUC needs labels", expected="one 0/1 label per test sample")
+        y, _ = _auc_inputs(labels, ms[0], bs[0])
+    elif labels is not None:
+        y = np.asarray(labels)
+        if metric == "mean": raise DataFormatError("labels", "labels given with metric='mean'", expected="None: per-sample values carry the metric")
+        if len(y) != ms.shape[1]: raise DataFormatError("labels", f"{len(y)} labels for {ms.shape[1]} samples", expected="one label per sample")
+    S, B = len(ms), len(bs)
+    rows = np.vstack([ms, bs] + ([ms.mean(axis=0, keepdims=True), bs.mean(axis=0, keepdims=True)] if average == "scores" else []))
+    obs, boot = _boot_metric(metric, y, rows, n_boot, np.random.default_rng(seed))
+
+    def summary(o, bt):   # value, effect, CI, p of one difference (observed o, resampled bt)
+        lo_q, hi_q = np.quantile(bt, [(1 - level) / 2, (1 + level) / 2])
+        return float(o), float(lo_q), float(hi_q), _boot_p(float(o), bt)
+    if average == "metric": m_obs, b_obs, m_bt, b_bt = obs[:S].mean(), obs[S:S + B].mean(), boot[:, :S].mean(1), boot[:, S:S + B].mean(1)
+    else: m_obs, b_obs, m_bt, b_bt = obs[-2], obs[-1], boot[:, -2], boot[:, -1]
+    effect, ci_low, ci_high, p = summary(m_obs - b_obs, m_bt - b_bt)
+
+    side = "p_delong" if metric == "auc" else "p_ttest" if metric == "mean" else None
+    def side_p(a, b):
+        if side == "p_delong": return auc_test(y, a, b)["p"]
+        return paired_ttest(a, b).p if side else math.nan
+    per_seed = []
+    for i in range(S):
+        j = i if B == S else 0 if B == 1 else None
+        b_o = obs[S + j] if j is not None else obs[S:S + B].mean()
+        b_b = boot[:, S + j] if j is not None else boot[:, S:S + B].mean(1)
+        d, lo_, hi_, p_ = summary(obs[i] - b_o, boot[:, i] - b_b)
+        row = {"seed": i, "mean": float(obs[i]), "baseline_mean": float(b_o), "effect": d, "ci_low": lo_, "ci_high": hi_, "p": p_}
+        if side: row[side] = side_p(ms[i], bs[j] if j is not None else bs.mean(axis=0))
+        per_seed.append(row)
+    out = {"metric": name, "effect": effect, "ci_low": ci_low, "ci_high": ci_high, "p": p, "test": "paired bootstrap over test samples",
+           "mean": float(m_obs), "baseline_mean": float(b_obs), "higher_is_better": bool(higher_is_better),
+           "better": bool(effect > 0 if higher_is_better else effect < 0), "n": int(ms.shape[1]), "n_boot": int(n_boot),
+           "n_seeds": S, "n_seeds_baseline": B, "average": average,
+           "seed_values": [float(v) for v in obs[:S]], "baseline_seed_values": [float(v) for v in obs[S:S + B]],
+           "per_seed": per_seed}
+    if side: out[side] = side_p(ms.mean(axis=0), bs.mean(axis=0))
+    return out
+
+def correct_comparisons(comparisons, correction: str = "holm"):
+    "Add `p_adj` (Holm or Benjamini–Hochberg across all of them) to each comparison dict; a dict of them or a list."
+    items = list(comparisons.values()) if isinstance(comparisons, Mapping) else list(comparisons)
+    if correction not in ("holm", "bh"): raise DataFormatError("correction", f"got {correction!r}", expected="holm or bh")
+    adj = (holm if correction == "holm" else benjamini_hochberg)([c["p"] for c in items])
+    for c, a in zip(items, adj): c["p_adj"], c["correction"] = float(a), correction
+    return comparisons
+
+def describe_comparison(c: Mapping[str, Any], digits: int = 4) -> str:
+    "One line for a claim's detail: values, effect with CI, p (raw and adjusted), the side test, and per seed."
+    f = lambda v: f"{v:.{digits}f}"
+    g = lambda v: f"{v:.3g}"
+    side = "p_delong" if "p_delong" in c else "p_ttest" if "p_ttest" in c else None
+    side_name = {"p_delong": "DeLong", "p_ttest": "t-test over samples"}.get(side, "")
+    text = (f"{c['metric']} {f(c['mean'])} vs {f(c['baseline_mean'])} (mean over {c['n_seeds']} vs {c['n_seeds_baseline']} seeds); "
+            f"effect {f(c['effect'])} [{f(c['ci_low'])}, {f(c['ci_high'])}]; paired bootstrap over {c['n']} test samples p={g(c['p'])}")
+    if "p_adj" in c: text += f" ({c.get('correction', 'holm')}-adjusted {g(c['p_adj'])})"
+    if side: text += f"; {side_name} on seed-averaged scores p={g(c[side])}"
+    seeds = ", ".join(f"{f(r['mean'])} (p={g(r['p'])}" + (f", {side_name} {g(r[side])}" if side else "") + ")" for r in c["per_seed"])
+    return text + f"; per seed: {seeds}"

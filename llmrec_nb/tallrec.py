@@ -6,7 +6,7 @@
 from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -20,8 +20,8 @@ from .metrics import auc
 
 # %% auto #0
 __all__ = ['SEQUENTIAL_CTR', 'tallrec_samples', 'split_samples', 'to_instructions', 'labels_of', 'score', 'auc_of',
-           'tallrec_config', 'tune', 'TallrecStats', 'popularity_scores', 'ctr_features', 'logistic_ctr_scores',
-           'sequential_ctr_scores']
+           'tallrec_config', 'tune', 'item_genres', 'TallrecStats', 'popularity_scores', 'ctr_features',
+           'oof_ctr_features', 'logistic_ctr_scores', 'sequential_ctr_scores', 'few_shot_baselines']
 
 # %% ../nbs/10_tallrec.ipynb #23e812cc
 def tallrec_samples(data: RecData, like_threshold: float = 3.0, history_len: int = 10,
@@ -95,32 +95,43 @@ def tune(llm, train: Sequence[Instruction], valid: Sequence[Instruction], config
                       eval_fn=lambda model: auc_of(llm, valid, cfg.style, batch_size))
 
 # %% ../nbs/10_tallrec.ipynb #8efb0a15
-def _rate_table(train: pd.DataFrame, key: str) -> pd.DataFrame:
-    "Like counts per user or item from the training samples' targets and histories (each pair counted once)."
-    pairs = pd.concat([
-        pd.DataFrame({"user": train["user"], "item": train["item"], "label": train["label"]}),
-        pd.DataFrame({"user": np.repeat(train["user"].to_numpy(), train["history"].str.len()),
-                      "item": np.concatenate(train["history"].to_list()) if len(train) else [],
-                      "label": np.concatenate(train["history_labels"].to_list()) if len(train) else []}),
-    ]).drop_duplicates(["user", "item"])
-    return pairs.groupby(key)["label"].agg(["sum", "count"])
+def _like_pairs(samples: pd.DataFrame) -> pd.DataFrame:
+    "The (user, item, label) pairs the samples show: targets and history entries, each pair once."
+    hist_len = samples["history"].str.len().to_numpy() if len(samples) else np.zeros(0, int)
+    return pd.concat([
+        pd.DataFrame({"user": samples["user"], "item": samples["item"], "label": samples["label"]}),
+        pd.DataFrame({"user": np.repeat(samples["user"].to_numpy(), hist_len),
+                      "item": np.concatenate(samples["history"].to_list()) if hist_len.sum() else [],
+                      "label": np.concatenate(samples["history_labels"].to_list()) if hist_len.sum() else []}),
+    ], ignore_index=True).drop_duplicates(["user", "item"])
 
 def _smoothed(keys, table: pd.DataFrame, prior: float, strength: float = 5.0) -> tuple[np.ndarray, np.ndarray]:
     t = table.reindex(list(keys))
     s, c = t["sum"].fillna(0).to_numpy(float), t["count"].fillna(0).to_numpy(float)
     return (s + strength * prior) / (c + strength), np.log1p(c)
 
-class TallrecStats:
-    "Training-set statistics the baselines use."
-    def __init__(self, train: pd.DataFrame, data: RecData):
-        self.items, self.users = _rate_table(train, "item"), _rate_table(train, "user")
-        self.prior = float(self.items["sum"].sum() / max(self.items["count"].sum(), 1))
-        genres = data.items.set_index("item")["genres"] if data.items is not None and "genres" in data.items else None
-        self.genres = {} if genres is None else {i: set(g) for i, g in genres.items() if isinstance(g, (list, tuple, np.ndarray))}
+def item_genres(data: RecData) -> dict:
+    "item → set of genres (empty when the data have none)."
+    genres = data.items.set_index("item")["genres"] if data.items is not None and "genres" in data.items else None
+    return {} if genres is None else {i: set(g) for i, g in genres.items() if isinstance(g, (list, tuple, np.ndarray))}
 
-def popularity_scores(stats: TallrecStats, samples: pd.DataFrame) -> np.ndarray:
-    "The target item's smoothed like rate."
-    return _smoothed(samples["item"], stats.items, stats.prior)[0]
+class TallrecStats:
+    "Per-user and per-item like counts of a set of samples (targets and histories), minus the pairs in `exclude`."
+    def __init__(self, samples: pd.DataFrame, data: RecData | None = None, exclude: Iterable[tuple] = (),
+                 genres: dict | None = None):
+        pairs = _like_pairs(samples)
+        drop = set(map(tuple, exclude))
+        if drop: pairs = pairs[[p not in drop for p in zip(pairs["user"], pairs["item"])]]
+        self.n_pairs = len(pairs)
+        self.items = pairs.groupby("item")["label"].agg(["sum", "count"])
+        self.users = pairs.groupby("user")["label"].agg(["sum", "count"])
+        self.prior = float(pairs["label"].mean()) if len(pairs) else 0.5
+        self.genres = genres if genres is not None else item_genres(data) if data is not None else {}
+
+def popularity_scores(train: pd.DataFrame, test: pd.DataFrame) -> np.ndarray:
+    "The test target's smoothed like rate among the `train` samples' pairs."
+    st = TallrecStats(train)
+    return _smoothed(test["item"], st.items, st.prior)[0]
 
 def _overlap(target: set, hist: Sequence, genres: dict) -> float:
     if not target: return 0.0
@@ -128,7 +139,7 @@ def _overlap(target: set, hist: Sequence, genres: dict) -> float:
     return len(target & seen) / len(target)
 
 def ctr_features(stats: TallrecStats, samples: pd.DataFrame) -> np.ndarray:
-    "Feature matrix of the logistic-regression baseline (one row per sample)."
+    "Feature matrix of the logistic-regression baseline (one row per sample) from `stats`."
     item_rate, item_n = _smoothed(samples["item"], stats.items, stats.prior)
     user_rate, user_n = _smoothed(samples["user"], stats.users, stats.prior)
     hist_rate = np.array([np.mean(l) if len(l) else stats.prior for l in samples["history_labels"]])
@@ -138,18 +149,30 @@ def ctr_features(stats: TallrecStats, samples: pd.DataFrame) -> np.ndarray:
         tg = g.get(it, set())
         liked_ov.append(_overlap(tg, [i for i, l in zip(h, hl) if l], g))
         disliked_ov.append(_overlap(tg, [i for i, l in zip(h, hl) if not l], g))
-    return np.column_stack([hist_rate, user_rate, user_n, item_rate, item_n, liked_ov, disliked_ov])
+    return np.column_stack([hist_rate, user_rate, user_n, item_rate, item_n, liked_ov, disliked_ov]).reshape(len(samples), 7)
 
-def logistic_ctr_scores(stats: TallrecStats, train: pd.DataFrame, test: pd.DataFrame, seed: int = 0) -> np.ndarray:
-    "Fit a standardised logistic regression on `train` samples' features; P(like) for `test`."
+def oof_ctr_features(train: pd.DataFrame, data: RecData, n_folds: int = 5, seed: int = 0) -> np.ndarray:
+    "Features of the training rows, each row's like rates from the other folds without its own fold's target pairs."
+    n = len(train)
+    folds = np.random.default_rng(seed).permutation(n) % max(1, min(n_folds, n))
+    genres = item_genres(data)
+    X = np.empty((n, 7))
+    for f in np.unique(folds):
+        own = train.iloc[np.flatnonzero(folds == f)]
+        st = TallrecStats(train.iloc[np.flatnonzero(folds != f)], exclude=zip(own["user"], own["item"]), genres=genres)
+        X[folds == f] = ctr_features(st, own)
+    return X
+
+def logistic_ctr_scores(train: pd.DataFrame, test: pd.DataFrame, data: RecData, seed: int = 0, n_folds: int = 5) -> np.ndarray:
+    "Fit a standardised logistic regression on `train`'s out-of-fold features; P(like) for `test` (statistics of all of `train`)."
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     y = train["label"].to_numpy()
-    if len(np.unique(y)) < 2: return np.full(len(test), y.mean() if len(y) else stats.prior)
+    if len(np.unique(y)) < 2: return np.full(len(test), y.mean() if len(y) else 0.5)
     model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=1000, random_state=seed))
-    model.fit(ctr_features(stats, train), y)
-    return model.predict_proba(ctr_features(stats, test))[:, 1]
+    model.fit(oof_ctr_features(train, data, n_folds=n_folds, seed=seed), y)
+    return model.predict_proba(ctr_features(TallrecStats(train, data), test))[:, 1]
 
 SEQUENTIAL_CTR = ("SASRec", "GRU4Rec")
 
@@ -170,3 +193,14 @@ def sequential_ctr_scores(name: str, train: pd.DataFrame, test: pd.DataFrame, da
     model.fit_like(hist, items, labels, history_labels=marks, data=data, epochs=epochs, pretrained=False,
                    valid=_like_columns(valid) if valid is not None and valid["label"].nunique() == 2 else None)
     return model.predict_like(list(test["history"]), list(test["item"]), list(test["history_labels"]))
+
+def few_shot_baselines(pool: pd.DataFrame, k: int, seed: int, test: pd.DataFrame, data: RecData,
+                       valid: pd.DataFrame | None = None, sequential: Sequence[str] = SEQUENTIAL_CTR,
+                       **seq_kw) -> dict[str, np.ndarray]:
+    """Test scores of every baseline trained on the `k` samples `few_shot(pool, k, seed)` draws (the LLM's training set):
+    `Popularity`, `CTR-LR` and each name in `sequential` (epochs chosen on `valid`)."""
+    few = few_shot(pool, k, seed=seed)
+    out = {"Popularity": popularity_scores(few, test), "CTR-LR": logistic_ctr_scores(few, test, data, seed=seed)}
+    for name in sequential:
+        out[name] = sequential_ctr_scores(name, few, test, data, valid=valid, seed=seed, **seq_kw)
+    return out

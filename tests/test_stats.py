@@ -333,3 +333,124 @@ def test_star_marks_only_significant_improvements():
     row = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("|")}
     assert "\\*" in row["better"] and "†" not in row["better"]
     assert "†" in row["worse"] and "\\*" not in row["worse"]
+
+
+# --- compare_over_seeds: method vs baseline over seeds × test samples -------------------------------------------------
+from llmrec_nb.stats import compare_over_seeds, correct_comparisons, describe_comparison
+from llmrec_nb.metrics import auc as _auc
+
+
+def _auc_world(rng, n, signal_m, signal_b, seeds_m=3, seeds_b=3):
+    "Labels and per-seed scores: every seed's score is signal·label + its own noise."
+    y = rng.random(n) < 0.4
+    m = np.stack([signal_m * y + rng.normal(0, 1, n) for _ in range(seeds_m)])
+    b = np.stack([signal_b * y + rng.normal(0, 1, n) for _ in range(seeds_b)])
+    return y, m, b
+
+
+@pytest.mark.parametrize("seeds_b", [3, 1])
+def test_compare_over_seeds_is_calibrated_under_the_null(seeds_b):
+    rng = np.random.default_rng(123)
+    ps, ps_seed, ps_ensemble = [], [], []
+    for _ in range(200):
+        y, m, b = _auc_world(rng, 150, 0.8, 0.8, seeds_b=seeds_b)
+        c = compare_over_seeds(y, m, b, n_boot=199, seed=int(rng.integers(1 << 30)))
+        ps.append(c["p"]); ps_seed.append(c["per_seed"][0]["p"]); ps_ensemble.append(c["p_delong"])
+    ps, ps_seed = np.array(ps), np.array(ps_seed)
+    # identical distributions: p is not systematically small (nominal 5% rejections, mean p near 1/2)
+    assert np.mean(ps <= 0.05) <= 0.11 and 0.38 <= ps.mean() <= 0.62, (np.mean(ps <= 0.05), ps.mean())
+    assert np.mean(ps_seed <= 0.05) <= 0.11 and 0.38 <= ps_seed.mean() <= 0.62
+    if seeds_b == 1:   # DeLong on seed-averaged scores tests the 3-seed ensemble, which beats one seed: not the claim's test
+        assert np.mean(np.array(ps_ensemble) <= 0.05) > 0.3
+
+
+def test_compare_over_seeds_per_sample_metric_is_calibrated_and_has_power():
+    rng = np.random.default_rng(5)
+    null, alt = [], []
+    for _ in range(200):
+        base = (rng.random((3, 200)) < 0.3).astype(float)
+        null.append(compare_over_seeds(None, (rng.random((3, 200)) < 0.3).astype(float), base, metric="mean", n_boot=199,
+                                       seed=int(rng.integers(1 << 30)))["p"])
+    null = np.array(null)
+    assert np.mean(null <= 0.05) <= 0.11 and 0.38 <= null.mean() <= 0.62
+    for _ in range(30):
+        base = (rng.random(200) < 0.3).astype(float)   # a deterministic baseline: one "seed"
+        alt.append(compare_over_seeds(None, (rng.random((3, 200)) < 0.45).astype(float), base, metric="mean", n_boot=199)["p"])
+    assert np.mean(np.array(alt) <= 0.05) >= 0.8
+
+
+def test_compare_over_seeds_detects_a_real_difference():
+    rng = np.random.default_rng(7)
+    hits = []
+    for _ in range(30):
+        y, m, b = _auc_world(rng, 300, 1.2, 0.5, seeds_b=1)
+        c = compare_over_seeds(y, m, b, n_boot=299)
+        hits.append(c["p"] <= 0.05 and c["better"] and c["ci_low"] > 0)
+    assert np.mean(hits) >= 0.8
+    # the other direction is "worse", not "better"
+    y, m, b = _auc_world(rng, 300, 0.2, 1.2, seeds_b=1)
+    c = compare_over_seeds(y, m, b, n_boot=299)
+    assert c["p"] <= 0.05 and not c["better"] and c["effect"] < 0
+    assert claim_from_comparison(c)["holds"] is False
+
+
+def test_compare_over_seeds_fields_and_pairing():
+    rng = np.random.default_rng(8)
+    y, m, b = _auc_world(rng, 120, 1.0, 0.6, seeds_m=3, seeds_b=3)
+    c = compare_over_seeds(y, m, b, n_boot=300, seed=4)
+    assert c == compare_over_seeds(y, m, b, n_boot=300, seed=4)
+    assert c["effect"] == pytest.approx(np.mean([_auc(y, s) for s in m]) - np.mean([_auc(y, s) for s in b]))
+    assert c["seed_values"] == pytest.approx([roc_auc_score(y, s) for s in m])
+    assert c["baseline_seed_values"] == pytest.approx([roc_auc_score(y, s) for s in b])
+    assert c["ci_low"] <= c["effect"] <= c["ci_high"] and c["n"] == 120 and (c["n_seeds"], c["n_seeds_baseline"]) == (3, 3)
+    # equal seed counts: seed i against baseline seed i (same training draw), with DeLong beside
+    for i, r in enumerate(c["per_seed"]):
+        assert r["effect"] == pytest.approx(roc_auc_score(y, m[i]) - roc_auc_score(y, b[i]))
+        assert r["p_delong"] == pytest.approx(auc_test(y, m[i], b[i])["p"])
+    assert c["p_delong"] == pytest.approx(auc_test(y, m.mean(0), b.mean(0))["p"])
+    # unequal counts: each seed against the whole baseline
+    c2 = compare_over_seeds(y, m, b[:2], n_boot=300)
+    assert c2["per_seed"][0]["baseline_mean"] == pytest.approx(np.mean([roc_auc_score(y, s) for s in b[:2]]))
+    # one vector each: single seeds, and the per-seed result is the overall one
+    c1 = compare_over_seeds(y, m[0], b[0], n_boot=300, seed=1)
+    assert c1["n_seeds"] == 1 and c1["per_seed"][0]["p"] == c1["p"] and c1["p_delong"] == c1["per_seed"][0]["p_delong"]
+    # lists of per-seed vectors work too
+    assert compare_over_seeds(y.astype(int).tolist(), list(m), b[0], n_boot=100)["n_seeds"] == 3
+    # lower-is-better metrics: a negative effect is the better one
+    sq_m, sq_b = rng.normal(1.0, 0.3, (2, 100)) ** 2, rng.normal(1.3, 0.3, 100) ** 2
+    cl = compare_over_seeds(None, sq_m, sq_b, metric="mean", higher_is_better=False, n_boot=300)
+    assert cl["better"] and claim_from_comparison(cl)["holds"]
+    for bad in (lambda: compare_over_seeds(y, m, b[:, :-1]), lambda: compare_over_seeds(y, m, b, metric="ndcg"),
+                lambda: compare_over_seeds(y, m, b, average="median"), lambda: compare_over_seeds(None, m, b),
+                lambda: compare_over_seeds(y, m, b, metric="mean"), lambda: compare_over_seeds(y, np.full((2, 120), np.nan), b),
+                lambda: compare_over_seeds(np.ones(120), m, b)):
+        with pytest.raises(DataFormatError): bad()
+
+
+def test_compare_over_seeds_ensemble_average_and_custom_metric():
+    rng = np.random.default_rng(9)
+    y, m, b = _auc_world(rng, 200, 0.8, 0.8, seeds_b=1)
+    cs = compare_over_seeds(y, m, b, average="scores", n_boot=200)
+    assert cs["mean"] == pytest.approx(roc_auc_score(y, m.mean(0))) and cs["baseline_mean"] == pytest.approx(roc_auc_score(y, b[0]))
+    # averaging three noisy seeds' scores raises the AUC over any single seed: the ensemble effect that "metric" avoids
+    cm = compare_over_seeds(y, m, b, n_boot=200)
+    assert cs["mean"] > max(cm["seed_values"])
+    acc = lambda lab, s: float(np.mean((s > 0.4) == lab))
+    ca = compare_over_seeds(y, m, b, metric=acc, n_boot=100)
+    assert ca["metric"] == "<lambda>" and ca["effect"] == pytest.approx(np.mean([acc(y, s) for s in m]) - acc(y, b[0]))
+    assert "p_delong" not in ca and "p_ttest" not in ca
+
+
+def test_correct_comparisons_and_description():
+    rng = np.random.default_rng(10)
+    y, m, b = _auc_world(rng, 150, 1.0, 0.5, seeds_b=1)
+    comps = {"a": compare_over_seeds(y, m, b, n_boot=200), "b": compare_over_seeds(y, m, m, n_boot=200)}
+    correct_comparisons(comps)
+    np.testing.assert_allclose([comps["a"]["p_adj"], comps["b"]["p_adj"]], holm([comps["a"]["p"], comps["b"]["p"]]))
+    assert claim_from_comparison(comps["a"])["p"] == comps["a"]["p_adj"]
+    assert comps["b"]["p"] == 1.0 and claim_from_comparison(comps["b"])["holds"] is False
+    text = describe_comparison(comps["a"])
+    assert "holm-adjusted" in text and "DeLong" in text and text.count("p=") == 1 + 3 + 1
+    lst = correct_comparisons([dict(comps["a"]), dict(comps["b"])], correction="bh")
+    assert lst[0]["correction"] == "bh"
+    with pytest.raises(DataFormatError): correct_comparisons([comps["a"]], correction="bonferroni")

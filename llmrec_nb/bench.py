@@ -12,12 +12,12 @@ import numpy as np
 import torch
 
 from .data import load_dataset
-from .templates import render_prompt, next_item_instruction
+from .templates import TALLREC_ANSWERS, fit_prompts, next_item_instruction
 from .llm import (load_llm, score_binary, score_candidates, encode, continuation_ids, answer_token_id,
                            onednn_linear_kernel)
 from .lora import LoraTrainConfig, train_lora, encode_instruction, remove_lora
 from .metrics import auc
-from .tallrec import tallrec_samples, to_instructions
+from .tallrec import tallrec_samples, to_instructions, prompts_of
 
 # %% auto #0
 __all__ = ['BENCHMARKS', 'matmul_peaks', 'plain_cpu_kernels', 'generate_yes_no', 'bench_scoring', 'score_each_sequence',
@@ -108,23 +108,23 @@ def generate_yes_no(llm, prompts, batch_size: int = 16, positive: str = "Yes", n
     return np.concatenate(out).astype(np.float64)
 
 def bench_scoring(llm=None, n: int = 64, batch_size: int = 16, seed: int = 0, baseline_batch_size: int = 32,
-                  rounds: int = 3) -> dict:
+                  rounds: int = 3, max_length: int = LoraTrainConfig.max_length) -> dict:
     """score_binary vs one-token generate on `n` TALLRec prompts (batches of 32 in the original evaluation script);
     median seconds over `rounds` interleaved rounds."""
     llm = llm or load_llm("smollm2-135m")
     data = load_dataset("ml-100k")
     insts = _tallrec_instructions(data, n, seed)
-    prompts = [render_prompt(i, llm.tokenizer) for i in insts]
+    prompts, truncated = prompts_of(llm, insts, max_length=max_length)      # as tallrec.score builds them
     y = np.array([i.meta["label"] for i in insts])
-    score_binary(llm, prompts[:2], batch_size=2)                           # warm-up, both ways
-    generate_yes_no(llm, prompts[:2], 2)
-    base, eng, timing = _race(lambda: generate_yes_no(llm, prompts, baseline_batch_size),
-                              lambda: score_binary(llm, prompts, batch_size=batch_size), rounds)
+    score_binary(llm, prompts[:2], *TALLREC_ANSWERS, batch_size=2)         # warm-up, both ways
+    generate_yes_no(llm, prompts[:2], 2, *TALLREC_ANSWERS)
+    base, eng, timing = _race(lambda: generate_yes_no(llm, prompts, baseline_batch_size, *TALLREC_ANSWERS),
+                              lambda: score_binary(llm, prompts, *TALLREC_ANSWERS, batch_size=batch_size), rounds)
     auc_b, auc_e = auc(y, base), auc(y, eng)
     return {"name": "scoring", **timing,
             "agreement": {"auc_baseline": auc_b, "auc_engine": auc_e, "auc_abs_diff": abs(auc_b - auc_e),
                           "max_prob_abs_diff": float(np.abs(base - eng).max()), "identical_auc_1e-4": abs(auc_b - auc_e) < 1e-4},
-            "n_prompts": n, "batch_size": batch_size, "baseline_batch_size": baseline_batch_size,
+            "n_prompts": n, "truncated_prompts": truncated, "batch_size": batch_size, "baseline_batch_size": baseline_batch_size,
             "prompt_tokens": int(sum(len(x) for x in encode(llm.tokenizer, prompts)))}
 
 # %% ../nbs/30_bench.ipynb #7b1a41da
@@ -147,7 +147,8 @@ def score_each_sequence(llm, prompt: str, candidates, batch_size: int = 32) -> n
                 out.append(float(lp[r, pos, torch.tensor(c)].sum()))
     return np.array(out)
 
-def bench_ranking(llm=None, n_prompts: int = 5, n_candidates: int = 20, seed: int = 0, rounds: int = 3) -> dict:
+def bench_ranking(llm=None, n_prompts: int = 5, n_candidates: int = 20, seed: int = 0, rounds: int = 3,
+                  max_length: int = LoraTrainConfig.max_length) -> dict:
     "score_candidates (shared prompt cache) vs one sequence per candidate, on next-item prompts; medians over `rounds`."
     llm = llm or load_llm("smollm2-135m")
     data = load_dataset("ml-100k")
@@ -156,13 +157,15 @@ def bench_ranking(llm=None, n_prompts: int = 5, n_candidates: int = 20, seed: in
     users = rng.choice(sorted(hist), n_prompts, replace=False)
     titles = data.title_of
     all_items = np.array(sorted(titles))
-    cases = []
+    cases, insts = [], []
     for u in users:
         h = hist[u]
         negs = [i for i in rng.choice(all_items, n_candidates * 2, replace=False) if i not in set(h)][:n_candidates - 1]
         cands = [titles[i] for i in [h[-1], *negs]]
-        prompt = render_prompt(next_item_instruction([titles[i] for i in h[-11:-1]]), llm.tokenizer)
-        cases.append((prompt, [cands[j] for j in rng.permutation(len(cands))]))
+        insts.append(next_item_instruction([titles[i] for i in h[-11:-1]]))
+        cases.append([None, [cands[j] for j in rng.permutation(len(cands))]])
+    prompts, truncated = fit_prompts(insts, llm.tokenizer, max_tokens=max_length)
+    for case, prompt in zip(cases, prompts): case[0] = prompt
     score_candidates(llm, cases[0][0], cases[0][1][:2])                   # warm-up, both ways
     score_each_sequence(llm, cases[0][0], cases[0][1][:2])
     base, eng, timing = _race(lambda: [score_each_sequence(llm, p, c) for p, c in cases],
@@ -171,7 +174,7 @@ def bench_ranking(llm=None, n_prompts: int = 5, n_candidates: int = 20, seed: in
     return {"name": "ranking", **timing,
             "agreement": {"identical_rankings": float(np.mean(same)),
                           "max_score_abs_diff": float(max(np.abs(b - e).max() for b, e in zip(base, eng)))},
-            "n_prompts": n_prompts, "n_candidates": n_candidates}
+            "n_prompts": n_prompts, "truncated_prompts": truncated, "n_candidates": n_candidates}
 
 # %% ../nbs/30_bench.ipynb #d57f3835
 def _param_counts(model) -> dict:
@@ -186,7 +189,7 @@ def plain_peft_train(llm, insts, config: LoraTrainConfig, output_dir) -> float:
     from peft import LoraConfig, get_peft_model
     from transformers import Trainer, TrainingArguments, DataCollatorForSeq2Seq
     from llmrec_nb.core import set_seed
-    feats = [{k: v for k, v in encode_instruction(llm.tokenizer, i, config.style, config.max_length).items() if k != "weight"}
+    feats = [{k: v for k, v in encode_instruction(llm.tokenizer, i, config.style, config.max_length).items() if k in ("input_ids", "labels")}
              for i in insts]
     for f in feats: f["attention_mask"] = [1] * len(f["input_ids"])
     set_seed(config.seed)

@@ -884,12 +884,17 @@ def _first_line(task: str, title: str) -> str:
     return title if task == "next_item_recommendation" else f"1. {title}"
 
 def predict(llm, instances: Sequence, scoring: bool = True, max_new_tokens: int = 48, style: str = "chat",
-            batch_size: int = 8, reduce: str = "mean") -> list[str]:
-    "One text answer per instance from `llm` (a `llm.LLM`), scoring closed-form answers when `scoring`."
+            batch_size: int = 8, reduce: str = "mean", max_length: int | None = None) -> list[str]:
+    """One text answer per instance from `llm` (a `llm.LLM`), scoring closed-form answers when `scoring`; prompts are
+    fitted to `max_length` tokens (default: the training limit, `LoraTrainConfig.max_length`) as in training."""
     from llmrec_nb.llm import generate, score_candidates
-    from llmrec_nb.templates import render_prompt
+    from llmrec_nb.lora import LoraTrainConfig
+    from llmrec_nb.templates import fit_prompts
     from llmrec_nb.core import progress
-    prompts = [render_prompt(x, llm.tokenizer, style=style) for x in instances]
+    max_length = max_length or LoraTrainConfig.max_length
+    prompts, n_short = fit_prompts(instances, llm.tokenizer, style, max_length)
+    if n_short: _log.warning("%d of %d ITDR prompts exceed max_length=%d tokens and lost their oldest history entries",
+                             n_short, len(prompts), max_length)
     out: list[str | None] = [None] * len(instances)
     gen_idx = []
     for k, (x, p) in enumerate(progress(list(zip(instances, prompts)), desc="ITDR answers")):

@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_lora.ipynb #4d499cd3
 from __future__ import annotations
-import json, math, os, shutil, time
+import json, math, os, shutil, time, warnings
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from typing import Callable, Sequence
@@ -15,13 +15,13 @@ import torch
 import torch.nn.functional as F
 
 from .core import set_seed, write_json, write_text, atomic_path, progress
-from .templates import Instruction, render_prompt, render_response
+from .templates import Instruction, render_prompt, render_response, fit_prompt
 from .llm import encode, continuation_ids, fast_cpu_kernels, _pad_id
 
 # %% auto #0
-__all__ = ['LoraTrainConfig', 'encode_instruction', 'collate_right_padded', 'response_loss', 'MixState', 'save_adapter',
-           'load_adapter', 'set_active_adapter', 'adapter_names', 'remove_lora', 'TrainResult', 'train_lora',
-           'lora_layers', 'merge_adapters', 'delta_weight', 'AdapterMixer']
+__all__ = ['LoraTrainConfig', 'encode_instruction', 'collate_right_padded', 'response_loss', 'batch_loss', 'MixState',
+           'save_adapter', 'load_adapter', 'set_active_adapter', 'adapter_names', 'remove_lora', 'TrainResult',
+           'train_lora', 'lora_layers', 'adapter_scaling', 'merge_adapters', 'delta_weight', 'AdapterMixer']
 
 # %% ../nbs/04_lora.ipynb #b549e7a4
 @dataclass
@@ -39,7 +39,8 @@ class LoraTrainConfig:
     weight_decay: float = 0.0
     warmup_ratio: float = 0.0           # fraction of the steps spent warming up
     scheduler: str = "linear"
-    max_length: int = 1024              # prompts longer than this are cut from the left; the response is kept
+    max_length: int = 1024              # prompt + response tokens; longer prompts lose their oldest history entries
+    loss_average: str = "token"         # "token": mean over response tokens; "example": mean of per-example means
     style: str = "chat"                 # render_prompt style
     group_by_length: bool = True
     response_logits_only: bool = True
@@ -55,19 +56,25 @@ class LoraTrainConfig:
     adapter_name: str = "default"
 
 # %% ../nbs/04_lora.ipynb #fd0cf8bf
+def _response_ids(tokenizer, prompt: str, response: str, prompt_ids=None) -> list[int]:
+    ids = continuation_ids(tokenizer, prompt, response, prompt_ids)
+    return ids + [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else ids
+
 def encode_instruction(tokenizer, inst: Instruction, style: str = "chat", max_length: int = 1024) -> dict:
-    "Token ids of prompt + response + EOS, labels masked (-100) on the prompt, and the example's weight."
-    prompt = render_prompt(inst, tokenizer, style=style)
-    p_ids = encode(tokenizer, [prompt])[0]
+    """Token ids of prompt + response + EOS in at most `max_length` tokens (`templates.fit_prompt` drops the oldest
+    history entries of a longer prompt), labels masked (-100) on the prompt, the example's weight, and `dropped`: how
+    many history entries were left out."""
     response = render_response(inst)
     if not response: raise ValueError(f"instruction {inst.id!r} has an empty response")
-    r_ids = continuation_ids(tokenizer, prompt, response, p_ids)
-    if tokenizer.eos_token_id is not None: r_ids = r_ids + [tokenizer.eos_token_id]
-    keep = max_length - len(r_ids)
-    if keep < 1: raise ValueError(f"max_length={max_length} leaves no room for the prompt of {inst.id!r}")
-    p_ids = p_ids[-keep:]
+    reserve = len(_response_ids(tokenizer, render_prompt(inst, tokenizer, style=style), response))
+    while True:
+        prompt, dropped = fit_prompt(inst, tokenizer, style, max_length, reserve)
+        p_ids = encode(tokenizer, [prompt])[0]
+        r_ids = _response_ids(tokenizer, prompt, response, p_ids)
+        if len(p_ids) + len(r_ids) <= max_length: break
+        reserve = len(r_ids)     # the shortened prompt tokenises the response differently (longer): fit again
     return {"input_ids": p_ids + r_ids, "labels": [-100] * len(p_ids) + r_ids,
-            "weight": float((inst.meta or {}).get("weight", 1.0))}
+            "weight": float((inst.meta or {}).get("weight", 1.0)), "dropped": dropped}
 
 def collate_right_padded(features: list[dict], pad_id: int) -> dict:
     "Pad a batch on the right to its longest example (dynamic padding)."
@@ -95,13 +102,14 @@ def _shared_prefix_length(input_ids, labels) -> int:
     return min(common, first_label) - 1
 
 def response_loss(model, input_ids, attention_mask, labels, logits_only_where_needed: bool = True,
-                  share_prefix: bool = False, min_prefix: int = 16) -> torch.Tensor:
-    "Mean NLL of each example's labelled (response) tokens, shape `(batch,)`."
+                  share_prefix: bool = False, min_prefix: int = 16, reduction: str = "mean") -> torch.Tensor:
+    "NLL of each example's labelled (response) tokens, shape `(batch,)`: their mean (`reduction='mean'`) or sum (`'sum'`)."
+    if reduction not in ("mean", "sum"): raise ValueError(f"reduction must be 'mean' or 'sum', not {reduction!r}")
     target = labels[:, 1:]
     keep = target != -100
     if not logits_only_where_needed:
         logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1][keep]
-        return _per_example(F.cross_entropy(logits.float(), target[keep], reduction="none"), keep)
+        return _per_example(F.cross_entropy(logits.float(), target[keep], reduction="none"), keep, reduction)
     lm = _causal_lm(model)
     body = lm.get_decoder()
     start = _shared_prefix_length(input_ids, labels) if share_prefix and input_ids.shape[0] > 1 else 0
@@ -114,19 +122,33 @@ def response_loss(model, input_ids, attention_mask, labels, logits_only_where_ne
             hidden = body(input_ids=input_ids[:, start:], attention_mask=attention_mask, position_ids=pos,
                           past_key_values=cache, use_cache=True).last_hidden_state
             logits = lm.get_output_embeddings()(hidden[:, :-1][keep[:, start:]])
-            return _per_example(F.cross_entropy(logits.float(), target[:, start:][keep[:, start:]], reduction="none"), keep)
+            return _per_example(F.cross_entropy(logits.float(), target[:, start:][keep[:, start:]], reduction="none"), keep, reduction)
     hidden = body(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
     logits = lm.get_output_embeddings()(hidden[:, :-1][keep])
-    return _per_example(F.cross_entropy(logits.float(), target[keep], reduction="none"), keep)
+    return _per_example(F.cross_entropy(logits.float(), target[keep], reduction="none"), keep, reduction)
 
-def _per_example(tok_loss, keep):
+def _per_example(tok_loss, keep, reduction):
     rows = keep.nonzero()[:, 0]
     total = torch.zeros(keep.shape[0], dtype=tok_loss.dtype, device=tok_loss.device).index_add(0, rows, tok_loss)
-    return total / keep.sum(1).clamp(min=1)
+    return total if reduction == "sum" else total / keep.sum(1).clamp(min=1)
 
-# %% ../nbs/04_lora.ipynb #b814cfe9
+def batch_loss(nll_sums, n_tokens, weights, average: str = "token", n_items=None) -> torch.Tensor:
+    """The loss of a batch from each example's summed response NLL, response-token count and weight.
+
+    `average="token"`: Σ_i w_i·nll_i / n_items, n_items the response tokens of the batch (or, with gradient
+    accumulation, of the whole accumulated batch); `"example"`: Σ_i w_i·(nll_i / n_i) / n_items, n_items the number
+    of examples."""
+    n_tokens = n_tokens.to(nll_sums.device)
+    weights = weights.to(nll_sums.device)
+    if average == "token":
+        return (weights * nll_sums).sum() / (n_items if n_items is not None else n_tokens.sum().clamp(min=1))
+    if average == "example":
+        return (weights * nll_sums / n_tokens.clamp(min=1)).sum() / (n_items if n_items is not None else len(nll_sums))
+    raise ValueError(f"average must be 'token' or 'example', not {average!r}")
+
+# %% ../nbs/04_lora.ipynb #dba43f26
 class MixState:
-    "The current λ and the per-source weights it implies."
+    "The current λ and the per-source weights it implies (`n_main`, `n_aux`: the sizes in the loss's averaging unit)."
     def __init__(self, n_main: int, n_aux: int, mix_lambda=None):
         self.n_main, self.n_aux, self.fn = n_main, n_aux, mix_lambda
         self.lam, self.history = (None if mix_lambda is None or n_aux == 0 else 0.5), {}
@@ -145,25 +167,36 @@ class MixState:
         n = self.n_main + self.n_aux
         return torch.tensor([(1 - self.lam) * n / self.n_main, self.lam * n / self.n_aux])
 
-# %% ../nbs/04_lora.ipynb #0f9d8dd1
+# %% ../nbs/04_lora.ipynb #0458d33c
 _STATE_FILE = "llmrec_train_state.json"
 
 def _trainer_classes():
     from transformers import Trainer, TrainerCallback
 
     class ResponseLossTrainer(Trainer):
-        def __init__(self, *a, mix: MixState, logits_only: bool = True, share_prefix: bool = True, **kw):
+        def __init__(self, *a, mix: MixState, logits_only: bool = True, share_prefix: bool = True,
+                     loss_average: str = "token", **kw):
             super().__init__(*a, **kw)
             self.mix, self.logits_only, self.share_prefix, self.tokens_seen = mix, logits_only, share_prefix, 0
-            self.model_accepts_loss_kwargs = False   # our loss is a batch mean; let the Trainer divide by grad_accum
+            self.loss_average = loss_average
+            # "token": the Trainer counts the response tokens of the whole accumulated batch (num_items_in_batch) and the
+            # loss, divided by that count, is used as is; "example": a micro-batch mean the Trainer divides by grad_accum
+            self.model_accepts_loss_kwargs = self.loss_is_scaled_for_ga = loss_average == "token"
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            per_ex = response_loss(model, inputs["input_ids"], inputs["attention_mask"], inputs["labels"], self.logits_only,
-                                   self.share_prefix)
-            w = inputs["weight"].to(per_ex.device) * self.mix.source_weights().to(per_ex.device)[inputs["source"]]
+            sums = response_loss(model, inputs["input_ids"], inputs["attention_mask"], inputs["labels"], self.logits_only,
+                                 self.share_prefix, reduction="sum")
+            n_tok = (inputs["labels"][:, 1:] != -100).sum(1).to(sums.device)
+            w = inputs["weight"].to(sums.device) * self.mix.source_weights().to(sums.device)[inputs["source"]]
             self.tokens_seen += int(inputs["attention_mask"].sum())
-            loss = (w * per_ex).sum() / per_ex.shape[0]
-            return (loss, {"per_example": per_ex}) if return_outputs else loss
+            if self.loss_average == "token":
+                loss = batch_loss(sums, n_tok, w, "token", num_items_in_batch)
+                if num_items_in_batch is not None and self.args.average_tokens_across_devices:
+                    # the count spans every process while DDP averages their gradients: scale back, as Trainer.compute_loss does
+                    loss = loss * (self.accelerator.num_processes // self.get_tp_size() if self.args.n_gpu <= 1 else self.args.n_gpu)
+            else:
+                loss = batch_loss(sums, n_tok, w, "example")
+            return (loss, {"per_example": sums / n_tok.clamp(min=1)}) if return_outputs else loss
 
     class EvalStopCallback(TrainerCallback):
         def __init__(self, cfg: LoraTrainConfig, eval_fn, mix: MixState, best_dir: Path, save_best):
@@ -260,7 +293,7 @@ def remove_lora(llm):
     if getattr(llm, "adapter", None) is not None: llm.adapter = None
     return llm.model
 
-# %% ../nbs/04_lora.ipynb #829930ff
+# %% ../nbs/04_lora.ipynb #e5e9ccfe
 @dataclass
 class TrainResult:
     "What `train_lora` returns."
@@ -280,6 +313,7 @@ class TrainResult:
     tokens: int                    # tokens (prompt + response, padding excluded) processed in this call
     tokens_per_second: float
     loss_curve: Path
+    truncated: int = 0             # training prompts (train + aux) that lost history entries to fit max_length
 
 def _wrap_for_training(llm, cfg: LoraTrainConfig):
     from peft import LoraConfig, PeftModel, get_peft_model
@@ -324,22 +358,30 @@ def train_lora(llm, train: Sequence[Instruction], valid: Sequence[Instruction] |
     from transformers.trainer_utils import get_last_checkpoint
     cfg = config or LoraTrainConfig()
     if not train: raise ValueError("train is empty")
+    if cfg.loss_average not in ("token", "example"): raise ValueError(f"loss_average must be 'token' or 'example', not {cfg.loss_average!r}")
     out = Path(output_dir); out.mkdir(parents=True, exist_ok=True)
     tok = llm.tokenizer
     pad_id = _pad_id(tok)
     enc = lambda insts, src: [dict(encode_instruction(tok, i, cfg.style, cfg.max_length), source=src) for i in insts]
     features = enc(train, 0) + (enc(aux, 1) if aux else [])
-    mix = MixState(len(train), len(aux or []), mix_lambda if aux else None)
+    truncated = sum(1 for f in features if f.pop("dropped"))
+    if truncated: warnings.warn(f"{truncated} of {len(features)} training prompts exceed max_length={cfg.max_length} "
+                                "tokens and lost their oldest history entries")
+    size = len if cfg.loss_average == "example" else (lambda fs: sum(sum(l != -100 for l in f["labels"]) for f in fs))
+    mix = MixState(size(features[:len(train)]), size(features[len(train):]), mix_lambda if aux else None)
+    truncated_valid = 0
 
     if eval_fn is None and valid:
         valid_features = enc(valid, 0)
+        truncated_valid = sum(1 for f in valid_features if f.pop("dropped"))
         def eval_fn(model):
-            losses = []
+            sums, counts, weights = [], [], []
             for s in range(0, len(valid_features), cfg.batch_size):
                 b = collate_right_padded(valid_features[s:s + cfg.batch_size], pad_id)
                 b = {k: v.to(model.device) for k, v in b.items()}
-                losses.append(response_loss(model, b["input_ids"], b["attention_mask"], b["labels"], True) * b["weight"])
-            return float(torch.cat(losses).mean())
+                sums.append(response_loss(model, b["input_ids"], b["attention_mask"], b["labels"], True, reduction="sum"))
+                counts.append((b["labels"][:, 1:] != -100).sum(1)); weights.append(b["weight"])
+            return float(batch_loss(torch.cat(sums), torch.cat(counts), torch.cat(weights), cfg.loss_average))
         cfg = LoraTrainConfig(**{**asdict(cfg), "greater_is_better": False})
 
     steps = math.ceil(math.ceil(len(features) / cfg.batch_size) / cfg.grad_accum * cfg.epochs)
@@ -361,7 +403,7 @@ def train_lora(llm, train: Sequence[Instruction], valid: Sequence[Instruction] |
     trainer = Trainer_(model=model, args=args, train_dataset=features,
                        data_collator=lambda fs: collate_right_padded(fs, pad_id),
                        callbacks=[cb, *callbacks], mix=mix, logits_only=cfg.response_logits_only,
-                       share_prefix=cfg.share_prefix)
+                       share_prefix=cfg.share_prefix, loss_average=cfg.loss_average)
     if quiet:
         from transformers.trainer_callback import PrinterCallback
         trainer.remove_callback(PrinterCallback)
@@ -390,16 +432,22 @@ def train_lora(llm, train: Sequence[Instruction], valid: Sequence[Instruction] |
     curve = _write_loss_curve(log, cb.evals, out)
     write_json(out / "train_result.json", {"global_step": trainer.state.global_step, "best_metric": cb.best,
                "best_step": cb.best_step, "stopped_early": cb.stopped_early, "evals": cb.evals,
-               "lambdas": mix.history, "train_seconds": secs, "tokens": trainer.tokens_seen, "config": asdict(cfg)})
+               "lambdas": mix.history, "train_seconds": secs, "tokens": trainer.tokens_seen,
+               "truncated_prompts": truncated, "truncated_valid_prompts": truncated_valid, "config": asdict(cfg)})
     return TrainResult(model, name, out, adapter_dir, trainer.state.global_step, trainer.state.epoch, cb.best,
                        cb.best_step, cb.stopped_early, list(cb.evals), dict(mix.history), log, secs,
-                       trainer.tokens_seen, trainer.tokens_seen / max(secs, 1e-9), curve)
+                       trainer.tokens_seen, trainer.tokens_seen / max(secs, 1e-9), curve, truncated)
 
-# %% ../nbs/04_lora.ipynb #cf273692
+# %% ../nbs/04_lora.ipynb #97c077e0
 def lora_layers(model, names: Sequence[str] = ()) -> dict:
     "The LoRA-wrapped modules of `model` (by module name) that carry every adapter in `names`."
     from peft.tuners.lora import LoraLayer
     return {n: m for n, m in model.named_modules() if isinstance(m, LoraLayer) and all(a in m.lora_A for a in names)}
+
+def adapter_scaling(layer, name: str) -> float:
+    "Adapter `name`'s own scaling in a LoRA layer, from its rank and alpha: alpha/r, or alpha/√r with rsLoRA."
+    r, alpha = layer.r[name], layer.lora_alpha[name]
+    return alpha / math.sqrt(r) if layer.use_rslora.get(name, False) else alpha / r
 
 def merge_adapters(model, names: Sequence[str], weights, new_name: str = "merged", fold: bool = False):
     """Add adapter `new_name` with ΔW = Σ_k w_k ΔW_k on every LoRA module and make it active.
@@ -410,26 +458,32 @@ def merge_adapters(model, names: Sequence[str], weights, new_name: str = "merged
     if len(names) < 1: raise ValueError("names is empty")
     for n in names:
         if n not in model.peft_config: raise ValueError(f"unknown adapter {n!r}; have {adapter_names(model)}")
+        if getattr(model.peft_config[n], "use_dora", False): raise ValueError(f"adapter {n!r} uses DoRA: its ΔW is not B·A")
     if new_name in model.peft_config: model.delete_adapter(new_name)
-    model.add_weighted_adapter(names, [1.0] * len(names), new_name, combination_type="cat")
-    for mod_name, layer in lora_layers(model, names + [new_name]).items():
+    model.add_weighted_adapter(names, [1.0] * len(names), new_name, combination_type="cat")   # rank Σ r_k, alpha = rank
+    model.peft_config[new_name].use_rslora = False      # scaling alpha/r = 1 when reloaded, not alpha/√r
+    for mod_name, layer in lora_layers(model, [new_name]).items():
+        if isinstance(weights, dict) and mod_name not in weights: raise ValueError(f"no weights for module {mod_name!r}")
         w = weights[mod_name] if isinstance(weights, dict) else weights
         w = [float(x) for x in (w.tolist() if torch.is_tensor(w) else w)]
         if len(w) != len(names): raise ValueError(f"{len(w)} weights for {len(names)} adapters")
+        here = [(wk, n) for wk, n in zip(w, names) if n in layer.lora_A]
         with torch.no_grad():
-            A = torch.cat([wk * layer.scaling[n] * layer.lora_A[n].weight for wk, n in zip(w, names)], 0)
-            B = torch.cat([layer.lora_B[n].weight for n in names], 1)
-            layer.lora_A[new_name].weight.copy_(A); layer.lora_B[new_name].weight.copy_(B)
-            layer.scaling[new_name] = 1.0
+            A = torch.cat([wk * adapter_scaling(layer, n) * layer.lora_A[n].weight for wk, n in here], 0)
+            B = torch.cat([layer.lora_B[n].weight for _, n in here], 1)
+            new_A, new_B = layer.lora_A[new_name].weight, layer.lora_B[new_name].weight
+            new_A.zero_(); new_B.zero_()
+            new_A[:A.shape[0]].copy_(A); new_B[:, :B.shape[1]].copy_(B)
+        layer.lora_alpha[new_name], layer.use_rslora[new_name], layer.scaling[new_name] = layer.r[new_name], False, 1.0
     model.set_adapter(new_name)
     if fold: return model.merge_and_unload(adapter_names=[new_name])
     return model
 
 def delta_weight(layer, name: str) -> torch.Tensor:
-    "ΔW (out × in) that adapter `name` adds to a LoRA layer."
-    return layer.scaling[name] * layer.lora_B[name].weight @ layer.lora_A[name].weight
+    "ΔW (out × in) that adapter `name` adds to a LoRA layer on its own (at its configured scaling)."
+    return adapter_scaling(layer, name) * layer.lora_B[name].weight @ layer.lora_A[name].weight
 
-# %% ../nbs/04_lora.ipynb #d6dcfa93
+# %% ../nbs/04_lora.ipynb #9676f95b
 class AdapterMixer(torch.nn.Module):
     "Trainable per-module softmax weights over several frozen adapters on one PEFT model."
     def __init__(self, model, names: Sequence[str], init: Sequence[float] | None = None, per_module: bool = True):
@@ -442,7 +496,7 @@ class AdapterMixer(torch.nn.Module):
         rows = len(self.layers) if per_module else 1
         self.logits = torch.nn.Parameter(torch.log(init_w / init_w.sum()).repeat(rows, 1))
         self.per_module = per_module
-        self._base_scaling = {n: dict(l.scaling) for n, l in self.layers.items()}
+        self._base_scaling = {n: {a: adapter_scaling(l, a) for a in self.names} for n, l in self.layers.items()}
         self._previous = model.active_adapters if hasattr(model, "active_adapters") else None
         model.base_model.set_adapter(self.names)
         for p in model.parameters(): p.requires_grad_(False)

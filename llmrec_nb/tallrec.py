@@ -4,6 +4,7 @@
 
 # %% ../nbs/10_tallrec.ipynb #c5665a27
 from __future__ import annotations
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -13,13 +14,13 @@ import pandas as pd
 
 from .core import DataFormatError, stable_hash
 from .data import RecData, sort_by_time, few_shot
-from .templates import Instruction, render_prompt, tallrec_instruction
+from .templates import Instruction, TALLREC_ANSWERS, fit_prompts, tallrec_instruction
 from .llm import score_binary
 from .lora import LoraTrainConfig, TrainResult, train_lora
 from .metrics import auc
 
 # %% auto #0
-__all__ = ['SEQUENTIAL_CTR', 'tallrec_samples', 'split_samples', 'to_instructions', 'labels_of', 'score', 'auc_of',
+__all__ = ['SEQUENTIAL_CTR', 'tallrec_samples', 'split_samples', 'to_instructions', 'labels_of', 'prompts_of', 'score', 'auc_of',
            'tallrec_config', 'tune', 'item_genres', 'TallrecStats', 'popularity_scores', 'ctr_features',
            'oof_ctr_features', 'logistic_ctr_scores', 'sequential_ctr_scores', 'few_shot_baselines']
 
@@ -73,13 +74,26 @@ def labels_of(instructions: Sequence[Instruction]) -> np.ndarray:
     return np.array([i.meta["label"] for i in instructions], dtype=np.int64)
 
 # %% ../nbs/10_tallrec.ipynb #fcaecbb5
-def score(llm, instructions: Sequence[Instruction], style: str = "chat", batch_size: int = 16) -> np.ndarray:
-    "P(Yes) for each instruction."
-    return score_binary(llm, [render_prompt(i, llm.tokenizer, style=style) for i in instructions], batch_size=batch_size)
+def _answer_reserve(tokenizer) -> int:
+    "The tokens training keeps for an answer: the longer of the two answers, plus EOS."
+    return max(len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in TALLREC_ANSWERS) + (tokenizer.eos_token_id is not None)
 
-def auc_of(llm, instructions: Sequence[Instruction], style: str = "chat", batch_size: int = 16) -> float:
+def prompts_of(llm, instructions: Sequence[Instruction], style: str = "chat",
+               max_length: int = LoraTrainConfig.max_length) -> tuple[list[str], int]:
+    "The prompts `score` feeds the model, shortened as in training when longer than `max_length`, and how many were (also warned)."
+    prompts, n = fit_prompts(instructions, llm.tokenizer, style, max_length, reserve=_answer_reserve(llm.tokenizer))
+    if n: warnings.warn(f"{n} of {len(prompts)} TALLRec prompts exceed max_length={max_length} tokens and lost their oldest history entries")
+    return prompts, n
+
+def score(llm, instructions: Sequence[Instruction], style: str = "chat", batch_size: int = 16,
+          max_length: int = LoraTrainConfig.max_length) -> np.ndarray:
+    "P(Yes) for each instruction: the first tokens of the trained answers `Yes.` / `No.`, renormalised."
+    return score_binary(llm, prompts_of(llm, instructions, style, max_length)[0], *TALLREC_ANSWERS, batch_size=batch_size)
+
+def auc_of(llm, instructions: Sequence[Instruction], style: str = "chat", batch_size: int = 16,
+           max_length: int = LoraTrainConfig.max_length) -> float:
     "AUC of P(Yes) against the labels."
-    return float(auc(labels_of(instructions), score(llm, instructions, style, batch_size)))
+    return float(auc(labels_of(instructions), score(llm, instructions, style, batch_size, max_length)))
 
 def tallrec_config(**overrides) -> LoraTrainConfig:
     "The paper's LoRA settings (r=8, alpha=16, dropout 0.05, q/v, lr 1e-4, batch 128 via accumulation), with overrides."
@@ -92,7 +106,7 @@ def tune(llm, train: Sequence[Instruction], valid: Sequence[Instruction], config
     "LoRA-tune `llm` on `train`, early-stopping on AUC over `valid`; the best adapter is left active."
     cfg = config or tallrec_config()
     return train_lora(llm, train, valid=None, config=cfg, output_dir=output_dir, resume=resume,
-                      eval_fn=lambda model: auc_of(llm, valid, cfg.style, batch_size))
+                      eval_fn=lambda model: auc_of(llm, valid, cfg.style, batch_size, cfg.max_length))
 
 # %% ../nbs/10_tallrec.ipynb #8efb0a15
 def _like_pairs(samples: pd.DataFrame) -> pd.DataFrame:

@@ -5,17 +5,18 @@
 # %% ../nbs/02_templates.ipynb #5eef9483
 from __future__ import annotations
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from .core import DataFormatError, read_json, write_json, write_text
 
 # %% auto #0
-__all__ = ['TALLREC_DESCRIPTIONS', 'LISTWISE_DESCRIPTIONS', 'NEXT_ITEM_DESCRIPTIONS', 'NEXT_ITEM_FROM_CANDIDATES',
-           'RATING_DESCRIPTIONS', 'PAIRWISE_DESCRIPTIONS', 'ALPACA_COLUMNS', 'Instruction', 'has_chat_template',
-           'render_prompt', 'render_response', 'tallrec_instruction', 'listwise_instruction', 'next_item_instruction',
-           'rating_instruction', 'pairwise_instruction', 'export_alpaca', 'load_alpaca']
+__all__ = ['HISTORY_SPANS', 'TALLREC_ANSWERS', 'TALLREC_DESCRIPTIONS', 'LISTWISE_DESCRIPTIONS', 'NEXT_ITEM_DESCRIPTIONS',
+           'NEXT_ITEM_FROM_CANDIDATES', 'RATING_DESCRIPTIONS', 'PAIRWISE_DESCRIPTIONS', 'ALPACA_COLUMNS', 'Instruction',
+           'has_chat_template', 'render_prompt', 'render_response', 'tallrec_instruction', 'listwise_instruction',
+           'next_item_instruction', 'rating_instruction', 'pairwise_instruction', 'drop_history', 'fit_prompt',
+           'fit_prompts', 'export_alpaca', 'load_alpaca']
 
 # %% ../nbs/02_templates.ipynb #b770af09
 @dataclass
@@ -62,12 +63,35 @@ def _lines(titles: Iterable[str], numbered: bool = False) -> str:
     if not titles: return "(none)"
     return "\n".join(f"{i}. {t}" for i, t in enumerate(titles, 1)) if numbered else "\n".join(f"- {t}" for t in titles)
 
+HISTORY_SPANS = "history_spans"   # meta key: [first, end) line ranges of `input` that hold history entries, oldest first
+
+def _history(header: str, entries: Iterable[str]) -> tuple[str, int]:
+    "A history section (`header:`, then one `- entry` line per entry, oldest first) and its number of entry lines."
+    lines = [f"- {' '.join(str(e).splitlines())}" for e in entries]   # one line per entry, whatever the title holds
+    return f"{header}:\n" + ("\n".join(lines) if lines else "(none)"), len(lines)
+
+def _assemble(sections: Sequence[str | tuple[str, int]]) -> tuple[str, list[list[int]]]:
+    """Sections joined by blank lines, and the `[first, end)` line ranges of their history entries (a `(text, n)`
+    section ends with `n` entry lines)."""
+    texts, spans, line = [], [], 0
+    for sec in sections:
+        text, n = (sec, 0) if isinstance(sec, str) else sec
+        count = text.count("\n") + 1
+        if n: spans.append([line + count - n, line + count])
+        texts.append(text); line += count + 1       # + the blank line before the next section
+    return "\n\n".join(texts), spans
+
+def _with_spans(meta: dict | None, spans: list) -> dict:
+    return {**(meta or {}), HISTORY_SPANS: spans}
+
 def _sections(extra: Mapping[str, str | Sequence[str]] | None) -> list[str]:
     "Extra input sections (e.g. a similar user's history, a conventional model's suggestions)."
     return [f"{name}:\n{body if isinstance(body, str) else _lines(body)}" for name, body in (extra or {}).items()]
 
 def _pick(options: Sequence[str], variant: int, instruction: str | None) -> str:
     return instruction if instruction is not None else options[variant % len(options)]
+
+TALLREC_ANSWERS = ("Yes.", "No.")   # the positive and negative outputs, as trained and as scored
 
 TALLREC_DESCRIPTIONS = (
     "Given the movies a user liked and disliked, decide whether the user will like the target movie. Answer only \"Yes.\" or \"No.\".",
@@ -79,10 +103,10 @@ def tallrec_instruction(liked_titles: Sequence[str], disliked_titles: Sequence[s
                         label: bool | None = None, *, variant: int = 0, instruction: str | None = None,
                         id: str = "", meta: dict | None = None, extra: Mapping | None = None) -> Instruction:
     "A TALLRec yes/no example: liked and disliked titles, a target title, output `Yes.`/`No.` (empty when `label` is None)."
-    text = "\n\n".join([f"User Preference:\n{_lines(liked_titles)}", f"User Unpreference:\n{_lines(disliked_titles)}",
-                         *_sections(extra), f"Target item: {target_title}"])
-    out = "" if label is None else ("Yes." if label else "No.")
-    m = dict(meta or {})
+    text, spans = _assemble([_history("User Preference", liked_titles), _history("User Unpreference", disliked_titles),
+                             *_sections(extra), f"Target item: {target_title}"])
+    out = "" if label is None else TALLREC_ANSWERS[0 if label else 1]
+    m = _with_spans(meta, spans)
     if label is not None: m.setdefault("label", int(bool(label)))
     return Instruction(_pick(TALLREC_DESCRIPTIONS, variant, instruction), text, out, id, "tallrec", m)
 
@@ -103,10 +127,10 @@ def listwise_instruction(history_titles: Sequence[str], candidate_titles: Sequen
                          instruction: str | None = None, id: str = "", meta: dict | None = None,
                          extra: Mapping | None = None) -> Instruction:
     "Rank `candidate_titles` for a user with `history_titles`; output the ranked target title(s) as a numbered list."
-    text = "\n\n".join([f"History (oldest first):\n{_lines(history_titles)}", *_sections(extra),
-                         f"Candidates:\n{_lines(candidate_titles, numbered=True)}"])
+    text, spans = _assemble([_history("History (oldest first)", history_titles), *_sections(extra),
+                             f"Candidates:\n{_lines(candidate_titles, numbered=True)}"])
     desc = _pick(LISTWISE_DESCRIPTIONS, variant, instruction).replace("{n}", str(top_n))
-    return Instruction(desc, text, _ranked_output(target_title), id, "listwise", dict(meta or {}))
+    return Instruction(desc, text, _ranked_output(target_title), id, "listwise", _with_spans(meta, spans))
 
 # %% ../nbs/02_templates.ipynb #cec4858e
 NEXT_ITEM_DESCRIPTIONS = (
@@ -125,10 +149,10 @@ def next_item_instruction(history_titles: Sequence[str], target_title: str | Non
                           instruction: str | None = None, id: str = "", meta: dict | None = None,
                           extra: Mapping | None = None) -> Instruction:
     "Predict the next title after `history_titles` (from `candidates` when given)."
-    text = "\n\n".join([f"History (oldest first):\n{_lines(history_titles)}", *_sections(extra)] +
-                        ([f"Candidates:\n{_lines(candidates, numbered=True)}"] if candidates is not None else []))
+    text, spans = _assemble([_history("History (oldest first)", history_titles), *_sections(extra)] +
+                            ([f"Candidates:\n{_lines(candidates, numbered=True)}"] if candidates is not None else []))
     opts = NEXT_ITEM_DESCRIPTIONS if candidates is None else NEXT_ITEM_FROM_CANDIDATES
-    return Instruction(_pick(opts, variant, instruction), text, target_title or "", id, "next_item", dict(meta or {}))
+    return Instruction(_pick(opts, variant, instruction), text, target_title or "", id, "next_item", _with_spans(meta, spans))
 
 # %% ../nbs/02_templates.ipynb #3b2c000e
 RATING_DESCRIPTIONS = (
@@ -145,10 +169,10 @@ def rating_instruction(history: Sequence[tuple[str, float]], target_title: str, 
                        id: str = "", meta: dict | None = None, extra: Mapping | None = None) -> Instruction:
     "Predict the rating of `target_title` from `(title, rating)` pairs; the output is the rating (`4`, `3.5`)."
     lo, hi = (_fmt_rating(s) for s in scale)
-    hist = "\n".join(f"- {t}: {_fmt_rating(r)}" for t, r in history) or "(none)"
-    text = "\n\n".join([f"Rated items:\n{hist}", *_sections(extra), f"Target item: {target_title}"])
+    text, spans = _assemble([_history("Rated items", (f"{t}: {_fmt_rating(r)}" for t, r in history)), *_sections(extra),
+                             f"Target item: {target_title}"])
     desc = _pick(RATING_DESCRIPTIONS, variant, instruction).replace("{lo}", lo).replace("{hi}", hi)
-    m = dict(meta or {})
+    m = _with_spans(meta, spans)
     if rating is not None: m.setdefault("rating", float(rating))
     return Instruction(desc, text, "" if rating is None else _fmt_rating(rating), id, "rating", m)
 
@@ -164,9 +188,71 @@ def pairwise_instruction(history_titles: Sequence[str], title_a: str, title_b: s
                          extra: Mapping | None = None) -> Instruction:
     "Which of `title_a` / `title_b` the user prefers; output `A` or `B` (`preferred`), empty when unknown."
     if preferred not in (None, "A", "B"): raise ValueError(f"preferred must be 'A', 'B' or None, not {preferred!r}")
-    text = "\n\n".join([f"History (oldest first):\n{_lines(history_titles)}", *_sections(extra),
-                         f"A: {title_a}\nB: {title_b}"])
-    return Instruction(_pick(PAIRWISE_DESCRIPTIONS, variant, instruction), text, preferred or "", id, "pairwise", dict(meta or {}))
+    text, spans = _assemble([_history("History (oldest first)", history_titles), *_sections(extra),
+                             f"A: {title_a}\nB: {title_b}"])
+    return Instruction(_pick(PAIRWISE_DESCRIPTIONS, variant, instruction), text, preferred or "", id, "pairwise",
+                       _with_spans(meta, spans))
+
+# %% ../nbs/02_templates.ipynb #65d83883
+def _n_tokens(tokenizer, text: str) -> int:
+    "Length in tokens of `text` as `llm.encode` tokenises it."
+    bos = getattr(tokenizer, "bos_token", None)
+    return len(tokenizer(text, add_special_tokens=not (bos and text.startswith(bos)))["input_ids"])
+
+def _history_spans(inst: Instruction) -> list[tuple[int, int]]:
+    spans = [(int(a), int(b)) for a, b in (inst.meta or {}).get(HISTORY_SPANS, [])]
+    n_lines = inst.input.count("\n") + 1
+    if any(not 0 <= a < b <= n_lines for a, b in spans) or any(b > c for (_, b), (c, _) in zip(spans, spans[1:])):
+        raise ValueError(f"instruction {inst.id!r}: {HISTORY_SPANS}={spans} does not fit its {n_lines} input lines")
+    return spans
+
+def drop_history(inst: Instruction, n: int) -> Instruction:
+    "A copy of `inst` without `n` history entries: each time the oldest entry of the longest section (the first on ties)."
+    spans = _history_spans(inst)
+    left, gone = [b - a for a, b in spans], [0] * len(spans)
+    if n > sum(left): raise ValueError(f"instruction {inst.id!r} has {sum(left)} history entries, cannot drop {n}")
+    drop = set()
+    for _ in range(n):
+        j = left.index(max(left))
+        drop.add(spans[j][0] + gone[j]); gone[j] += 1; left[j] -= 1
+    lines, out, new_spans = inst.input.split("\n"), [], []
+    starts = {a: b for a, b in spans}
+    i = 0
+    while i < len(lines):
+        if i in starts:
+            kept = [lines[k] for k in range(i, starts[i]) if k not in drop]
+            if kept: new_spans.append([len(out), len(out) + len(kept)]); out += kept
+            else: out.append("(none)")
+            i = starts[i]
+        else:
+            out.append(lines[i]); i += 1
+    return replace(inst, input="\n".join(out), meta={**inst.meta, HISTORY_SPANS: new_spans} if spans else dict(inst.meta))
+
+def fit_prompt(inst: Instruction, tokenizer, style: str = "chat", max_tokens: int = 1024, reserve: int = 0,
+               system: str | None = None) -> tuple[str, int]:
+    """The prompt of `inst` with as few of its oldest history entries dropped as makes prompt + `reserve` tokens fit in
+    `max_tokens`, and how many were dropped."""
+    budget = max_tokens - reserve
+    render = lambda k: render_prompt(drop_history(inst, k) if k else inst, tokenizer, style, system)
+    prompt = render(0)
+    if _n_tokens(tokenizer, prompt) <= budget: return prompt, 0
+    lo, hi = 0, sum(b - a for a, b in _history_spans(inst))       # render(lo) is too long; is render(hi)?
+    shortest = render(hi)
+    if _n_tokens(tokenizer, shortest) > budget:
+        raise ValueError(f"the prompt of instruction {inst.id!r} takes {_n_tokens(tokenizer, shortest)} tokens with "
+                         f"{'no history entry' if hi else 'nothing to drop'}: more than max_tokens={max_tokens} less {reserve} "
+                         "reserved for the answer")
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if _n_tokens(tokenizer, render(mid)) <= budget: hi = mid
+        else: lo = mid
+    return render(hi), hi
+
+def fit_prompts(instructions: Iterable[Instruction], tokenizer, style: str = "chat", max_tokens: int = 1024,
+                reserve: int = 0, system: str | None = None) -> tuple[list[str], int]:
+    "`fit_prompt` for each instruction: the prompts, and how many of them were shortened."
+    fitted = [fit_prompt(i, tokenizer, style, max_tokens, reserve, system) for i in instructions]
+    return [p for p, _ in fitted], sum(1 for _, k in fitted if k)
 
 # %% ../nbs/02_templates.ipynb #16c6d6fe
 ALPACA_COLUMNS = {"prompt": "instruction", "query": "input", "response": "output"}

@@ -371,5 +371,5 @@ def test_attribute_choices_scored_per_token(monkeypatch):
     monkeypatch.setattr(L, "score_candidates", fake)
     x = Instruction(instruction="", input="Items the user liked: ...", output="under 18", id="a", task="user_attribute_prediction",
                     meta=dict(attribute="age_group", value="under 18", choices=["55+", "under 18"], source="s"))
-    assert itdr.predict(types.SimpleNamespace(tokenizer=None), [x]) == ["under 18"]
+    assert itdr.predict(types.SimpleNamespace(tokenizer=L._bundled_tokenizer()), [x]) == ["under 18"]
     assert calls == ["mean"]

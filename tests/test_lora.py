@@ -1,5 +1,5 @@
-"LoRA training: masking, bad input, checkpoints and resume, scores during training, exact adapter merging (tiny model); rule learning (slow)."
-import os
+"LoRA training: masking, truncation, loss averaging and mixing, gradient accumulation, bad input, checkpoints and resume, scores during training, exact adapter merging (tiny model); rule learning (slow)."
+import json, math, os
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +9,8 @@ import torch
 from llmrec_nb.llm import load_llm, score_binary
 from llmrec_nb.lora import (LoraTrainConfig, train_lora, encode_instruction, collate_right_padded, response_loss,
                             save_adapter, load_adapter, merge_adapters, delta_weight, lora_layers, adapter_names, AdapterMixer)
-from llmrec_nb.templates import Instruction, render_prompt
+from llmrec_nb.llm import continuation_ids, encode, _bundled_tokenizer
+from llmrec_nb.templates import Instruction, render_prompt, tallrec_instruction, next_item_instruction, TALLREC_ANSWERS
 
 slow = pytest.mark.skipif(not os.environ.get("LLMREC_SLOW"), reason="slow: set LLMREC_SLOW=1")
 torch.set_num_threads(1)
@@ -46,6 +47,126 @@ def test_sparse_and_dense_logits_agree(tok):
         a = response_loss(llm.model, b["input_ids"], b["attention_mask"], b["labels"], True)
         d = response_loss(llm.model, b["input_ids"], b["attention_mask"], b["labels"], False)
     assert torch.allclose(a, d, atol=1e-4)
+
+def _long_tallrec(n_liked=40, n_disliked=12, label=True, k=0):
+    return tallrec_instruction([f"Liked movie number {i} (1990)" for i in range(n_liked)],
+                               [f"Disliked movie number {i} (1991)" for i in range(n_disliked)], f"Target {k} (1995)",
+                               label, id=f"u:{k}", meta={"label": int(label)})
+
+def test_long_prompts_lose_oldest_history_the_same_way_in_training_and_scoring(tok, monkeypatch):
+    from llmrec_nb import tallrec
+    inst = _long_tallrec()
+    whole = encode_instruction(tok, inst)
+    assert whole["dropped"] == 0
+    f = encode_instruction(tok, inst, max_length=300)
+    assert f["dropped"] > 0 and len(f["input_ids"]) <= 300
+    n_prompt = f["labels"].count(-100)
+    text = tok.decode(f["input_ids"][:n_prompt])
+    full = render_prompt(inst, tok)
+    assert text.startswith(full[:full.index(inst.instruction)]) and inst.instruction in text   # chat header + instruction
+    assert "Liked movie number 39" in text and "Liked movie number 0 " not in text and "Target 0 (1995)" in text
+    assert f["labels"][n_prompt:] == whole["labels"][whole["labels"].count(-100):]                # the response is whole
+    # scoring with the same max_length feeds exactly the prompt training saw
+    seen = {}
+    monkeypatch.setattr(tallrec, "score_binary", lambda llm, prompts, pos, neg, batch_size: seen.update(p=prompts, a=(pos, neg)))
+    class _L: tokenizer = tok
+    with pytest.warns(UserWarning, match="1 of 2 TALLRec prompts"):
+        tallrec.score(_L(), [inst, _long_tallrec(3, 1)], max_length=300)
+    assert encode(tok, seen["p"][:1])[0] == f["input_ids"][:n_prompt]
+    assert seen["p"][1] == render_prompt(_long_tallrec(3, 1), tok)
+    with pytest.raises(ValueError, match="no history entry"): encode_instruction(tok, inst, max_length=60)
+
+def test_train_result_counts_truncated_prompts(tmp_path):
+    data = [_long_tallrec(k=k) for k in range(3)] + toy(3)
+    with pytest.warns(UserWarning, match="3 of 6 training prompts"):
+        res = train_lora(load_llm("tiny"), data, config=LoraTrainConfig(**{**FAST, "style": "chat", "max_length": 300, "max_steps": 1}),
+                         output_dir=tmp_path)
+    assert res.truncated == 3
+    assert json.loads((tmp_path / "train_result.json").read_text())["truncated_prompts"] == 3
+
+@pytest.fixture(scope="module")
+def yes_no_tokenizers():
+    "The tiny model's tokenizer, the bundled SmolLM2 one (loaded without the model), and one that merges `Yes.` into a token."
+    class _Words:        # a word-level stand-in: "Yes." is one token, distinct from "Yes"
+        eos_token, eos_token_id, pad_token_id, bos_token, chat_template = "</s>", 1, 0, None, None
+        def __call__(self, text, add_special_tokens=True):
+            import re
+            return {"input_ids": [2 + (sum(map(ord, w)) % 997) for w in re.findall(r"\w+\.?|[^\w\s]|\s+", text)]}
+    return {"tiny": load_llm("tiny").tokenizer, "smollm2": _bundled_tokenizer("smollm2-135m"), "words": _Words()}
+
+@pytest.mark.parametrize("name", ["tiny", "smollm2", "words"])
+@pytest.mark.parametrize("style", ["chat", "alpaca"])
+def test_yes_no_scoring_reads_the_first_token_of_the_trained_answer(yes_no_tokenizers, monkeypatch, name, style):
+    from llmrec_nb import tallrec
+    tok = yes_no_tokenizers[name]
+    seen = {}
+    monkeypatch.setattr(tallrec, "score_binary", lambda llm, prompts, pos, neg, batch_size: seen.update(p=prompts, a=(pos, neg)))
+    class _L: tokenizer = tok
+    insts = [tallrec_instruction(["Alien (1979)"], ["Cats (1998)"], "Heat (1995)", label) for label in (True, False)]
+    tallrec.score(_L(), insts, style=style)
+    for inst, prompt, answer in zip(insts, seen["p"], seen["a"]):
+        f = encode_instruction(tok, inst, style)
+        first_label = next(l for l in f["labels"] if l != -100)
+        assert answer == inst.output and continuation_ids(tok, prompt, answer)[0] == first_label   # as score_binary reads it
+    if name == "words":      # where "Yes" and "Yes." differ, the bare words would score a token training never saw
+        assert continuation_ids(tok, seen["p"][0], "Yes")[0] != continuation_ids(tok, seen["p"][0], "Yes.")[0]
+
+LONG = " ".join(f"plum{i}" for i in range(12))
+
+def _mixed_sets():
+    """Answers of 3 and 25+ tokens in each dataset, with unequal example weights: on the random tiny model every token
+    costs about log(vocab), so it is the lengths and the weights that make the averagings differ."""
+    ex = lambda i, inp, out, w: Instruction("Answer.", inp, out, id=i, meta={"weight": w})
+    main = [ex("m0", "apple banana", "Yes.", 3.0), ex("m1", "kiwi", LONG, 0.5)]
+    aux = [ex("a0", "x", "pear melon kiwi lemon grape " * 3, 1.0), ex("a1", "y", "No.", 2.0)]
+    return main, aux
+
+def _token_nlls(model, tok, insts):
+    "Each example's response-token NLLs, computed by hand with one full forward pass per example."
+    out = []
+    for i in insts:
+        f = encode_instruction(tok, i, "alpaca")
+        ids = torch.tensor([f["input_ids"]])
+        with torch.no_grad(): lp = model(input_ids=ids).logits[0, :-1].float().log_softmax(-1)
+        tgt = torch.tensor(f["labels"][1:])
+        out.append(-lp[torch.arange(len(tgt)), tgt.clamp(min=0)][tgt != -100])
+    return out
+
+def _token_mean(nlls, weights): return float(sum(w * t.sum() for w, t in zip(weights, nlls)) / sum(len(t) for t in nlls))
+def _example_mean(nlls, weights): return float(np.mean([w * float(t.mean()) for w, t in zip(weights, nlls)]))
+_W = lambda insts: [i.meta["weight"] for i in insts]
+
+@pytest.mark.parametrize("average", ["token", "example"])
+def test_mix_lambda_is_the_share_of_the_loss_from_the_aux_data(tmp_path, average):
+    main, aux = _mixed_sets()
+    llm = load_llm("tiny")
+    nll_main, nll_aux = _token_nlls(llm.model, llm.tokenizer, main), _token_nlls(llm.model, llm.tokenizer, aux)
+    L, other = (_token_mean, _example_mean) if average == "token" else (_example_mean, _token_mean)
+    lam = 0.3
+    want = (1 - lam) * L(nll_main, _W(main)) + lam * L(nll_aux, _W(aux))       # SOFT's (1-λ) L(D) + λ L(D̂)
+    # one step on a batch holding both datasets whole: the first logged loss is that of the untrained adapter (B = 0)
+    cfg = LoraTrainConfig(**{**FAST, "batch_size": 4, "max_steps": 1, "group_by_length": False, "loss_average": average})
+    res = train_lora(llm, main, aux=aux, mix_lambda=lam, config=cfg, output_dir=tmp_path)
+    assert res.log["loss"].iloc[0] == pytest.approx(want, rel=1e-4)
+    assert abs((1 - lam) * other(nll_main, _W(main)) + lam * other(nll_aux, _W(aux)) - want) > 1.0   # the other averaging differs
+
+def test_token_average_is_exact_under_gradient_accumulation(tmp_path):
+    main, aux = _mixed_sets()
+    data = main + aux
+    runs = {}
+    for bs, ga in ((4, 1), (2, 2)):
+        cfg = LoraTrainConfig(**{**FAST, "batch_size": bs, "grad_accum": ga, "max_steps": 1, "group_by_length": False})
+        runs[bs] = train_lora(load_llm("tiny"), data, config=cfg, output_dir=tmp_path / str(bs)).log.iloc[0]
+    assert runs[2]["loss"] == pytest.approx(runs[4]["loss"], rel=1e-5)
+    assert runs[2]["grad_norm"] == pytest.approx(runs[4]["grad_norm"], rel=1e-4)
+    llm = load_llm("tiny")
+    nll, w = _token_nlls(llm.model, llm.tokenizer, data), _W(data)
+    whole = _token_mean(nll, w)
+    assert runs[4]["loss"] == pytest.approx(whole, rel=1e-4)
+    # however the four examples split into two micro-batches, averaging their own token means gives another number
+    for a, b, c, d in ((0, 1, 2, 3), (0, 2, 1, 3), (0, 3, 1, 2)):
+        per_micro = np.mean([_token_mean([nll[a], nll[b]], [w[a], w[b]]), _token_mean([nll[c], nll[d]], [w[c], w[d]])])
+        assert abs(per_micro - whole) > 0.1       # vs. agreement to 1e-5 above
 
 def test_bad_input(tmp_path):
     llm = load_llm("tiny")
@@ -92,22 +213,65 @@ def test_scoring_during_and_after_training_sees_the_current_adapter(tmp_path, mo
     monkeypatch.setenv("LLMREC_FAST_CPU", "0")
     np.testing.assert_allclose(after, score_binary(llm, prompts), atol=1e-5)
 
-def test_weighted_merge_is_exact_and_survives_save_load(tmp_path):
+CONFIGS = {"a": (4, 16), "b": (8, 8)}      # (r, alpha): different ranks and scalings
+IDS = torch.tensor([[5, 6, 7, 8, 9]])
+
+def _two_adapters(rslora=False, seed=1):
     from peft import LoraConfig, get_peft_model
     llm = load_llm("tiny")
-    torch.manual_seed(1)
-    m = get_peft_model(llm.model, LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False), adapter_name="a")
-    m.add_adapter("b", LoraConfig(r=8, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
-    save_adapter(m, tmp_path / "a", "a"); save_adapter(m, tmp_path / "b", "b")
+    torch.manual_seed(seed)
+    cfg = lambda r, a: LoraConfig(r=r, lora_alpha=a, target_modules=["q_proj", "v_proj"], init_lora_weights=False, use_rslora=rslora)
+    llm.model = get_peft_model(llm.model, cfg(*CONFIGS["a"]), adapter_name="a")
+    llm.model.add_adapter("b", cfg(*CONFIGS["b"]))
+    return llm
+
+def _logits_by_hand(model, weights, rslora=False):
+    "A fresh base with Σ_k w_k (alpha_k / r_k or / √r_k) B_k A_k added to each adapted weight, built from the configs."
+    base = load_llm("tiny").model
+    for name, layer in lora_layers(model, ["a", "b"]).items():
+        lin = base.get_submodule(name.removeprefix("base_model.model."))
+        with torch.no_grad():
+            for w, k in zip(weights, "ab"):
+                r, alpha = CONFIGS[k]
+                lin.weight += w * alpha / (math.sqrt(r) if rslora else r) * layer.lora_B[k].weight @ layer.lora_A[k].weight
+    with torch.no_grad(): return base(input_ids=IDS).logits
+
+@pytest.mark.parametrize("rslora", [False, True])
+def test_weighted_merge_is_exact_and_reloads_exactly(tmp_path, rslora):
+    llm = _two_adapters(rslora)
+    save_adapter(llm.model, tmp_path / "a", "a"); save_adapter(llm.model, tmp_path / "b", "b")
     fresh = load_llm("tiny")
     load_adapter(fresh, tmp_path / "a", "a"); load_adapter(fresh, tmp_path / "b", "b")
     assert adapter_names(fresh.model) == ["a", "b"]
     merge_adapters(fresh.model, ["a", "b"], [0.25, 0.75], "ab")
+    with torch.no_grad(): merged = fresh.model(input_ids=IDS).logits
+    torch.testing.assert_close(merged, _logits_by_hand(fresh.model, [0.25, 0.75], rslora), atol=1e-5, rtol=0)
     for name, layer in lora_layers(fresh.model, ["a", "b", "ab"]).items():
         want = 0.25 * delta_weight(layer, "a") + 0.75 * delta_weight(layer, "b")
         assert torch.allclose(delta_weight(layer, "ab"), want, atol=1e-6), name
+    # saved and loaded onto a fresh base, the merged adapter gives the same logits (its config scales it by exactly 1)
+    save_adapter(fresh.model, tmp_path / "ab", "ab")
+    cfg = json.loads((tmp_path / "ab" / "adapter_config.json").read_text())
+    assert cfg["lora_alpha"] == cfg["r"] and not cfg["use_rslora"]
+    again = load_llm("tiny"); load_adapter(again, tmp_path / "ab", "ab")
+    with torch.no_grad(): torch.testing.assert_close(again.model(input_ids=IDS).logits, merged, atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="unknown adapter"): merge_adapters(fresh.model, ["a", "zz"], [0.5, 0.5])
     with pytest.raises(ValueError, match="weights"): merge_adapters(fresh.model, ["a", "b"], [1.0])
+
+def test_merge_while_a_mixer_is_attached_is_exact(tmp_path):
+    llm = _two_adapters()
+    m = llm.model
+    mixer = AdapterMixer(m, ["a", "b"], init=[0.4, 0.6])
+    want = _logits_by_hand(m, [0.4, 0.6])
+    with torch.no_grad(): torch.testing.assert_close(m(input_ids=IDS).logits, want, atol=1e-5, rtol=0)   # sets w·s on every layer
+    merge_adapters(m, ["a", "b"], mixer.module_weights(), "ab")
+    with torch.no_grad(): torch.testing.assert_close(m(input_ids=IDS).logits, want, atol=1e-5, rtol=0)
+    save_adapter(m, tmp_path / "ab", "ab")
+    again = load_llm("tiny"); load_adapter(again, tmp_path / "ab", "ab")
+    with torch.no_grad(): torch.testing.assert_close(again.model(input_ids=IDS).logits, want, atol=1e-5, rtol=0)
+    mixer.remove()
+    layer = next(iter(lora_layers(m, ["a", "b"]).values()))
+    assert layer.scaling["a"] == CONFIGS["a"][1] / CONFIGS["a"][0] and layer.scaling["b"] == CONFIGS["b"][1] / CONFIGS["b"][0]
 
 def test_mixer_gradients_reach_only_the_weights():
     from peft import LoraConfig, get_peft_model
@@ -120,6 +284,10 @@ def test_mixer_gradients_reach_only_the_weights():
     for _ in range(3):
         opt.zero_grad()
         m(input_ids=ids).logits.float().pow(2).mean().backward()
+        # neither the base weights nor either LoRA receive a gradient: only the mixer's logits do
+        assert all(p.grad is None and not p.requires_grad for p in m.parameters())
+        assert any("lora_A.g" in n for n, _ in m.named_parameters()) and any("lora_B.s" in n for n, _ in m.named_parameters())
+        assert mixer.logits.grad is not None and mixer.logits.grad.abs().sum() > 0
         opt.step()
     w = np.array(list(mixer.module_weights().values()))
     assert np.allclose(w.sum(1), 1) and not np.allclose(w, 0.5)

@@ -5,7 +5,8 @@ import pytest
 
 from llmrec_nb.core import DataFormatError
 from llmrec_nb.templates import (Instruction, export_alpaca, listwise_instruction, load_alpaca, next_item_instruction,
-                                 pairwise_instruction, rating_instruction, render_prompt, render_response, tallrec_instruction)
+                                 pairwise_instruction, rating_instruction, render_prompt, render_response, tallrec_instruction,
+                                 fit_prompt, fit_prompts, drop_history, HISTORY_SPANS, _n_tokens)
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +81,7 @@ def test_export_and_load_round_trip(tmp_path):
     assert set(info) == {"other", "ml100k_train", "ml100k_test"}
     assert info["ml100k_train"] == {"file_name": "ml100k_train.json", "columns": {"prompt": "instruction", "query": "input", "response": "output"}}
     side = (tmp_path / "ml100k_train.meta.jsonl").read_text(encoding="utf-8").splitlines()
-    assert json.loads(side[1]) == {"id": "u2", "task": "listwise", "meta": {"candidates": ["b", "c"]}}
+    assert json.loads(side[1]) == {"id": "u2", "task": "listwise", "meta": {"candidates": ["b", "c"], "history_spans": [[1, 2]]}}
     assert load_alpaca(path) == insts
     # without the sidecar the texts still load
     (tmp_path / "ml100k_test.meta.jsonl").unlink()
@@ -113,3 +114,48 @@ def test_export_alpaca_meta_with_numpy_values(tmp_path):
     back = load_alpaca(export_alpaca([inst], tmp_path, "np", "test"))[0].meta
     assert back == {"item": 7, "candidates": ["3", "4"], "rating": 4.5, "seen": ["1", "2"]}
     assert isinstance(back["item"], int) and isinstance(back["candidates"], list)
+
+
+def test_history_spans_point_at_the_history_entries(tmp_path):
+    extra = {"Most similar user's history": ["Q", "R"]}
+    cases = [(tallrec_instruction(["A", "B\nC"], ["D"], "T", True, extra=extra), [["- A", "- B C"], ["- D"]]),
+             (listwise_instruction(["A", "B"], ["X", "Y"], extra=extra), [["- A", "- B"]]),
+             (next_item_instruction(["A"], "C", candidates=["C", "D"], extra=extra), [["- A"]]),
+             (rating_instruction([("A", 5), ("B", 2.5)], "T", 4, extra=extra), [["- A: 5", "- B: 2.5"]]),
+             (pairwise_instruction(["A", "B", "C"], "X", "Y", extra=extra), [["- A", "- B", "- C"]]),
+             (tallrec_instruction([], ["D"], "T"), [["- D"]])]
+    for inst, want in cases:
+        lines = inst.input.split("\n")
+        assert [lines[a:b] for a, b in inst.meta[HISTORY_SPANS]] == want, inst.task
+        assert lines[inst.meta[HISTORY_SPANS][0][0] - 1].endswith(":")      # right under its section header
+    # the spans survive an Alpaca round trip
+    assert load_alpaca(export_alpaca([cases[0][0]], tmp_path, "s"))[0] == cases[0][0]
+
+
+def test_fit_prompt_keeps_header_instruction_and_target(tokenizer):
+    from llmrec_nb.llm import encode
+    inst = tallrec_instruction([f"Liked movie number {k} (1990)" for k in range(60)],
+                               [f"Disliked movie number {k} (1991)" for k in range(20)], "The Target (1995)", True, id="u:9")
+    full = render_prompt(inst, tokenizer)
+    for text in (full, render_prompt(inst, tokenizer, style="alpaca")):
+        assert _n_tokens(tokenizer, text) == len(encode(tokenizer, [text])[0])     # counted as the scorers encode it
+    n_full = len(encode(tokenizer, [full])[0])
+    assert fit_prompt(inst, tokenizer, max_tokens=n_full) == (full, 0)
+    p, k = fit_prompt(inst, tokenizer, max_tokens=400, reserve=3)
+    assert 0 < k < 80 and len(encode(tokenizer, [p])[0]) + 3 <= 400
+    # as few entries as possible are dropped: one fewer does not fit
+    assert len(encode(tokenizer, [render_prompt(drop_history(inst, k - 1), tokenizer)])[0]) + 3 > 400
+    assert p.startswith(full[:full.index(inst.instruction)]) and inst.instruction in p       # chat header and task kept
+    assert p.endswith("Target item: The Target (1995)<|im_end|>\n<|im_start|>assistant\n")
+    assert "Liked movie number 59 (1990)" in p and "Liked movie number 0 (1990)" not in p      # the newest stay
+    assert "Disliked movie number 19 (1991)" in p
+    with pytest.raises(ValueError, match="no history entry"): fit_prompt(inst, tokenizer, max_tokens=60)
+    prompts, n_short = fit_prompts([inst, tallrec_instruction(["A"], [], "B")], tokenizer, max_tokens=400)
+    assert n_short == 1 and prompts[1] == render_prompt(tallrec_instruction(["A"], [], "B"), tokenizer)
+
+
+def test_fit_prompt_rejects_bad_spans_and_unshortenable_prompts(tokenizer):
+    bad = Instruction("q", "one line", "a", id="x", meta={HISTORY_SPANS: [[0, 3]]})
+    with pytest.raises(ValueError, match="does not fit"): fit_prompt(bad, tokenizer, max_tokens=2)
+    with pytest.raises(ValueError, match="nothing to drop"): fit_prompt(Instruction("q " * 50, "x"), tokenizer, max_tokens=20)
+    assert fit_prompt(Instruction("q", "x"), tokenizer, max_tokens=100)[1] == 0     # no spans, fits: returned whole

@@ -138,12 +138,13 @@ def model_identity(llm) -> str:
         h.update(n.encode()); h.update(p.detach().float().cpu().flatten()[:65536].numpy().tobytes())
     return h.hexdigest()[:16]
 
-def embed_texts(llm, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
-    "Frozen-base last-token embeddings of `texts` (an empty text is embedded as the end-of-text token)."
+def embed_texts(llm, texts: Sequence[str], batch_size: int = 8) -> np.ndarray:
+    """Frozen-base last-token embeddings of `texts` (an empty text is embedded as the end-of-text token). Short
+    batches: on CPU, 8 titles a batch ran three times faster per title than 32 (less left padding)."""
     eos = llm.tokenizer.eos_token or " "
     return last_token_embeddings(llm, [t if str(t).strip() else eos for t in texts], batch_size, base=True).astype(np.float32)
 
-def embed_catalogue(llm, catalogue: Catalogue, batch_size: int = 32, cache: bool = True) -> Catalogue:
+def embed_catalogue(llm, catalogue: Catalogue, batch_size: int = 8, cache: bool = True) -> Catalogue:
     "Fill `catalogue.embeddings` (one row per title group), from the disk cache when present."
     path = cache_dir("embeddings") / f"{model_identity(llm)}-{catalogue.fingerprint}.npy"
     emb = None
@@ -193,7 +194,7 @@ def exact_matches(texts: Sequence[str], catalogue: Catalogue) -> np.ndarray:
     return np.array(out)
 
 def ground_report(llm, texts: Sequence[str], target_items: Sequence[str], catalogue: Catalogue, ks: Sequence[int] = KS,
-                  category_ks: Sequence[int] = (), batch_size: int = 32) -> dict[str, np.ndarray]:
+                  category_ks: Sequence[int] = (), batch_size: int = 8) -> dict[str, np.ndarray]:
     "Per-instance HR@K, NDCG@K, `valid` (exact match), `distance` to the target title, and `HC@K` for `category_ks`."
     emb = embed_texts(llm, texts, batch_size)
     tg = catalogue.groups(list(target_items))

@@ -149,8 +149,10 @@ def batch_loss(nll_sums, n_tokens, weights, average: str = "token", n_items=None
 # %% ../nbs/04_lora.ipynb #dba43f26
 class MixState:
     "The current λ and the per-source weights it implies (`n_main`, `n_aux`: the sizes in the loss's averaging unit)."
-    def __init__(self, n_main: int, n_aux: int, mix_lambda=None):
+    def __init__(self, n_main: int, n_aux: int, mix_lambda=None, n_examples: int | None = None):
         self.n_main, self.n_aux, self.fn = n_main, n_aux, mix_lambda
+        # averaging units (tokens or examples) per example over both sources: the fixed denominator of a mixed loss
+        self.units_per_example = (n_main + n_aux) / n_examples if n_examples else 1.0
         self.lam, self.history = (None if mix_lambda is None or n_aux == 0 else 0.5), {}
 
     def set_epoch(self, epoch: int, model) -> float | None:
@@ -189,7 +191,12 @@ def _trainer_classes():
             n_tok = (inputs["labels"][:, 1:] != -100).sum(1).to(sums.device)
             w = inputs["weight"].to(sums.device) * self.mix.source_weights().to(sums.device)[inputs["source"]]
             self.tokens_seen += int(inputs["attention_mask"].sum())
-            if self.loss_average == "token":
+            if self.loss_average == "token" and self.mix.lam is not None:
+                # two sources: divide by the batch's *expected* token count, not the observed one, so that a source
+                # weighted 0 has no influence at all (its answers' lengths would otherwise move the denominator)
+                expected = inputs["input_ids"].shape[0] * self.mix.units_per_example * self.args.gradient_accumulation_steps
+                loss = (w * sums).sum() / expected
+            elif self.loss_average == "token":
                 loss = batch_loss(sums, n_tok, w, "token", num_items_in_batch)
                 if num_items_in_batch is not None and self.args.average_tokens_across_devices:
                     # the count spans every process while DDP averages their gradients: scale back, as Trainer.compute_loss does
@@ -368,7 +375,7 @@ def train_lora(llm, train: Sequence[Instruction], valid: Sequence[Instruction] |
     if truncated: warnings.warn(f"{truncated} of {len(features)} training prompts exceed max_length={cfg.max_length} "
                                 "tokens and lost their oldest history entries")
     size = len if cfg.loss_average == "example" else (lambda fs: sum(sum(l != -100 for l in f["labels"]) for f in fs))
-    mix = MixState(size(features[:len(train)]), size(features[len(train):]), mix_lambda if aux else None)
+    mix = MixState(size(features[:len(train)]), size(features[len(train):]), mix_lambda if aux else None, len(features))
     truncated_valid = 0
 
     if eval_fn is None and valid:

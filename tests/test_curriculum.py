@@ -78,9 +78,10 @@ def test_two_source_weights_reach_train_lora(setup, tmp_path):
     for name, main, aux, lam in [("a", tr, sd, 1.0), ("b", shuffled, sd, 1.0), ("c", tr, sd, 0.0), ("d", tr, shuffled, 0.0)]:
         train_lora(llm, main, config=cfg, output_dir=tmp_path / name, aux=aux, mix_lambda=lambda e, m, lam=lam: lam)
         runs[name] = _adapter(llm.model); remove_lora(llm)
-    for x, y in (("a", "b"), ("c", "d")):
-        for k in runs[x]: torch.testing.assert_close(runs[x][k], runs[y][k], rtol=1e-4, atol=1e-6)
-    assert any(not torch.allclose(runs["a"][k], runs["c"][k]) for k in runs["a"])   # and λ does change the adapter
+    # Adam turns float noise in near-zero gradients into small steps, so "irrelevant" is judged against the effect
+    # of the weights themselves: swapping the ignored source moves the adapter far less than changing λ does
+    gap = lambda x, y: max(float((runs[x][k] - runs[y][k]).abs().max()) for k in runs[x])
+    assert gap("a", "b") < 1e-3 * gap("a", "c") and gap("c", "d") < 1e-3 * gap("a", "c")
     d = iter([0.5, 2.0])
     sched = SoftSchedule(lambda: next(d), d0=1.0, alpha=1.0, log_path=tmp_path / "sched.json")
     va = to_instructions(sp["valid"], syn)

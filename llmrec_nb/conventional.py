@@ -540,11 +540,8 @@ class _GRU4RecNet(nn.Module):
         n = (seq > 0).sum(1)
         pos = torch.arange(L, device=seq.device)[None]
         to_right = ((pos + (L - n)[:, None]) % L)[..., None].expand(-1, -1, x.shape[-1])   # real items first
-        packed = nn.utils.rnn.pack_padded_sequence(self.drop(x).gather(1, to_right), n.clamp(min=1).cpu(),
-                                                   batch_first=True, enforce_sorted=False)
-        h, _ = self.gru(packed)
-        h, _ = nn.utils.rnn.pad_packed_sequence(h, batch_first=True, total_length=L)
-        h = h * (pos < n[:, None]).unsqueeze(-1)                     # an empty history leaves no state behind
+        h, _ = self.gru(self.drop(x).gather(1, to_right))           # causal: position j has seen items 0..j only
+        h = h * (pos < n[:, None]).unsqueeze(-1)                     # drop the states that ran on into the padding
         to_left = ((pos + n[:, None]) % L)[..., None].expand(-1, -1, h.shape[-1])
         return self.out(h.gather(1, to_left))
 

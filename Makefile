@@ -25,7 +25,7 @@ reproduce: $(STAMP)
 	$(VENV)/bin/llmrec reproduce --profile $(PROFILE)
 
 smoke: $(STAMP)
-	$(VENV)/bin/llmrec reproduce --profile smoke --out runs/smoke-figures
+	$(VENV)/bin/llmrec reproduce --profile smoke
 
 sync-check: $(STAMP)
 	$(VENV)/bin/nbdev_export

@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("reproduce", help="run the paper notebooks with a parameter profile")
     rp.add_argument("--profile", default="quick", help="smoke, quick, paper, or a path to a YAML profile")
     rp.add_argument("--only", nargs="+", default=None, metavar="NOTEBOOK", help="run only these paper notebooks")
-    rp.add_argument("--out", default=None, help="output folder (default: figures/)")
+    rp.add_argument("--out", default=None, help="output folder (default: figures/; runs/smoke/ for the smoke profile)")
     rp.add_argument("--runs", default=None, help="folder for executed notebooks (default: runs/<profile>/)")
     rp.add_argument("--timeout", type=int, default=None, help="per-cell timeout in seconds")
     rp.set_defaults(func=_reproduce)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_conventional.ipynb #c483cc11
 from __future__ import annotations
-import contextlib, copy, time
+import contextlib, copy, math, time
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from .core import DataFormatError, LlmrecError, get_device, progress, set_seed, stable_hash
 
 # %% auto #0
-__all__ = ['UnknownIdError', 'NotFittedError', 'IdIndex', 'Recommender', 'Popularity', 'BPRMF', 'LightGCN', 'SASRec', 'GRU4Rec',
-           'BiasedMF', 'FM', 'DeepFM']
+__all__ = ['FM_FEATURES', 'UnknownIdError', 'NotFittedError', 'IdIndex', 'Recommender', 'Popularity', 'BPRMF', 'LightGCN',
+           'SASRec', 'GRU4Rec', 'declared_features', 'BiasedMF', 'FM', 'DeepFM']
 
 # %% ../nbs/05_conventional.ipynb #86ed520e
 class UnknownIdError(LlmrecError, ValueError):
@@ -82,9 +82,12 @@ def _isin_sorted(keys: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
     return sorted_keys[pos] == keys
 
 def _ranks_from_scores(scores: torch.Tensor, target: torch.Tensor) -> np.ndarray:
-    "0-based rank of column `target[r]` in each row; ties count against the target; -inf entries never outrank."
+    """0-based rank of column `target[r]` in each row; ties count against the target; -inf entries (masked) never
+    outrank; NaN ranks worst (a NaN target is behind every entry that is not -inf)."""
     t = scores.gather(1, target[:, None])
-    ahead = (scores >= t).sum(1) - 1
+    ahead = (scores >= t).sum(1) - 1                      # NaN >= x is False: a NaN item is never ahead
+    nan_t = torch.isnan(t[:, 0])
+    if nan_t.any(): ahead[nan_t] = (scores[nan_t] != -torch.inf).sum(1) - 1
     return ahead.cpu().numpy().astype(float)
 
 @contextlib.contextmanager
@@ -138,7 +141,7 @@ class Recommender:
         self.seed, self.device = seed, get_device(device)
         self.fitted = False
         self.history_: list[dict] = []
-        self.best_epoch_, self.best_valid_, self.fit_seconds_ = None, None, None
+        self.best_epoch_, self.best_valid_, self.fit_seconds_, self.stopped_by_ = None, None, None, None
 
     def __repr__(self):
         keys = [k for k in ("dim", "epochs", "lr", "seed") if hasattr(self, k)]
@@ -211,9 +214,11 @@ class Recommender:
 
     # ------------------------------------------------------- early stopping
     def _train_loop(self, module: nn.Module, run_epoch, evaluate=None, higher_is_better: bool = True):
-        "Run epochs, evaluate every `eval_every`, keep the best weights, stop after `patience` evaluations without gain."
+        """Run epochs, evaluate every `eval_every`, keep the best weights, stop after `patience` evaluations without gain.
+        A NaN validation value is never an improvement. `stopped_by_` records why training ended: "epochs",
+        "early_stopping" or "max_seconds" (the wall-clock cap, off unless `max_seconds` is set)."""
         best, best_state, bad, start = None, None, 0, time.time()
-        self.history_ = []
+        self.history_, self.stopped_by_ = [], "epochs"
         bar = progress(range(self.epochs), desc=type(self).__name__)
         for epoch in bar:
             module.train()
@@ -223,7 +228,7 @@ class Recommender:
                 module.eval()
                 with torch.no_grad(): m = float(evaluate())
                 rec["valid"] = m
-                if best is None or (m > best if higher_is_better else m < best):
+                if not math.isnan(m) and (best is None or (m > best if higher_is_better else m < best)):
                     best, bad, self.best_epoch_ = m, 0, epoch + 1
                     best_state = copy.deepcopy(module.state_dict())
                 else:
@@ -231,7 +236,9 @@ class Recommender:
             rec["seconds"] = round(time.time() - start, 2)
             self.history_.append(rec)
             bar.set_postfix({k: round(v, 4) for k, v in rec.items() if k in ("loss", "valid")})
-            if stop or (self.max_seconds is not None and time.time() - start > self.max_seconds): break
+            if stop: self.stopped_by_ = "early_stopping"; break
+            if self.max_seconds is not None and time.time() - start > self.max_seconds and epoch + 1 < self.epochs:
+                self.stopped_by_ = "max_seconds"; break
         if best_state is not None: module.load_state_dict(best_state)
         else: self.best_epoch_ = len(self.history_)
         self.best_valid_ = best
@@ -362,7 +369,7 @@ class Popularity(Recommender):
     name = "Pop"
     def _fit(self, train, valid, data):
         self.counts_ = torch.as_tensor(np.bincount(self._train_i, minlength=self.n_items), dtype=torch.float32)
-        self.history_ = [{"epoch": 1}]
+        self.history_, self.stopped_by_ = [{"epoch": 1}], "epochs"
         if valid is not None: self.best_valid_ = self._valid_ndcg()
         self.best_epoch_ = 1
     def _score_all(self, u): return self.counts_[None, :].expand(len(u), -1).clone()
@@ -526,10 +533,17 @@ class _GRU4RecNet(nn.Module):
         with torch.no_grad(): self.item.weight[0].zero_()
 
     def forward(self, seq, extra=None):
+        "Outputs aligned with the left-padded `seq` (zeros at padding); the GRU itself only sees the real items."
+        B, L = seq.shape
         x = self.item(seq)
         if extra is not None: x = x + extra
-        h, _ = self.gru(self.drop(x))
-        return self.out(h)
+        n = (seq > 0).sum(1)
+        pos = torch.arange(L, device=seq.device)[None]
+        to_right = ((pos + (L - n)[:, None]) % L)[..., None].expand(-1, -1, x.shape[-1])   # real items first
+        h, _ = self.gru(self.drop(x).gather(1, to_right))           # causal: position j has seen items 0..j only
+        h = h * (pos < n[:, None]).unsqueeze(-1)                     # drop the states that ran on into the padding
+        to_left = ((pos + n[:, None]) % L)[..., None].expand(-1, -1, h.shape[-1])
+        return self.out(h.gather(1, to_left))
 
 class _SequentialBase(Recommender):
     sequential = True
@@ -702,8 +716,21 @@ class GRU4Rec(_SequentialBase):
     def __init__(self, dim: int = 64, n_layers: int = 1, dropout: float = 0.3, **kw):
         super().__init__(dim=dim, n_layers=n_layers, dropout=dropout, **kw)
 
-# %% ../nbs/05_conventional.ipynb #cbfc994e
+# %% ../nbs/05_conventional.ipynb #5edef390
 _AGE_BINS = [0, 18, 25, 35, 45, 50, 56, np.inf]
+FM_FEATURES = {"user": ("age", "gender", "occupation", "zip_prefix"),
+               "item": ("genres", "year", "categories", "division", "department", "class")}
+
+def declared_features(frame: pd.DataFrame | None, key: str, columns: Sequence[str]) -> pd.DataFrame | None:
+    "`frame`'s `key` and those of `columns` it has (deriving `zip_prefix` from `zip_code`, `year` from `release_date`)."
+    if frame is None or key not in frame.columns: return None
+    derived = {}
+    if "zip_prefix" in columns and "zip_prefix" not in frame.columns and "zip_code" in frame.columns:
+        derived["zip_prefix"] = frame["zip_code"].astype("string").str.strip().str[:1].replace("", pd.NA)
+    if "year" in columns and "year" not in frame.columns and "release_date" in frame.columns:
+        derived["year"] = pd.to_numeric(frame["release_date"].astype("string").str.extract(r"(\d{4})")[0], errors="coerce")
+    frame = frame.assign(**derived)
+    return frame[[key] + [c for c in columns if c in frame.columns and c != key]]
 
 def _field_values(s: pd.Series, name: str, max_card: int):
     "Turn a column into per-row lists of string feature values, or None when it is not usable."
@@ -840,14 +867,18 @@ class FM(_RatingBase):
     name = "FM"
     uses = ("user_features", "item_features")
     def __init__(self, dim: int = 16, deep: bool = False, hidden: Sequence[int] = (64, 32), dropout: float = 0.2,
-                 max_card: int = 100, reg: float = 0.0, weight_decay: float = 1e-5, **kw):
+                 max_card: int = 100, reg: float = 0.0, weight_decay: float = 1e-5,
+                 features: Mapping[str, Sequence[str]] | None = None, **kw):
         super().__init__(dim=dim, reg=reg, weight_decay=weight_decay, **kw)
         self.deep, self.hidden, self.dropout, self.max_card = deep, tuple(hidden), dropout, max_card
+        self.features = {k: tuple(v) for k, v in (FM_FEATURES if features is None else features).items()}
 
     def _prepare(self, data, user_features=None, item_features=None):
         f = _Fields()
         f.add("user", self.users, None, "user"); f.add("item", self.items, None, "item")
-        sides = [("user", self.users, getattr(data, "users", None)), ("item", self.items, getattr(data, "items", None)),
+        side = lambda key, frame: declared_features(frame, key, self.features.get(key, ()))
+        sides = [("user", self.users, side("user", getattr(data, "users", None))),
+                 ("item", self.items, side("item", getattr(data, "items", None))),
                  ("user", self.users, user_features), ("item", self.items, item_features)]
         for key, index, frame in sides:
             if frame is None or len(frame) == 0 or key not in frame.columns: continue

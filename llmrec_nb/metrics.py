@@ -5,7 +5,6 @@
 # %% ../nbs/06_metrics.ipynb #030e07a6
 from __future__ import annotations
 import math, re
-from collections import Counter
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -13,9 +12,9 @@ import numpy as np
 from .core import DataFormatError
 
 # %% auto #0
-__all__ = ['rank_of_target', 'ranks_from_lists', 'hit_rate', 'ndcg', 'precision', 'mrr', 'ranking_report', 'mean_report',
-           'topk_ranks', 'auc', 'grouped_auc', 'squared_errors', 'rmse', 'absolute_errors', 'mae', 'correct',
-           'accuracy', 'tokenize', 'bleu', 'rouge', 'text_report']
+__all__ = ['BLEU_SMOOTHING', 'rank_of_target', 'ranks_from_lists', 'hit_rate', 'ndcg', 'precision', 'mrr', 'ranking_report',
+           'mean_report', 'topk_ranks', 'auc', 'grouped_auc', 'squared_errors', 'rmse', 'absolute_errors', 'mae',
+           'correct', 'accuracy', 'tokenize', 'bleu', 'rouge', 'text_report']
 
 # %% ../nbs/06_metrics.ipynb #7a178c46
 def _as_ranks(ranks) -> np.ndarray:
@@ -34,8 +33,8 @@ def rank_of_target(scores, target_idx) -> np.ndarray:
         raise DataFormatError("target_idx", f"got shape {t.shape} and dtype {t.dtype}", expected=f"{s.shape[0]} integer indices")
     if ((t < 0) | (t >= s.shape[1])).any(): raise DataFormatError("target_idx", "index out of range", expected=f"0..{s.shape[1]-1}")
     target = s[np.arange(len(t)), t]
-    ranks = (s >= target[:, None]).sum(axis=1).astype(float) - 1   # the target itself is counted once
-    ranks[np.isnan(target)] = np.inf
+    ranks = (s >= target[:, None]).sum(axis=1).astype(float) - 1   # the target itself is counted once; NaN >= x is False
+    ranks[np.isnan(target)] = s.shape[1] - 1                       # a NaN target: every other candidate is ahead
     return ranks
 
 # %% ../nbs/06_metrics.ipynb #3f019b86
@@ -102,13 +101,16 @@ def topk_ranks(score_matrix, target_items, seen_mask=None, chunk_size: int = 102
         block = s[lo:hi].astype(float, copy=True)
         rows = np.arange(hi - lo)
         target = block[rows, t[lo:hi]].copy()
+        n_others = np.full(hi - lo, n_items - 1)
         if seen_mask is not None:
             m = seen_mask[lo:hi]
             m = np.asarray(m.toarray() if hasattr(m, "toarray") else m, dtype=bool)
             block[m] = -np.inf
+            n_others -= m.sum(axis=1) - m[rows, t[lo:hi]]              # masked items are not competitors
         block[rows, t[lo:hi]] = target
         r = (block >= target[:, None]).sum(axis=1).astype(float) - 1
-        r[np.isnan(target)] = np.inf
+        nan_t = np.isnan(target)
+        r[nan_t] = n_others[nan_t]
         out[lo:hi] = r
     return out
 
@@ -186,58 +188,42 @@ def tokenize(text: str) -> list[str]:
     "Lowercase word tokens (punctuation dropped)."
     return _WORD.findall(str(text).lower())
 
-def _ngrams(tokens: Sequence[str], n: int) -> Counter:
-    return Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
+BLEU_SMOOTHING = "NLTK sentence_bleu, smoothing method 2 (add one to matches and totals of orders >= 2)"
 
 def _sentence_bleu(hyp: list[str], ref: list[str], n: int) -> float:
+    from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
     if not hyp: return 0.0
-    log_p = 0.0
-    for order in range(1, n + 1):
-        h, r = _ngrams(hyp, order), _ngrams(ref, order)
-        matches, total = sum(min(c, r[g]) for g, c in h.items()), max(len(hyp) - order + 1, 0)
-        if order > 1: matches, total = matches + 1, total + 1
-        if matches == 0: return 0.0
-        log_p += math.log(matches / total) / n
-    bp = 1.0 if len(hyp) >= len(ref) else math.exp(1 - len(ref) / len(hyp))
-    return bp * math.exp(log_p)
+    return float(sentence_bleu([ref], hyp, weights=(1.0 / n,) * n, smoothing_function=SmoothingFunction().method2))
 
-def _f1(overlap: float, n_hyp: int, n_ref: int) -> float:
-    if overlap == 0: return 0.0
-    p, r = overlap / n_hyp, overlap / n_ref
-    return 2 * p * r / (p + r)
+class _Words:
+    "The tokenizer handed to rouge-score: the same word tokens BLEU sees."
+    def tokenize(self, text: str) -> list[str]: return tokenize(text)
 
-def _lcs(a: list[str], b: list[str]) -> int:
-    if len(a) < len(b): a, b = b, a
-    prev = [0] * (len(b) + 1)
-    for x in a:
-        cur = [0]
-        for j, y in enumerate(b):
-            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
-        prev = cur
-    return prev[-1]
+_ROUGE_TYPES = {"1": "rouge1", "2": "rouge2", "l": "rougeL"}
+_rouge_scorers: dict = {}
 
-def _sentence_rouge(hyp: list[str], ref: list[str], kind: str) -> float:
-    if kind == "l": return _f1(_lcs(hyp, ref), len(hyp), len(ref))
-    n = int(kind)
-    h, r = _ngrams(hyp, n), _ngrams(ref, n)
-    return _f1(sum((h & r).values()), sum(h.values()), sum(r.values()))
+def _sentence_rouge(hyp: str, ref: str, kind: str) -> float:
+    from rouge_score.rouge_scorer import RougeScorer
+    name = _ROUGE_TYPES[kind]
+    if name not in _rouge_scorers: _rouge_scorers[name] = RougeScorer([name], use_stemmer=False, tokenizer=_Words())
+    return float(_rouge_scorers[name].score(ref, hyp)[name].fmeasure)   # rouge-score's order: target, prediction
 
 def _map_text(fn, hyp, ref):
-    if isinstance(hyp, str) and isinstance(ref, str): return fn(tokenize(hyp), tokenize(ref))
+    if isinstance(hyp, str) and isinstance(ref, str): return fn(hyp, ref)
     if isinstance(hyp, str) or isinstance(ref, str) or len(hyp) != len(ref):
         raise DataFormatError("hyp", "a string paired with a sequence, or sequences of different length",
                               expected="two strings, or two equal-length sequences of strings")
-    return np.array([fn(tokenize(h), tokenize(r)) for h, r in zip(hyp, ref)], dtype=float)
+    return np.array([fn(str(h), str(r)) for h, r in zip(hyp, ref)], dtype=float)
 
 def bleu(hyp, ref, n: int = 2):
-    "Smoothed sentence BLEU-n of `hyp` against `ref` (strings → float; sequences → per-sample array)."
+    "Sentence BLEU-n (NLTK, smoothing method 2) of `hyp` against `ref` (strings → float; sequences → per-sample array)."
     if n < 1: raise DataFormatError("n", f"got {n}", expected="n ≥ 1")
-    return _map_text(lambda h, r: _sentence_bleu(h, r, n), hyp, ref)
+    return _map_text(lambda h, r: _sentence_bleu(tokenize(h), tokenize(r), n), hyp, ref)
 
 def rouge(hyp, ref, kind: str | int = "L"):
-    "ROUGE-1, ROUGE-2 (n-gram F1) or ROUGE-L (LCS F1) (strings → float; sequences → per-sample array)."
+    "ROUGE-1, ROUGE-2 (n-gram F1) or ROUGE-L (LCS F1) from rouge-score (strings → float; sequences → per-sample array)."
     k = str(kind).lower().replace("rouge", "").strip("-_ ")
-    if k not in ("1", "2", "l"): raise DataFormatError("kind", f"got {kind!r}", expected="1, 2 or 'L'")
+    if k not in _ROUGE_TYPES: raise DataFormatError("kind", f"got {kind!r}", expected="1, 2 or 'L'")
     return _map_text(lambda h, r: _sentence_rouge(h, r, k), hyp, ref)
 
 def text_report(hyps: Sequence[str], refs: Sequence[str]) -> dict[str, np.ndarray]:

@@ -17,7 +17,7 @@ from .core import (LlmrecError, DataFormatError, atomic_path, figures_dir, read_
 
 # %% auto #0
 __all__ = ['PROFILES', 'plain_table_files', 'Claim', 'PaperReport', 'load_profile', 'notebook_parameters', 'NotebookRun',
-           'paper_notebooks', 'run_notebook', 'write_report', 'run_papers']
+           'paper_notebooks', 'run_notebook', 'holm_claims', 'default_out', 'write_report', 'run_papers']
 
 # %% ../nbs/20_reproduce.ipynb #397c1dc9
 def _records(df: pd.DataFrame) -> list[dict]:
@@ -64,11 +64,12 @@ class Claim:
     effect: float | None = None
     p: float | None = None
     detail: str = ""
+    alpha: float | None = 0.05     # the level `p` is held to; None when `p` is descriptive only
 
     def as_dict(self) -> dict:
         num = lambda x: None if x is None or (isinstance(x, float) and not math.isfinite(x)) else float(x)
         return {"id": self.id, "text": self.text, "holds": bool(self.holds), "effect": num(self.effect), "p": num(self.p),
-                "detail": self.detail}
+                "alpha": num(self.alpha), "detail": self.detail}
 
 class PaperReport:
     "Collects one paper notebook's tables, figures and claims, and writes them (atomically) under `out_dir`."
@@ -106,9 +107,11 @@ class PaperReport:
         if close: plt.close(fig)
         return paths
 
-    def claim(self, id: str, text: str, holds: bool, effect: float | None = None, p: float | None = None, detail: str = "") -> Claim:
-        "Record whether one of the paper's findings holds on this run, with the measured effect and p-value."
-        c = Claim(id, text, bool(holds), effect, p, detail)
+    def claim(self, id: str, text: str, holds: bool, effect: float | None = None, p: float | None = None, detail: str = "",
+              alpha: float | None = 0.05) -> Claim:
+        """Record whether one of the paper's findings holds on this run, with the measured effect and (uncorrected)
+        p-value; `REPORT.md` re-decides it on the Holm-adjusted p at `alpha` (None: `p` is descriptive only)."""
+        c = Claim(id, text, bool(holds), effect, p, detail, alpha)
         self.claims = [o for o in self.claims if o.id != id] + [c]
         return c
 
@@ -181,10 +184,31 @@ def run_notebook(nb: Path, params: dict, executed: Path, timeout: int | None = N
 def _fmt(x, spec=".3g"):
     return "—" if x is None else format(x, spec)
 
+def holm_claims(claims: list[dict]) -> list[dict]:
+    """One paper's claims with `p_holm` (Holm over the claims that rest on a test) and `holds` decided on it;
+    `holds_raw` keeps what the notebook measured."""
+    from llmrec_nb.stats import holm
+    tested = [i for i, c in enumerate(claims) if c.get("p") is not None and c.get("alpha", 0.05) is not None]
+    adjusted = dict(zip(tested, holm([claims[i]["p"] for i in tested]))) if tested else {}
+    out = []
+    for i, c in enumerate(claims):
+        c = {**c, "holds_raw": bool(c["holds"]), "p_holm": None}
+        if i in adjusted:
+            c["p_holm"] = float(adjusted[i])
+            c["holds"] = c["holds_raw"] and c["p_holm"] <= c.get("alpha", 0.05)
+        out.append(c)
+    return out
+
+def default_out(profile: str) -> Path:
+    "Where a profile's outputs go by default: `figures/`, or `runs/smoke/` for the synthetic smoke profile."
+    return repo_root() / "runs" / "smoke" if profile == "smoke" else figures_dir()
+
 def write_report(out: Path, runs: list[NotebookRun], profile: str) -> Path:
     "Gather the `summary.json` of every notebook under `out` (those run now first) into `out/REPORT.md`."
     lines = [f"# Reproduction report ({profile} profile)", "",
-             "Each row is one finding of a paper, tested on this run's numbers: *holds* is what was measured.", ""]
+             "Each row is one finding of a paper, tested on this run's numbers: *holds* is what was measured, with the "
+             "p-values of each paper's tested claims Holm-adjusted together (*p* raw, *p (Holm)* adjusted; a claim "
+             "holds on the adjusted one).", ""]
     n_hold = n_claims = 0
     by_name = {r.name: r for r in runs}
     earlier = sorted(p.parent.name for p in out.glob("*/summary.json") if p.parent.name not in by_name)
@@ -200,10 +224,11 @@ def write_report(out: Path, runs: list[NotebookRun], profile: str) -> Path:
         when = f"Wall time {run.seconds:.0f} s." if run is not None else f"Not re-run this time (kept from an earlier run, profile {s['profile']})."
         lines += [f"{when} Tables: {', '.join(s['tables']) or 'none'}. Figures: {', '.join(s.get('figures', [])) or 'none'}.", ""]
         if s["claims"]:
-            lines += ["| claim | finding | holds | effect | p |", "|---|---|---|---|---|"]
-            for c in s["claims"]:
+            lines += ["| claim | finding | holds | effect | p | p (Holm) |", "|---|---|---|---|---|---|"]
+            for c in holm_claims(s["claims"]):
                 n_claims += 1; n_hold += bool(c["holds"])
-                lines.append(f"| `{c['id']}` | {c['text']} | {'yes' if c['holds'] else '**no**'} | {_fmt(c['effect'])} | {_fmt(c['p'])} |")
+                holds = "yes" if c["holds"] else ("**no** (not after Holm)" if c["holds_raw"] else "**no**")
+                lines.append(f"| `{c['id']}` | {c['text']} | {holds} | {_fmt(c['effect'])} | {_fmt(c['p'])} | {_fmt(c['p_holm'])} |")
             lines.append("")
     failed = [r.name for r in runs if not r.ok]
     head = f"{n_hold} of {n_claims} claims hold; {len(runs) - len(failed)} of {len(runs)} notebooks ran" + (f"; failed: {', '.join(failed)}." if failed else ".")
@@ -213,10 +238,10 @@ def write_report(out: Path, runs: list[NotebookRun], profile: str) -> Path:
 def run_papers(profile: str = "quick", only: Iterable[str] | None = None, out: Path | str | None = None,
                runs_dir: Path | str | None = None, nbs_dir: Path | None = None, timeout: int | None = None,
                verbose: bool = True) -> list[NotebookRun]:
-    "Run the paper notebooks with `profile`; outputs under `out/<notebook>/`, a report in `out/REPORT.md`."
+    "Run the paper notebooks with `profile`; outputs under `out/<notebook>/` (default: `default_out`), a report in `out/REPORT.md`."
     cfg = load_profile(profile)
     name = Path(profile).stem
-    out = Path(out) if out else figures_dir()
+    out = Path(out) if out else default_out(name)
     runs_dir = Path(runs_dir) if runs_dir else repo_root() / "runs" / name
     runs = []
     for nb in paper_notebooks(nbs_dir, only):

@@ -87,7 +87,76 @@ def test_rating_models_recover_structure(split):
         pred = m.predict_rating(test.user, test.item)
         assert pred.min() >= 3.0 and pred.max() <= 5.0          # clipped to the training range
         assert np.sqrt(np.mean((pred - y) ** 2)) < base - (0.02 if isinstance(m, BiasedMF) else 0.1), type(m).__name__
-    assert m.fields_ == ["user", "item", "user:gender", "user:age", "item:genres"]   # zip and title: too many values
+    assert m.fields_ == ["user", "item", "user:age", "user:gender", "item:genres"]   # declared columns only (no zip, no title)
+
+
+@pytest.mark.parametrize("cls", [GRU4Rec, SASRec])
+def test_sequence_score_does_not_depend_on_padding(split, cls):
+    import torch
+    train, valid, _ = split
+    m = cls(dim=16, max_len=20, epochs=2, batch_size=16, seed=0).fit(train, valid)
+    hist = m.items.encode(["i0", "i4", "i8", "i12"]) + 1
+    with torch.no_grad():
+        outs = [m.net(torch.as_tensor([[0] * (w - len(hist)) + list(hist)]))[0, -1] for w in (4, 5, 11, 20)]
+        # and in a batch beside a full-length history (a right-aligned batch of mixed lengths)
+        other = m.items.encode([f"i{4 * k + 1}" for k in range(20)]) + 1
+        batch = torch.as_tensor([[0] * (20 - len(hist)) + list(hist), list(other)])
+        outs.append(m.net(batch)[0, -1])
+    for o in outs[1:]:
+        np.testing.assert_allclose(o.numpy(), outs[0].numpy(), rtol=1e-5, atol=1e-6)
+    if cls is GRU4Rec:   # the GRU run on the bare sequence, no padding at all
+        x = m.net.item(torch.as_tensor(hist)[None])
+        with torch.no_grad(): bare = m.net.out(m.net.gru(x)[0])[0, -1]
+        np.testing.assert_allclose(bare.numpy(), outs[0].numpy(), rtol=1e-5, atol=1e-6)
+    scores = m.score_histories([["i0", "i4", "i8", "i12"], [f"i{4 * k + 1}" for k in range(20)]])
+    np.testing.assert_allclose(scores[:1], m.score_histories([["i0", "i4", "i8", "i12"]]), rtol=1e-5, atol=1e-6)
+
+
+def test_fm_uses_declared_features_never_the_generating_cluster():
+    from llmrec_nb.data import leave_one_out, load_synthetic
+    data = load_synthetic()
+    assert "cluster" in data.users.columns and "cluster" in data.items.columns
+    sp = leave_one_out(data.interactions)
+    for cls in (FM, DeepFM):
+        m = cls(dim=4, epochs=1, seed=0).fit(sp.train, sp.valid, data=data)
+        assert not any("cluster" in f for f in m.fields_), m.fields_
+        assert m.fields_ == ["user", "item", "user:age", "user:gender", "user:occupation", "item:genres", "item:year"]
+    # ML-100K's tables: zip prefix and release year are derived, title and URL are not features
+    from llmrec_nb.conventional import FM_FEATURES, declared_features
+    users = pd.DataFrame({"user": ["1", "2", "3"], "age": [24, 53, 23], "gender": ["M", "F", "M"],
+                          "occupation": ["technician", "other", "writer"], "zip_code": ["85711", "94043", "T8H1N"]})
+    items = pd.DataFrame({"item": ["1", "2"], "title": ["Toy Story (1995)", "GoldenEye (1995)"],
+                          "release_date": ["01-Jan-1995", None], "imdb_url": ["u1", "u2"], "genres": [["Animation"], ["Action"]]})
+    u = declared_features(users, "user", FM_FEATURES["user"]); i = declared_features(items, "item", FM_FEATURES["item"])
+    assert list(u.columns) == ["user", "age", "gender", "occupation", "zip_prefix"] and list(u.zip_prefix) == ["8", "9", "T"]
+    assert list(i.columns) == ["item", "genres", "year"] and i.year.iloc[0] == 1995 and pd.isna(i.year.iloc[1])
+
+
+def test_nan_scores_never_win_validation(split):
+    import torch
+    from llmrec_nb.conventional import _ranks_from_scores
+    s = torch.tensor([[np.nan, 0.5, 0.2, -np.inf], [0.1, np.nan, -np.inf, 0.3], [np.nan] * 4])
+    r = _ranks_from_scores(s, torch.tensor([1, 1, 2]))
+    np.testing.assert_array_equal(r, [0, 2, 3])   # NaN never ahead; a NaN target behind every unmasked entry
+    train, valid, _ = split
+
+    class Diverged(BPRMF):   # every score NaN from the second epoch on
+        def _score_all(self, u):
+            out = super()._score_all(u)
+            return out * np.nan if len(self.history_) >= 1 else out
+    m = Diverged(dim=8, epochs=6, eval_every=1, patience=10, seed=0).fit(train, valid)
+    valid_scores = [h["valid"] for h in m.history_]
+    assert not np.isnan(valid_scores[0]) and all(v == 0 for v in valid_scores[1:])
+    assert m.best_epoch_ == 1 and m.best_valid_ == valid_scores[0] and m.stopped_by_ == "epochs"
+
+
+def test_time_cap_is_opt_in_and_recorded(split):
+    train, valid, _ = split
+    assert BPRMF().max_seconds is None
+    m = BPRMF(dim=8, epochs=50, eval_every=1, patience=100, seed=0, max_seconds=0.0).fit(train, valid)
+    assert len(m.history_) == 1 and m.stopped_by_ == "max_seconds"
+    m = BPRMF(dim=8, epochs=3, eval_every=1, patience=100, seed=0).fit(train, valid)
+    assert len(m.history_) == 3 and m.stopped_by_ == "epochs"
 
 
 def test_seen_items_are_masked(split, bpr):

@@ -114,6 +114,43 @@ def test_grouped_auc():
     with pytest.raises(DataFormatError): auc(np.ones(4), np.arange(4))
 
 
+def test_nan_scores_rank_worst():
+    rng = np.random.default_rng(5)
+    scores = rng.random((300, 12))
+    scores[rng.random(scores.shape) < 0.2] = np.nan
+    target = rng.integers(0, 12, 300)
+    def brute(row, t):   # NaN below every number; a NaN target behind every other candidate
+        if np.isnan(row[t]): return float(len(row) - 1)
+        return float(sum(1 for j, x in enumerate(row) if j != t and not np.isnan(x) and x >= row[t]))
+    expected = [brute(scores[i], t) for i, t in enumerate(target)]
+    ranks = rank_of_target(scores, target)
+    np.testing.assert_array_equal(ranks, expected)
+    assert (ranks[np.isnan(scores[np.arange(300), target])] == 11).all()       # a NaN target is last
+    assert np.isfinite(ranks).all() and (ranks >= 0).all()
+    assert (ndcg(ranks, 10) <= 1).all()                                          # never inf
+
+
+def test_diverged_model_never_wins():
+    nan_model = np.full((20, 30), np.nan)
+    target = np.arange(20)
+    for r in (rank_of_target(nan_model, target), topk_ranks(nan_model, target)):
+        assert (r == 29).all() and ndcg(r, 10).sum() == 0 and hit_rate(r, 10).sum() == 0
+    seen = np.zeros((20, 30), bool); seen[:, 25:] = True
+    np.testing.assert_array_equal(topk_ranks(nan_model, target, seen), np.full(20, 24.0))   # last among the unmasked
+
+
+def test_topk_ranks_nan_matches_rank_of_target():
+    rng = np.random.default_rng(6)
+    scores = rng.standard_normal((100, 40)); scores[rng.random(scores.shape) < 0.3] = np.nan
+    target = rng.integers(0, 40, 100)
+    np.testing.assert_array_equal(topk_ranks(scores, target, chunk_size=7), rank_of_target(scores, target))
+
+
+def test_auc_with_nan_scores_raises():
+    with pytest.raises(DataFormatError, match="NaN score"): auc([0, 1, 1], [0.2, np.nan, 0.4])
+    with pytest.raises(DataFormatError, match="NaN score"): grouped_auc([0, 1, 0, 1], [0.1, 0.2, np.nan, 0.3], ["a", "a", "b", "b"])
+
+
 def test_rating_and_classification_errors_match_sklearn():
     rng = np.random.default_rng(4)
     t, p = rng.integers(1, 6, 100).astype(float), rng.uniform(1, 5, 100)
@@ -133,6 +170,8 @@ def test_text_metrics_hand_computed():
     # clipping: "the" counts at most twice; bigrams: none match → (0+1)/(3+1); brevity penalty exp(1 - 6/4)
     assert bleu("the the the the", ref, 1) == pytest.approx(math.exp(-0.5) * 0.5)
     assert bleu("the the the the", ref, 2) == pytest.approx(math.exp(-0.5) * math.sqrt(0.5 * 0.25))
+    # one word against one word: BLEU-2 smooths the empty bigram count to (0+1)/(1+1)
+    assert bleu("comedy", "comedy", 2) == pytest.approx(math.sqrt(0.5)) and bleu("comedy", "drama", 2) == 0.0
     # no brevity penalty when the hypothesis is at least as long
     assert bleu("the cat sat on the mat", ref, 2) == pytest.approx(math.sqrt(5 / 6 * (3 + 1) / (5 + 1)))
     assert bleu(ref, ref, 2) == pytest.approx(1.0)
@@ -143,6 +182,39 @@ def test_text_metrics_hand_computed():
     assert rouge(hyp, ref, "L") == pytest.approx(5 / 6)   # LCS "the cat on the mat"
     assert rouge("police killed the gunman", "police kill the gunman", "rougeL") == pytest.approx(3 / 4)
     assert rouge("", ref, "L") == 0.0 and bleu("", ref, 2) == 0.0
+
+
+def test_bleu_is_nltk_method2_and_rouge_is_rouge_score():
+    from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
+    from rouge_score.rouge_scorer import RougeScorer
+    # the short-hypothesis case: no bigram at all gives bigram precision (0+1)/(1+1), not 1
+    assert bleu("comedy", "comedy", 2) == pytest.approx(math.sqrt(0.5))
+    assert bleu("comedy", "comedy", 2) == pytest.approx(sentence_bleu([["comedy"]], ["comedy"], weights=(0.5, 0.5),
+                                                                      smoothing_function=SmoothingFunction().method2))
+    rng = np.random.default_rng(7)
+    words = "the a cat dog sat ran on under mat rug big small red".split()
+    scorer = RougeScorer(["rouge1", "rouge2", "rougeL"])   # its own tokeniser: equal to ours on lowercase ASCII words
+    for _ in range(50):
+        h = " ".join(rng.choice(words, rng.integers(1, 9))); r = " ".join(rng.choice(words, rng.integers(1, 9)))
+        for n in (1, 2, 3):
+            assert bleu(h, r, n) == pytest.approx(sentence_bleu([r.split()], h.split(), weights=(1 / n,) * n,
+                                                                smoothing_function=SmoothingFunction().method2))
+        ref = scorer.score(r, h)
+        assert rouge(h, r, 1) == pytest.approx(ref["rouge1"].fmeasure)
+        assert rouge(h, r, 2) == pytest.approx(ref["rouge2"].fmeasure)
+        assert rouge(h, r, "L") == pytest.approx(ref["rougeL"].fmeasure)
+
+
+def test_text_metrics_need_no_corpus_download(tmp_path):
+    import subprocess, sys
+    code = ("import nltk; nltk.data.path[:] = []\n"
+            "from llmrec_nb.metrics import text_report\n"
+            "r = text_report(['the cat sat', 'café'], ['the cat sat on the mat', 'café noir'])\n"
+            "print({k: round(float(v.mean()), 6) for k, v in r.items()})")
+    env = {**os.environ, "NLTK_DATA": str(tmp_path), "HOME": str(tmp_path)}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "ROUGE-L" in res.stdout
 
 
 def test_text_metrics_per_sample_and_corpus_mean():

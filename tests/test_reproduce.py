@@ -46,6 +46,73 @@ def test_report_lists_every_claim(smoke):
             assert f"`{c['id']}`" in report
 
 
+def _without_timings(x):
+    "A summary with every wall-clock measurement removed (keys naming seconds; the `max_seconds` setting stays)."
+    if isinstance(x, dict): return {k: _without_timings(v) for k, v in x.items() if "seconds" not in k or k == "max_seconds"}
+    if isinstance(x, list): return [_without_timings(v) for v in x]
+    return x
+
+
+def _assert_same(a, b, path="summary"):
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and set(a) == set(b), f"{path}: keys {sorted(set(a) ^ set(b))}"
+        for k in a: _assert_same(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), f"{path}: lengths differ"
+        for i, (x, y) in enumerate(zip(a, b)): _assert_same(x, y, f"{path}[{i}]")
+    elif isinstance(a, float) and isinstance(b, (int, float)):
+        assert b == pytest.approx(a, rel=1e-6, abs=1e-6), f"{path}: {a} != {b}"
+    else:
+        assert a == b, f"{path}: {a!r} != {b!r}"
+
+
+def test_baselines_smoke_runs_are_identical(tmp_path):
+    "Two runs of the baselines notebook give the same summary (timings aside): no clock or machine speed in the numbers."
+    from llmrec_nb.reproduce import run_papers
+    summaries = []
+    for k in (1, 2):
+        runs = run_papers("smoke", only=["baselines"], out=tmp_path / f"out{k}", runs_dir=tmp_path / f"runs{k}", verbose=False)
+        assert runs[0].ok, runs[0].error
+        summaries.append(_without_timings(json.loads((tmp_path / f"out{k}" / "baselines" / "summary.json").read_text())))
+    assert summaries[0]["tables"]["train_time"] and "stopped_by" in summaries[0]["tables"]["train_time"][0]
+    assert all(r["max_seconds"] is None for r in summaries[0]["tables"]["train_time"])   # no time cap by default
+    _assert_same(summaries[0], summaries[1])
+
+
+@pytest.mark.parametrize("profile", ["smoke", "quick", "paper"])
+def test_no_profile_caps_training_by_the_clock(profile):
+    from llmrec_nb.reproduce import load_profile
+    assert load_profile(profile)["baselines"].get("max_seconds") is None
+
+
+def test_smoke_profile_defaults_outside_the_committed_figures():
+    from llmrec_nb.core import figures_dir
+    from llmrec_nb.reproduce import default_out
+    assert default_out("smoke") == ROOT / "runs" / "smoke" and default_out("smoke") != figures_dir()
+    assert "--out" not in (ROOT / "Makefile").read_text().split("\nsmoke:")[1].split("\n\n")[0]
+
+
+def test_report_holm_adjusts_each_papers_claims(tmp_path):
+    from llmrec_nb.reproduce import NotebookRun, write_report
+    claims = [{"id": f"c{i}", "text": f"claim {i}", "holds": True, "effect": 1.0, "p": p} for i, p in enumerate((0.01, 0.03, 0.04))]
+    claims.append({"id": "order", "text": "same order", "holds": True, "effect": 1.0, "p": 0.3, "alpha": None})
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "summary.json").write_text(json.dumps({"paper": "x", "profile": "smoke", "tables": {}, "claims": claims}))
+    (tmp_path / "y").mkdir()   # another paper: its claims are a family of their own
+    (tmp_path / "y" / "summary.json").write_text(json.dumps({"paper": "y", "profile": "smoke", "tables": {},
+                                                              "claims": [{**claims[2], "id": "lone"}]}))
+    report = write_report(tmp_path, [NotebookRun("x", True, 1.0, ""), NotebookRun("y", True, 1.0, "")], "smoke").read_text()
+    assert "| p | p (Holm) |" in report
+    rows = {l.split("|")[1].strip(): [c.strip() for c in l.split("|")[1:-1]] for l in report.splitlines() if l.startswith("| `")}
+    # Holm over c0, c1, c2: 0.01·3, max(0.03·2, 0.03), max(0.04·1, 0.06)
+    assert rows["`c0`"][2:] == ["yes", "1", "0.01", "0.03"]
+    assert rows["`c1`"][2:] == ["**no** (not after Holm)", "1", "0.03", "0.06"]
+    assert rows["`c2`"][2:] == ["**no** (not after Holm)", "1", "0.04", "0.06"]
+    assert rows["`order`"][2:] == ["yes", "1", "0.3", "—"]   # a descriptive p is not adjusted
+    assert rows["`lone`"][2:] == ["yes", "1", "0.04", "0.04"]
+    assert "3 of 5 claims hold" in report
+
+
 def test_unknown_profile_and_notebook_are_clear_errors(tmp_path):
     res = run_cli("reproduce", "--profile", "nope", "--out", str(tmp_path))
     assert res.returncode == 2 and "unknown profile 'nope'" in res.stderr

@@ -8,7 +8,7 @@ import argparse, contextlib, json, sys
 from .core import LlmrecError
 
 # %% auto #0
-__all__ = ['build_parser', 'main']
+__all__ = ['train_lora_parser', 'build_parser', 'main']
 
 # %% ../nbs/21_cli.ipynb #4a7dc56e
 def _data_stats(args) -> int:
@@ -47,6 +47,54 @@ def _itdr_build(args) -> int:
     print(json.dumps(summary, indent=2, default=str))
     return 0
 
+def train_lora_parser() -> argparse.ArgumentParser:
+    "Options of `llmrec train-lora`: the files, the model, and one option per `LoraTrainConfig` field."
+    from llmrec_nb.lora import LoraTrainConfig
+    tl = argparse.ArgumentParser(prog="llmrec train-lora", description="LoRA fine-tuning from Alpaca JSON; under "
+                                 "`accelerate launch --num_processes N` each process trains on its own shard.")
+    tl.add_argument("--data", required=True, help="Alpaca JSON file of training instructions")
+    tl.add_argument("--model", required=True, help="model name (smollm2-135m, tiny) or a local path / hub id")
+    tl.add_argument("--out", required=True, help="output folder: checkpoints, best/ or final/ adapter, train_result.json")
+    tl.add_argument("--valid", default=None, help="Alpaca JSON file for early stopping on the validation loss")
+    tl.add_argument("--dtype", default=None, help="auto, float32 or bfloat16 (default: load_llm's)")
+    tl.add_argument("--no-resume", action="store_true", help="start afresh even if OUT holds a checkpoint")
+    _config_options(tl, LoraTrainConfig)
+    return tl
+
+def _train_lora(args) -> int:
+    import os
+    from dataclasses import fields
+    from llmrec_nb.llm import load_llm
+    from llmrec_nb.lora import LoraTrainConfig, train_lora
+    from llmrec_nb.templates import load_alpaca
+    args = train_lora_parser().parse_args(args.options)
+    train = load_alpaca(args.data)
+    valid = load_alpaca(args.valid) if args.valid else None
+    overrides = {f.name: getattr(args, f.name) for f in fields(LoraTrainConfig) if getattr(args, f.name, None) is not None}
+    config = LoraTrainConfig(**overrides)
+    llm = load_llm(args.model, **({"dtype": args.dtype} if args.dtype else {}))
+    result = train_lora(llm, train, valid, config=config, output_dir=args.out, resume=not args.no_resume)
+    if int(os.environ.get("RANK", "0")) == 0:       # set by accelerate / torchrun for each process
+        print(json.dumps({"adapter_dir": str(result.adapter_dir), "global_step": result.global_step,
+                          "best_metric": result.best_metric, "train_seconds": result.train_seconds}))
+    return 0
+
+def _config_options(parser, config_cls) -> None:
+    "One `--option` per field of a config dataclass (tuples take several values, booleans `true`/`false`)."
+    import dataclasses, typing
+    hints = typing.get_type_hints(config_cls)
+    for f in dataclasses.fields(config_cls):
+        kind, default = hints[f.name], f.default
+        opt = "--" + f.name.replace("_", "-")
+        if kind is bool:
+            parser.add_argument(opt, type=lambda s: s.lower() in ("1", "true", "yes"), default=None, metavar="BOOL",
+                                help=f"default {default}")
+        elif isinstance(default, tuple):
+            parser.add_argument(opt, nargs="+", type=lambda s: s, default=None, help=f"default {' '.join(map(str, default))}")
+        else:
+            base = next((t for t in (int, float, str) if t is kind or t in typing.get_args(kind)), str)
+            parser.add_argument(opt, type=base, default=None, help=f"default {default}")
+
 def build_parser() -> argparse.ArgumentParser:
     "The `llmrec` argument parser."
     p = argparse.ArgumentParser(prog="llmrec", description="LLM-based recommendation: data, reproduction, benchmarks.")
@@ -80,11 +128,20 @@ def build_parser() -> argparse.ArgumentParser:
     ib.add_argument("--max-per-task", type=int, default=None)
     ib.add_argument("--seed", type=int, default=0)
     ib.set_defaults(func=_itdr_build)
+
+    # its options mirror LoraTrainConfig, which lives with torch: they are parsed in `_train_lora`, so that the other
+    # commands start without importing torch
+    tl = sub.add_parser("train-lora", add_help=False,
+                        help="LoRA fine-tuning from Alpaca JSON (runs under `accelerate launch` too; --help for options)")
+    tl.add_argument("options", nargs=argparse.REMAINDER)
+    tl.set_defaults(func=_train_lora)
     return p
 
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `llmrec` console script."
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["train-lora"]: args = argparse.Namespace(func=_train_lora, options=argv[1:])   # its own parser
+    else: args = build_parser().parse_args(argv)
     try: return args.func(args)
     except LlmrecError as e:
         print(f"llmrec: error: {e}", file=sys.stderr)
@@ -92,3 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as e:
         print(f"llmrec: error: {e}", file=sys.stderr)
         return 2
+
+# %% ../nbs/21_cli.ipynb #0bbed208
+#| eval: false
+if __name__ == "__main__": sys.exit(main())   # `python -m llmrec_nb.cli`, as `accelerate launch -m` runs it

@@ -107,6 +107,9 @@ def response_loss(model, input_ids, attention_mask, labels, logits_only_where_ne
     if reduction not in ("mean", "sum"): raise ValueError(f"reduction must be 'mean' or 'sum', not {reduction!r}")
     target = labels[:, 1:]
     keep = target != -100
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        # several processes: gradients are averaged by DDP's own forward, which the shortcuts below would bypass
+        logits_only_where_needed = False
     if not logits_only_where_needed:
         logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1][keep]
         return _per_example(F.cross_entropy(logits.float(), target[keep], reduction="none"), keep, reduction)
@@ -234,7 +237,7 @@ def _trainer_classes():
             sign = 1 if self.cfg.greater_is_better else -1
             if self.best is None or sign * (value - self.best) > self.cfg.min_delta:
                 self.best, self.best_step, self.bad = value, state.global_step, 0
-                self.save_best(model, self.best_dir)
+                if state.is_world_process_zero: self.save_best(model, self.best_dir)   # every rank holds the same weights
             else:
                 self.bad += 1
                 if self.cfg.patience is not None and self.bad >= self.cfg.patience:
@@ -250,7 +253,7 @@ def _trainer_classes():
 
         def on_save(self, args, state, control, **kw):
             ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            if ckpt.exists(): write_json(ckpt / _STATE_FILE, self.state_dict())
+            if ckpt.exists() and state.is_world_process_zero: write_json(ckpt / _STATE_FILE, self.state_dict())
 
     return ResponseLossTrainer, EvalStopCallback
 
@@ -406,7 +409,8 @@ def train_lora(llm, train: Sequence[Instruction], valid: Sequence[Instruction] |
         save_total_limit=cfg.save_total_limit, seed=cfg.seed, data_seed=cfg.seed,
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         remove_unused_columns=False, report_to=[], disable_tqdm=quiet, dataloader_num_workers=0, dataloader_pin_memory=False,
-        eval_strategy="no", save_only_model=False)
+        eval_strategy="no", save_only_model=False,
+        use_cpu=model.device.type == "cpu")     # a CPU model under torchrun / accelerate: gloo processes, not one
     trainer = Trainer_(model=model, args=args, train_dataset=features,
                        data_collator=lambda fs: collate_right_padded(fs, pad_id),
                        callbacks=[cb, *callbacks], mix=mix, logits_only=cfg.response_logits_only,
@@ -423,6 +427,9 @@ def train_lora(llm, train: Sequence[Instruction], valid: Sequence[Instruction] |
     with fast_cpu_kernels(model): trainer.train(resume_from_checkpoint=last)
     secs = time.perf_counter() - t0
     model.eval()
+    # under `accelerate launch` rank 0 alone writes adapters, checkpoints and results; the others wait for its writes
+    trainer.accelerator.wait_for_everyone()
+    writer = trainer.is_world_process_zero()
 
     if eval_fn is not None and (out / "best" / "adapter_config.json").exists():
         from peft import set_peft_model_state_dict
@@ -430,17 +437,22 @@ def train_lora(llm, train: Sequence[Instruction], valid: Sequence[Instruction] |
         set_peft_model_state_dict(model, load_file(str(out / "best" / "adapter_model.safetensors")), adapter_name=name)
         adapter_dir = out / "best"
     else:
-        adapter_dir = save_adapter(model, out / "final", name)
+        adapter_dir = save_adapter(model, out / "final", name) if writer else out / "final"
     if hasattr(llm, "adapter"): llm.adapter = str(adapter_dir)      # where the trained adapter lives (vLLM loads it by path)
     hist = trainer.state.log_history
     log = pd.DataFrame([{"step": h["step"], "epoch": h.get("epoch"), "loss": h["loss"],
                          "learning_rate": h.get("learning_rate"), "grad_norm": h.get("grad_norm")}
                         for h in hist if "loss" in h and "step" in h])
-    curve = _write_loss_curve(log, cb.evals, out)
-    write_json(out / "train_result.json", {"global_step": trainer.state.global_step, "best_metric": cb.best,
-               "best_step": cb.best_step, "stopped_early": cb.stopped_early, "evals": cb.evals,
-               "lambdas": mix.history, "train_seconds": secs, "tokens": trainer.tokens_seen,
-               "truncated_prompts": truncated, "truncated_valid_prompts": truncated_valid, "config": asdict(cfg)})
+    curve = out / "loss_curve.png"
+    if writer:
+        curve = _write_loss_curve(log, cb.evals, out)
+        write_json(out / "train_result.json", {"global_step": trainer.state.global_step, "best_metric": cb.best,
+                   "best_step": cb.best_step, "stopped_early": cb.stopped_early, "evals": cb.evals,
+                   "lambdas": mix.history, "train_seconds": secs, "tokens": trainer.tokens_seen,
+                   "truncated_prompts": truncated, "truncated_valid_prompts": truncated_valid,
+                   "resumed_from": Path(last).name if last else None, "world_size": trainer.args.world_size,
+                   "written_by_process": trainer.args.process_index,
+                   "config": asdict(cfg)})
     return TrainResult(model, name, out, adapter_dir, trainer.state.global_step, trainer.state.epoch, cb.best,
                        cb.best_step, cb.stopped_early, list(cb.evals), dict(mix.history), log, secs,
                        trainer.tokens_seen, trainer.tokens_seen / max(secs, 1e-9), curve, truncated)

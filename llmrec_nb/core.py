@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #608215b4
 from __future__ import annotations
-import contextlib, hashlib, json, os, platform, random, subprocess, sys, tempfile, time
+import contextlib, copy, functools, hashlib, json, os, platform, random, subprocess, sys, tempfile, time
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable
@@ -12,9 +12,10 @@ from typing import Any, Iterable
 import numpy as np
 
 # %% auto #0
-__all__ = ['MANIFEST_PACKAGES', 'LlmrecError', 'DataFormatError', 'set_seed', 'stable_hash', 'get_device', 'cache_dir',
-           'repo_root', 'figures_dir', 'atomic_path', 'write_text', 'write_json', 'read_json', 'progress',
-           'package_versions', 'git_commit', 'params_hash', 'run_manifest']
+__all__ = ['MANIFEST_PACKAGES', 'ISA_FLAGS', 'LlmrecError', 'DataFormatError', 'set_seed', 'stable_hash', 'get_device',
+           'cache_dir', 'repo_root', 'figures_dir', 'atomic_path', 'write_text', 'write_json', 'read_json', 'progress',
+           'package_versions', 'git_commit', 'params_hash', 'cpu_info', 'record_compute', 'compute_info',
+           'run_manifest']
 
 # %% ../nbs/00_core.ipynb #47f85616
 class LlmrecError(Exception):
@@ -156,9 +157,42 @@ def params_hash(params: dict) -> str:
     "A short, order-independent hash of a parameter dict."
     return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
+ISA_FLAGS = ("amx_bf16", "avx512_bf16", "avx512f", "avx2")   # the flags that decide precision and kernels
+
+def _cpu_model_and_flags() -> tuple[str | None, set | None]:
+    model, flags = None, None
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key == "model name" and model is None: model = value.strip()
+            elif key in ("flags", "Features") and flags is None: flags = set(value.split())
+    except OSError: pass
+    if model is None and sys.platform == "darwin":
+        try: model = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True,
+                                    timeout=10).stdout.strip() or None
+        except (OSError, subprocess.SubprocessError): pass
+    return model or platform.processor() or platform.machine() or None, flags
+
+@functools.cache
+def cpu_info() -> dict:
+    "The CPU's model name and its `ISA_FLAGS` (True/False; None where the flags cannot be read, as outside Linux)."
+    model, flags = _cpu_model_and_flags()
+    return {"model": model, "flags": {f: None if flags is None else f in flags for f in ISA_FLAGS}}
+
+_COMPUTE: dict = {}   # what the model layers noted about how this process computes
+
+def record_compute(**fields) -> None:
+    "Note how this process computes (precision, kernel path, and why); run manifests report it under `compute`."
+    _COMPUTE.update(copy.deepcopy(fields))
+
+def compute_info() -> dict:
+    "The CPU (`cpu_info`) and everything noted with `record_compute` so far."
+    return {"cpu": cpu_info(), **copy.deepcopy(_COMPUTE)}
+
 def run_manifest(params: dict, seeds: Iterable[int] = (), wall_seconds: float | None = None, device: str | None = None) -> dict:
-    "What produced a result: commit, package versions, parameters (and their hash), seeds, device, wall time."
+    "What produced a result: commit, package versions, parameters (and their hash), seeds, device, how it computed, wall time."
     return {"git_commit": git_commit(), "packages": package_versions(), "python": sys.version.split()[0],
             "platform": platform.platform(), "params": params, "params_hash": params_hash(params),
             "seeds": list(seeds), "device": device or get_device(), "cpu_count": os.cpu_count(),
-            "wall_seconds": wall_seconds, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            "compute": compute_info(), "wall_seconds": wall_seconds, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

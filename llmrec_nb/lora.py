@@ -16,7 +16,8 @@ import torch.nn.functional as F
 
 from .core import set_seed, write_json, write_text, atomic_path, progress
 from .templates import Instruction, render_prompt, render_response, fit_prompt
-from .llm import encode, continuation_ids, fast_cpu_kernels, _pad_id
+from .llm import encode, continuation_ids, _pad_id
+from .kernels import fast_cpu_kernels
 
 # %% auto #0
 __all__ = ['LoraTrainConfig', 'encode_instruction', 'collate_right_padded', 'response_loss', 'batch_loss', 'MixState',
@@ -401,6 +402,7 @@ def train_lora(llm, train: Sequence[Instruction], valid: Sequence[Instruction] |
     Trainer_, Callback_ = _trainer_classes()
     cb = Callback_(cfg, eval_fn, mix, out / "best", lambda m, d: save_adapter(m, d, name))
     quiet = os.environ.get("LLMREC_PROGRESS", "1") == "0"
+    low_precision = any(p.dtype == torch.bfloat16 for p in model.parameters() if not p.requires_grad)
     args = TrainingArguments(
         output_dir=str(out), per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
         learning_rate=cfg.lr, num_train_epochs=cfg.epochs, max_steps=max_steps, weight_decay=cfg.weight_decay,
@@ -424,7 +426,10 @@ def train_lora(llm, train: Sequence[Instruction], valid: Sequence[Instruction] |
         cb.load_state_dict(read_json(Path(last) / _STATE_FILE))
     t0 = time.perf_counter()
     model.train()
-    with fast_cpu_kernels(model): trainer.train(resume_from_checkpoint=last)
+    # a bf16 base trains under autocast: the adapters, their gradients and the optimiser state stay float32 (the
+    # Trainer's own `bf16=True` would do the same on a GPU but refuses the CPU, and misses the decoder calls of the loss)
+    with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=low_precision), fast_cpu_kernels(model):
+        trainer.train(resume_from_checkpoint=last)
     secs = time.perf_counter() - t0
     model.eval()
     # under `accelerate launch` rank 0 alone writes adapters, checkpoints and results; the others wait for its writes

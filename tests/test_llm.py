@@ -9,6 +9,7 @@ torch = pytest.importorskip("torch")
 os.environ.setdefault("LLMREC_PROGRESS", "0")
 
 from llmrec_nb import llm as L
+from llmrec_nb import kernels as K
 from llmrec_nb.core import LlmrecError
 from llmrec_nb.llm import (Grounded, continuation_ids, answer_token_id, encode, generate, ground, ground_list, last_token_embeddings,
                            load_llm, rank_candidates, score_binary, score_candidates, valid_rate)
@@ -285,11 +286,11 @@ def test_vllm_matches_transformers():
 @slow
 def test_bundled_model_loads_caches_and_scores():
     from llmrec_nb.core import cache_dir, read_json
-    llm = load_llm("smollm2-135m")
+    llm = load_llm("smollm2-135m", dtype="float32")
     folder = cache_dir("models") / "smollm2-135m"
     assert {"config.json", "model.safetensors", "tokenizer.json", "llmrec_cache.json"} <= {p.name for p in folder.iterdir()}
     assert read_json(folder / "llmrec_cache.json")["source"] == "SmolLM2-135M-Instruct.Q4_1.gguf"
-    t0 = time.time(); again = load_llm("smollm2-135m"); assert time.time() - t0 < 30
+    t0 = time.time(); again = load_llm("smollm2-135m", dtype="float32"); assert time.time() - t0 < 30
     ids = torch.tensor(encode(llm.tokenizer, ["The capital of France is"]))
     with torch.no_grad(): assert torch.equal(llm.model(ids).logits, again.model(ids).logits)
     # the cache holds exactly the dequantised GGUF weights
@@ -306,14 +307,14 @@ def test_bundled_model_loads_caches_and_scores():
     assert generate(llm, [p], max_new_tokens=4)[0].strip()
 
 
-needs_onednn = pytest.mark.skipif(L.onednn_linear_kernel() is None, reason="this PyTorch has no usable oneDNN linear kernel")
+needs_onednn = pytest.mark.skipif(K.onednn_linear_kernel() is None, reason="this PyTorch has no usable oneDNN linear kernel")
 
 @needs_onednn
 def test_fast_cpu_kernels_matches_the_default_path_and_restores_it(tiny, prompts):
     ids = torch.tensor(encode(tiny.tokenizer, [prompts[0]]))
     with torch.inference_mode():
         ref = tiny.model(input_ids=ids).logits
-        with L.fast_cpu_kernels(tiny.model) as patched:
+        with K.fast_cpu_kernels(tiny.model, enabled=True) as patched:
             fast = tiny.model(input_ids=ids).logits
     assert patched > 0
     torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-4)
@@ -321,7 +322,7 @@ def test_fast_cpu_kernels_matches_the_default_path_and_restores_it(tiny, prompts
 
 def test_fast_cpu_kernels_can_be_switched_off(tiny, monkeypatch):
     monkeypatch.setenv("LLMREC_FAST_CPU", "0")
-    with L.fast_cpu_kernels(tiny.model) as patched: assert patched == 0
+    with K.fast_cpu_kernels(tiny.model, enabled=True) as patched: assert patched == 0
 
 @needs_onednn
 def test_frozen_layers_pass_the_same_input_gradient():
@@ -330,11 +331,11 @@ def test_frozen_layers_pass_the_same_input_gradient():
     x = torch.randn(2, 5, 16, requires_grad=True)
     g = torch.randn(2, 5, 8)
     layer(x).backward(g); ref = x.grad.clone(); x.grad = None
-    with L.fast_cpu_kernels(layer): layer(x).backward(g)
+    with K.fast_cpu_kernels(layer, enabled=True): layer(x).backward(g)
     torch.testing.assert_close(x.grad, ref, rtol=1e-5, atol=1e-5)
     # a trainable layer keeps autograd's path and gets weight gradients
     trainable = torch.nn.Linear(16, 8)
-    with L.fast_cpu_kernels(trainable): trainable(x).sum().backward()
+    with K.fast_cpu_kernels(trainable, enabled=True): trainable(x).sum().backward()
     assert trainable.weight.grad is not None
 
 def test_gated_mlps_are_switched_only_where_the_in_place_form_agrees(tiny):
@@ -342,7 +343,7 @@ def test_gated_mlps_are_switched_only_where_the_in_place_form_agrees(tiny):
     x = torch.randn(2, 5, mlp.gate_proj.in_features)
     with torch.inference_mode():
         ref = mlp(x)
-        with L.fast_cpu_kernels(mlp) as n:
+        with K.fast_cpu_kernels(mlp, enabled=True) as n:
             assert n >= 1 and "forward" in mlp.__dict__
             out = mlp(x)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
@@ -354,7 +355,50 @@ def test_gated_mlps_are_switched_only_where_the_in_place_form_agrees(tiny):
             self.act_fn = torch.nn.SiLU()
         def forward(self, x): return self.down_proj(self.act_fn(self.gate_proj(x)) + self.up_proj(x))
     odd = SumMLP()
-    with L.fast_cpu_kernels(odd):
+    with K.fast_cpu_kernels(odd, enabled=True):
         assert "forward" not in odd.__dict__
         with torch.inference_mode(): y = odd(torch.randn(3, 8))
     assert y.shape == (3, 8)
+
+
+def test_kernel_path_follows_the_calibration_and_the_switch(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLMREC_CACHE", str(tmp_path))
+    monkeypatch.delenv("LLMREC_FAST_CPU", raising=False)
+    from llmrec_nb import core
+    for module, name in ((K, "_CALIBRATIONS"), (K, "_KERNEL_PATHS"), (core, "_COMPUTE")): monkeypatch.setattr(module, name, {})
+    timings = iter([{"faster": False, "speedup": 0.9}, {"faster": True, "speedup": 1.9}])
+    monkeypatch.setattr(K, "_measure_fast_kernels", lambda: next(timings))
+    if K.onednn_linear_kernel() is None: pytest.skip("this PyTorch has no usable oneDNN linear kernel")
+    assert K.cpu_kernel_path(torch.float32)[0] == "stock"                 # measured slower: the stock path
+    assert K.cpu_kernel_path(torch.float32)[0] == "stock"                 # asked again: the cached answer
+    assert K.calibration_file("fast-cpu-kernels-float32").exists()
+    K.calibration_file("fast-cpu-kernels-float32").unlink(); K._CALIBRATIONS.clear()
+    path, why = K.cpu_kernel_path(torch.float32)                          # measured anew: faster, so the stand-ins
+    assert path == "onednn" and "1.90x" in why
+    assert core.compute_info()["kernels"]["float32"]["path"] == "onednn"
+    monkeypatch.setenv("LLMREC_FAST_CPU", "0")
+    assert K.cpu_kernel_path(torch.float32)[0] == "stock"
+    monkeypatch.setenv("LLMREC_FAST_CPU", "1")
+    assert K.cpu_kernel_path(torch.bfloat16)[0] == "stock"               # the stand-ins are float32 only
+
+def test_auto_dtype_follows_the_cpu(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLMREC_CACHE", str(tmp_path))
+    monkeypatch.setattr(K, "_CALIBRATIONS", {})
+    monkeypatch.setattr(K, "cpu_info", lambda: {"model": "test cpu", "flags": {"amx_bf16": False, "avx512_bf16": False}})
+    assert K.cpu_auto_dtype()[0] == "float32"                              # no bf16 units: no measurement at all
+    assert not list(tmp_path.rglob("*.json"))
+    monkeypatch.setattr(K, "cpu_info", lambda: {"model": "test cpu", "flags": {"amx_bf16": True, "avx512_bf16": True}})
+    monkeypatch.setattr(K, "_measure_bf16_matmul", lambda: {"faster": False, "speedup": 1.1})
+    assert K.cpu_auto_dtype()[0] == "float32"                              # bf16 units, but not faster
+    K._CALIBRATIONS.clear()
+    monkeypatch.setattr(K, "_measure_bf16_matmul", lambda: {"faster": True, "speedup": 5.0})
+    assert K.cpu_auto_dtype()[0] == "float32"                              # the cached answer holds
+    assert L.resolve_dtype("auto", "cpu", "tiny")[0] == torch.float32
+    assert L.resolve_dtype("bf16")[0] == torch.bfloat16
+
+def test_bf16_scoring_is_deterministic_and_close_to_float32(prompts):
+    bf = load_llm("tiny", dtype="bfloat16")
+    assert next(bf.model.parameters()).dtype == torch.bfloat16
+    a, b = score_binary(bf, prompts), score_binary(bf, prompts)
+    np.testing.assert_array_equal(a, b)                                   # two runs on one machine: identical
+    np.testing.assert_allclose(a, score_binary(load_llm("tiny"), prompts), atol=0.05)

@@ -168,6 +168,8 @@ def constants_markdown(module: str) -> str:
 def _local_links(text: str, host_links: tuple[str, set]) -> str:
     "Links to the published site (`doc_host/doc_baseurl/page.html#x`) point at this site's pages."
     base, pages = host_links
+    # nbdev links every backticked name it indexes, private helpers too, which have no documentation to point at
+    text = re.sub(r"\[([^\]]+)\]\(" + re.escape(base) + r"/[\w-]+\.html#_[\w.]*\)", r"\1", text)
     def sub(m):
         page, anchor = m.group(1), m.group(2) or ""
         return f"{page}.md{anchor}" if page in pages else m.group(0)
@@ -194,7 +196,8 @@ def paper_markdown(nb_path: Path, figures: Path, site: Path, host_links) -> tupl
             extra.append(f"### {png.stem}{link}\n\n![{png.stem}](figures/{paper}/{png.name})")
         for table in sorted(results.glob("*.md")):
             extra.append(f"### Table `{table.stem}`\n\n{_demote(table.read_text(encoding='utf-8'))}")
-        if (figures / "REPORT.md").exists():
+        report = figures / "REPORT.md"
+        if report.exists() and re.search(rf"^## {re.escape(paper)}\s*$", report.read_text(encoding="utf-8"), re.M):
             extra.append(f"The claims tested on these results, with effects and p-values, are in the "
                          f"[reproduction report](../report.md#{paper}).")
     return title, md + "\n\n" + "\n\n".join(extra) + "\n"

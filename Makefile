@@ -49,7 +49,8 @@ clean-nbs: $(STAMP)
 	$(VENV)/bin/nbdev_clean
 
 bench: $(STAMP)
-	for b in scoring ranking training; do $(VENV)/bin/llmrec bench $$b --json; done
+	# each result as a JSON line on stderr, then a table for this machine on stdout
+	$(PY) -c "from llmrec_nb.bench import print_benchmarks; print_benchmarks()"
 
 # the site goes to _docs/: nbdev_docs where a Quarto binary is on PATH, otherwise nbdev's notebook processing rendered
 # by MkDocs Material (tools/docs.py says why); either way the site is checked for missing pages, signatures and links

@@ -4,7 +4,7 @@
 
 # %% ../nbs/30_bench.ipynb #30beadaf
 from __future__ import annotations
-import contextlib, os, tempfile, time
+import contextlib, copy, dataclasses, json, os, sys, tempfile, time
 from pathlib import Path
 from typing import Callable
 
@@ -13,15 +13,19 @@ import torch
 
 from .data import load_dataset
 from .templates import TALLREC_ANSWERS, fit_prompts, next_item_instruction
-from .llm import load_llm, score_binary, score_candidates, encode, continuation_ids, answer_token_id
-from .kernels import onednn_linear_kernel
+from .core import cpu_info
+from .llm import load_llm, resolve_dtype, score_binary, score_candidates, encode, continuation_ids, answer_token_id
+from .kernels import cpu_kernel_path, onednn_linear_kernel
 from .lora import LoraTrainConfig, train_lora, encode_instruction, remove_lora
 from .metrics import auc
+from .stats import auc_test
 from .tallrec import tallrec_samples, to_instructions, prompts_of
 
 # %% auto #0
-__all__ = ['BENCHMARKS', 'matmul_peaks', 'plain_cpu_kernels', 'generate_yes_no', 'bench_scoring', 'score_each_sequence',
-           'bench_ranking', 'plain_peft_train', 'bench_training', 'run_benchmark']
+__all__ = ['BENCHMARKS', 'plain_cpu_kernels', 'forced_cpu_kernels', 'matmul_peaks', 'generate_yes_no', 'scoring_agreement',
+           'bench_scoring', 'score_each_sequence', 'ranking_agreement', 'ranking_cases', 'bench_ranking',
+           'plain_peft_train', 'loss_curve_agreement', 'bench_training', 'run_benchmark', 'benchmark_table',
+           'print_benchmarks']
 
 # %% ../nbs/30_bench.ipynb #07589a08
 def _timed(fn: Callable):
@@ -38,25 +42,69 @@ def _rounds(fns: dict, rounds: int):
             secs[k].append(t)
     return outs, secs
 
-def _with_plain_kernels(fn: Callable) -> Callable:
-    def run():
-        with plain_cpu_kernels(): return fn()
-    return run
+@contextlib.contextmanager
+def _kernel_switch(value: str):
+    old = os.environ.get("LLMREC_FAST_CPU")
+    os.environ["LLMREC_FAST_CPU"] = value
+    try: yield
+    finally:
+        if old is None: os.environ.pop("LLMREC_FAST_CPU", None)
+        else: os.environ["LLMREC_FAST_CPU"] = old
 
-def _ablation(t_base: float, t_eng: float, t_plain: float) -> dict:
-    "How the speed-up splits between the engine's algorithm (run with PyTorch's default kernels) and its CPU kernels."
-    return {"engine_seconds_default_kernels": t_plain, "speedup_algorithm_only": t_base / t_plain,
-            "speedup_from_cpu_kernels": t_plain / t_eng, "onednn_linear_used": onednn_linear_kernel() is not None}
+def plain_cpu_kernels():
+    "Within the block the engine keeps PyTorch's own CPU kernels (`kernels.fast_cpu_kernels` off): for ablations."
+    return _kernel_switch("0")
 
-def _race(baseline: Callable, engine: Callable, rounds: int):
-    """Baseline, engine, and the engine on default kernels in `rounds` interleaved rounds: the baseline's and the
-    engine's outputs, and the result's timing fields (median seconds, speed-up, ablation, every round's seconds)."""
-    outs, secs = _rounds({"baseline": baseline, "engine": engine, "engine_default_kernels": _with_plain_kernels(engine)},
-                         rounds)
-    t_base, t_eng, t_plain = (float(np.median(secs[k])) for k in ("baseline", "engine", "engine_default_kernels"))
-    return outs["baseline"], outs["engine"], {
-        "speedup": t_base / t_eng, "baseline_seconds": t_base, "engine_seconds": t_eng, "rounds": rounds,
-        "seconds_per_round": secs, "ablation": _ablation(t_base, t_eng, t_plain)}
+def forced_cpu_kernels():
+    "Within the block `kernels.fast_cpu_kernels` runs its stand-ins whatever the calibration said: for ablations."
+    return _kernel_switch("1")
+
+def _in_dtype(llm, dtype):
+    "`llm` itself when its weights are in `dtype` already, else a copy of it in `dtype`."
+    if next(llm.model.parameters()).dtype == dtype: return llm
+    return dataclasses.replace(llm, model=copy.deepcopy(llm.model).to(dtype))
+
+def _engines(llm, dtype="auto"):
+    "The float32 model (the baseline's), the engine's model in `dtype`, and the `machine` fields that describe them."
+    base = _in_dtype(llm, torch.float32)
+    chosen, why = resolve_dtype(dtype, llm.device, llm.name)
+    engine = _in_dtype(base, chosen)
+    path, path_why = cpu_kernel_path(chosen) if str(llm.device).startswith("cpu") else ("stock", "not a CPU")
+    machine = {"cpu": cpu_info(), "torch": torch.__version__, "threads": torch.get_num_threads(), "device": str(llm.device),
+               "dtype": str(chosen).removeprefix("torch."), "dtype_reason": why, "kernel_path": path,
+               "kernel_path_reason": path_why}
+    return base, engine, machine
+
+def _paths(baseline: Callable, engine: Callable, engine_fp32: Callable, machine: dict) -> dict:
+    "The functions of the timed paths (see above), leaving out the float32 path that is the engine itself."
+    def switched(ctx):
+        def run():
+            with ctx(): return engine_fp32()
+        return run
+    fns = {"baseline": baseline, "engine": engine, "engine_float32_stock": switched(plain_cpu_kernels)}
+    if onednn_linear_kernel() is not None: fns["engine_float32_onednn"] = switched(forced_cpu_kernels)
+    if machine["dtype"] == "float32": fns.pop(f"engine_float32_{machine['kernel_path']}", None)
+    return fns
+
+def _fill_engine_path(values: dict, machine: dict) -> dict:
+    "`values` per path, the engine's also under its float32 path name when the engine runs in float32."
+    if machine["dtype"] == "float32": values.setdefault(f"engine_float32_{machine['kernel_path']}", values["engine"])
+    return values
+
+def _timing(t: dict, machine: dict) -> dict:
+    "Speed-up, seconds per path and the ablation, from seconds per path."
+    t = _fill_engine_path(dict(t), machine)
+    stock, onednn = t["engine_float32_stock"], t.get("engine_float32_onednn")
+    return {"speedup": t["baseline"] / t["engine"], "baseline_seconds": t["baseline"], "engine_seconds": t["engine"],
+            "paths": t, "machine": machine,
+            "ablation": {"speedup_algorithm_only": t["baseline"] / stock, "speedup_from_dtype_and_kernels": stock / t["engine"],
+                         "speedup_onednn_float32": None if onednn is None else stock / onednn}}
+
+def _race(fns: dict, machine: dict, rounds: int):
+    "The paths `fns` in `rounds` interleaved rounds: each path's last output, and the result's timing fields (medians)."
+    outs, secs = _rounds(fns, rounds)
+    timing = _timing({k: float(np.median(v)) for k, v in secs.items()}, machine)
+    return _fill_engine_path(outs, machine), {**timing, "rounds": rounds, "seconds_per_round": _fill_engine_path(secs, machine)}
 
 def _tallrec_instructions(data, n: int, seed: int = 0):
     samples = tallrec_samples(data)
@@ -71,22 +119,15 @@ def _peak(fn, flop: float, seconds: float) -> float:
     return best
 
 def matmul_peaks(n: int = 1024, seconds: float = 1.0) -> dict:
-    "Best fp32 rate (GFLOP/s) of an `n × n` product over about `seconds` each: `torch.mm` and, where usable, oneDNN's kernel."
+    """Best rate (GFLOP/s) of an `n × n` product over about `seconds` each: float32 `torch.mm` and, where usable,
+    oneDNN's kernel; bf16 `torch.mm`."""
     a, b = torch.randn(n, n), torch.randn(n, n)
     out = {"torch_mm": _peak(lambda: a @ b, 2 * n ** 3, seconds)}
     op = onednn_linear_kernel()
     if op is not None: out["onednn"] = _peak(lambda: op(a, b, None, "none", [], ""), 2 * n ** 3, seconds)
+    ab, bb = a.bfloat16(), b.bfloat16()
+    out["torch_mm_bf16"] = _peak(lambda: ab @ bb, 2 * n ** 3, seconds)
     return out
-
-@contextlib.contextmanager
-def plain_cpu_kernels():
-    "Within the block the engine keeps PyTorch's default CPU kernels (`kernels.fast_cpu_kernels` off): for ablations."
-    old = os.environ.get("LLMREC_FAST_CPU")
-    os.environ["LLMREC_FAST_CPU"] = "0"
-    try: yield
-    finally:
-        if old is None: os.environ.pop("LLMREC_FAST_CPU", None)
-        else: os.environ["LLMREC_FAST_CPU"] = old
 
 # %% ../nbs/30_bench.ipynb #0518c442
 def generate_yes_no(llm, prompts, batch_size: int = 16, positive: str = "Yes", negative: str = "No") -> np.ndarray:
@@ -107,25 +148,39 @@ def generate_yes_no(llm, prompts, batch_size: int = 16, positive: str = "Yes", n
     finally: tok.padding_side = side
     return np.concatenate(out).astype(np.float64)
 
+def scoring_agreement(y, baseline, engine, engine_fp32) -> dict:
+    """How the engine's P(yes) compares with the baseline's: AUCs and DeLong's test of their difference (they agree
+    when its 95% interval holds 0), the largest |ΔP|, and whether the float32 engine gives the baseline's AUC."""
+    d = auc_test(y, engine, baseline)
+    return {"auc_baseline": d["auc_b"], "auc_engine": d["auc_a"], "auc_abs_diff": abs(d["effect"]),
+            "delong_ci_95": [float(d["ci_low"]), float(d["ci_high"])], "delong_p": float(d["p"]),
+            "auc_within_delong_ci": bool(d["ci_low"] <= 0 <= d["ci_high"]),
+            "max_prob_abs_diff": float(np.abs(baseline - engine).max()),
+            "max_prob_abs_diff_float32": float(np.abs(baseline - engine_fp32).max()),
+            "identical_auc_1e-4": abs(auc(y, engine_fp32) - d["auc_b"]) < 1e-4}
+
+def _warm_up(fn, *llms):
+    for m in {id(m): m for m in llms}.values(): fn(m)
+
 def bench_scoring(llm=None, n: int = 64, batch_size: int = 16, seed: int = 0, baseline_batch_size: int = 32,
-                  rounds: int = 3, max_length: int = LoraTrainConfig.max_length) -> dict:
-    """score_binary vs one-token generate on `n` TALLRec prompts (batches of 32 in the original evaluation script);
-    median seconds over `rounds` interleaved rounds."""
-    llm = llm or load_llm("smollm2-135m")
+                  rounds: int = 3, dtype="auto", max_length: int = LoraTrainConfig.max_length) -> dict:
+    """score_binary (in `dtype`) vs float32 one-token generate on `n` TALLRec prompts (batches of 32 in the original
+    evaluation script); median seconds over `rounds` interleaved rounds."""
+    base_llm, eng_llm, machine = _engines(llm or load_llm("smollm2-135m", dtype="float32"), dtype)
     data = load_dataset("ml-100k")
     insts = _tallrec_instructions(data, n, seed)
-    prompts, truncated = prompts_of(llm, insts, max_length=max_length)      # as tallrec.score builds them
+    prompts, truncated = prompts_of(base_llm, insts, max_length=max_length)      # as tallrec.score builds them
     y = np.array([i.meta["label"] for i in insts])
-    score_binary(llm, prompts[:2], *TALLREC_ANSWERS, batch_size=2)         # warm-up, both ways
-    generate_yes_no(llm, prompts[:2], 2, *TALLREC_ANSWERS)
-    base, eng, timing = _race(lambda: generate_yes_no(llm, prompts, baseline_batch_size, *TALLREC_ANSWERS),
-                              lambda: score_binary(llm, prompts, *TALLREC_ANSWERS, batch_size=batch_size), rounds)
-    auc_b, auc_e = auc(y, base), auc(y, eng)
+    _warm_up(lambda m: score_binary(m, prompts[:2], *TALLREC_ANSWERS, batch_size=2), base_llm, eng_llm)
+    generate_yes_no(base_llm, prompts[:2], 2, *TALLREC_ANSWERS)
+    fns = _paths(lambda: generate_yes_no(base_llm, prompts, baseline_batch_size, *TALLREC_ANSWERS),
+                 lambda: score_binary(eng_llm, prompts, *TALLREC_ANSWERS, batch_size=batch_size),
+                 lambda: score_binary(base_llm, prompts, *TALLREC_ANSWERS, batch_size=batch_size), machine)
+    outs, timing = _race(fns, machine, rounds)
     return {"name": "scoring", **timing,
-            "agreement": {"auc_baseline": auc_b, "auc_engine": auc_e, "auc_abs_diff": abs(auc_b - auc_e),
-                          "max_prob_abs_diff": float(np.abs(base - eng).max()), "identical_auc_1e-4": abs(auc_b - auc_e) < 1e-4},
+            "agreement": scoring_agreement(y, outs["baseline"], outs["engine"], outs["engine_float32_stock"]),
             "n_prompts": n, "truncated_prompts": truncated, "batch_size": batch_size, "baseline_batch_size": baseline_batch_size,
-            "prompt_tokens": int(sum(len(x) for x in encode(llm.tokenizer, prompts)))}
+            "prompt_tokens": int(sum(len(x) for x in encode(base_llm.tokenizer, prompts)))}
 
 # %% ../nbs/30_bench.ipynb #7b1a41da
 def score_each_sequence(llm, prompt: str, candidates, batch_size: int = 32) -> np.ndarray:
@@ -147,10 +202,19 @@ def score_each_sequence(llm, prompt: str, candidates, batch_size: int = 32) -> n
                 out.append(float(lp[r, pos, torch.tensor(c)].sum()))
     return np.array(out)
 
-def bench_ranking(llm=None, n_prompts: int = 5, n_candidates: int = 20, seed: int = 0, rounds: int = 3,
-                  max_length: int = LoraTrainConfig.max_length) -> dict:
-    "score_candidates (shared prompt cache) vs one sequence per candidate, on next-item prompts; medians over `rounds`."
-    llm = llm or load_llm("smollm2-135m")
+def ranking_agreement(baseline, engine, engine_fp32) -> dict:
+    "How the engine's candidate scores compare with the baseline's (lists of score arrays, one per prompt)."
+    def same_order(a, b): return bool((np.argsort(-a, kind="stable") == np.argsort(-b, kind="stable")).all())
+    return {"top1_agreement": float(np.mean([np.argmax(b) == np.argmax(e) for b, e in zip(baseline, engine)])),
+            "identical_rankings": float(np.mean([same_order(b, e) for b, e in zip(baseline, engine)])),
+            "identical_rankings_float32": float(np.mean([same_order(b, e) for b, e in zip(baseline, engine_fp32)])),
+            "max_score_abs_diff": float(max(np.abs(b - e).max() for b, e in zip(baseline, engine))),
+            "max_score_abs_diff_float32": float(max(np.abs(b - e).max() for b, e in zip(baseline, engine_fp32)))}
+
+def ranking_cases(tokenizer, n_prompts: int = 5, n_candidates: int = 20, seed: int = 0,
+                  max_length: int = LoraTrainConfig.max_length) -> tuple[list, int]:
+    """`(prompt, candidate titles)` next-item cases from MovieLens-100K (a user's last item among random others), and
+    how many prompts lost history entries to `max_length`."""
     data = load_dataset("ml-100k")
     rng = np.random.default_rng(seed)
     hist = data.histories()
@@ -164,16 +228,22 @@ def bench_ranking(llm=None, n_prompts: int = 5, n_candidates: int = 20, seed: in
         cands = [titles[i] for i in [h[-1], *negs]]
         insts.append(next_item_instruction([titles[i] for i in h[-11:-1]]))
         cases.append([None, [cands[j] for j in rng.permutation(len(cands))]])
-    prompts, truncated = fit_prompts(insts, llm.tokenizer, max_tokens=max_length)
-    for case, prompt in zip(cases, prompts): case[0] = prompt
-    score_candidates(llm, cases[0][0], cases[0][1][:2])                   # warm-up, both ways
-    score_each_sequence(llm, cases[0][0], cases[0][1][:2])
-    base, eng, timing = _race(lambda: [score_each_sequence(llm, p, c) for p, c in cases],
-                              lambda: [score_candidates(llm, p, c) for p, c in cases], rounds)
-    same = [bool((np.argsort(-b, kind="stable") == np.argsort(-e, kind="stable")).all()) for b, e in zip(base, eng)]
-    return {"name": "ranking", **timing,
-            "agreement": {"identical_rankings": float(np.mean(same)),
-                          "max_score_abs_diff": float(max(np.abs(b - e).max() for b, e in zip(base, eng)))},
+    prompts, truncated = fit_prompts(insts, tokenizer, max_tokens=max_length)
+    return [(p, c) for p, (_, c) in zip(prompts, cases)], truncated
+
+def bench_ranking(llm=None, n_prompts: int = 5, n_candidates: int = 20, seed: int = 0, rounds: int = 3, dtype="auto",
+                  max_length: int = LoraTrainConfig.max_length) -> dict:
+    """score_candidates (shared prompt cache, in `dtype`) vs one float32 sequence per candidate, on next-item prompts;
+    medians over `rounds`."""
+    base_llm, eng_llm, machine = _engines(llm or load_llm("smollm2-135m", dtype="float32"), dtype)
+    cases, truncated = ranking_cases(base_llm.tokenizer, n_prompts, n_candidates, seed, max_length)
+    _warm_up(lambda m: score_candidates(m, cases[0][0], cases[0][1][:2]), base_llm, eng_llm)
+    score_each_sequence(base_llm, cases[0][0], cases[0][1][:2])
+    fns = _paths(lambda: [score_each_sequence(base_llm, p, c) for p, c in cases],
+                 lambda: [score_candidates(eng_llm, p, c) for p, c in cases],
+                 lambda: [score_candidates(base_llm, p, c) for p, c in cases], machine)
+    outs, timing = _race(fns, machine, rounds)
+    return {"name": "ranking", **timing, "agreement": ranking_agreement(outs["baseline"], outs["engine"], outs["engine_float32_stock"]),
             "n_prompts": n_prompts, "truncated_prompts": truncated, "n_candidates": n_candidates}
 
 # %% ../nbs/30_bench.ipynb #d57f3835
@@ -208,11 +278,18 @@ def plain_peft_train(llm, insts, config: LoraTrainConfig, output_dir) -> float:
     llm.model = model.unload()
     return secs
 
+def loss_curve_agreement(engine_log, reference_log) -> dict:
+    "The largest relative difference between two runs' per-step training losses, and whether it is within 2%."
+    a, b = np.asarray(engine_log["loss"], float), np.asarray(reference_log["loss"], float)
+    if len(a) != len(b): return {"loss_steps": [len(a), len(b)], "loss_curve_max_rel_diff": None, "loss_curves_within_2pct": False}
+    rel = float(np.max(np.abs(a - b) / np.abs(b))) if len(a) else 0.0
+    return {"loss_steps": len(a), "loss_curve_max_rel_diff": rel, "loss_curves_within_2pct": rel <= 0.02}
+
 def bench_training(llm=None, n: int = 32, batch_size: int = 8, epochs: int = 1, seed: int = 0,
-                   mixed_lengths: bool = True, share_prefix: bool = True) -> dict:
-    """train_lora vs plain PEFT + Trainer: tokens/s on the same TALLRec examples and steps, and GFLOP/s against a
-    matmul peak. `mixed_lengths` keeps 1–10 history items per example (BookCrossing-style) instead of always 10."""
-    llm = llm or load_llm("smollm2-135m")
+                   mixed_lengths: bool = True, share_prefix: bool = True, dtype="auto") -> dict:
+    """train_lora (in `dtype`) vs plain float32 PEFT + Trainer: tokens/s on the same TALLRec examples and steps, and
+    GFLOP/s against a matmul peak. `mixed_lengths` keeps 1–10 history items per example (BookCrossing-style)."""
+    llm, eng_llm, machine = _engines(llm or load_llm("smollm2-135m", dtype="float32"), dtype)
     data = load_dataset("ml-100k")
     samples = tallrec_samples(data)
     rng = np.random.default_rng(seed)
@@ -228,25 +305,34 @@ def bench_training(llm=None, n: int = 32, batch_size: int = 8, epochs: int = 1, 
     tokens = sum(len(f["input_ids"]) for f in feats) * epochs
     response = sum(sum(1 for l in f["labels"] if l != -100) for f in feats) * epochs
     peaks = matmul_peaks()
+    runs = {}
+    def engine_run(model, d, name):
+        def run():
+            which = name if name == "engine" else f"engine_float32_{'stock' if os.environ.get('LLMREC_FAST_CPU') == '0' else 'onednn'}"
+            r = train_lora(model, insts, config=cfg, output_dir=Path(d) / which, resume=False)
+            runs[which] = (r, _param_counts(model.model))
+            remove_lora(model)
+            return r.train_seconds
+        return run
     with tempfile.TemporaryDirectory() as d:
-        t_base = plain_peft_train(llm, insts, cfg, Path(d) / "plain")
-        res = train_lora(llm, insts, config=cfg, output_dir=Path(d) / "engine", resume=False)
-        counts = _param_counts(llm.model)
-        remove_lora(llm)
-        with plain_cpu_kernels():
-            plain = train_lora(llm, insts, config=cfg, output_dir=Path(d) / "engine_default_kernels", resume=False)
-            remove_lora(llm)
-    t_eng = res.train_seconds
+        fns = _paths(lambda: plain_peft_train(llm, insts, cfg, Path(d) / "plain"), engine_run(eng_llm, d, "engine"),
+                     engine_run(llm, d, "engine_float32"), machine)
+        secs = {k: fn() for k, fn in fns.items()}     # about a minute each: one run per path
+    runs = _fill_engine_path(runs, machine)
+    res, counts = runs["engine"]
+    timing = _timing(secs, machine)
+    t_base, t_eng = timing["baseline_seconds"], timing["engine_seconds"]
     flops = tokens * (4 * counts["body"] + 6 * counts["lora"]) + response * 4 * counts["head"]
-    return {"name": "training", "speedup": t_base / t_eng, "baseline_seconds": t_base, "engine_seconds": t_eng,
-            "ablation": _ablation(t_base, t_eng, plain.train_seconds),
+    fp32_log = runs["engine_float32_stock"][0].log
+    peak = peaks["torch_mm_bf16"] if machine["dtype"] == "bfloat16" else max(peaks["torch_mm"], peaks.get("onednn", 0))
+    return {"name": "training", **timing,
             "agreement": {"same_examples": True, "tokens_engine": res.tokens, "tokens_expected": tokens,
-                          "final_loss_engine": float(res.log["loss"].iloc[-1]),
-                          "final_loss_engine_default_kernels": float(plain.log["loss"].iloc[-1])},
+                          "final_loss_engine": float(res.log["loss"].iloc[-1]), "final_loss_float32": float(fp32_log["loss"].iloc[-1]),
+                          **loss_curve_agreement(res.log, fp32_log),
+                          "loss_curve_engine": res.log["loss"].round(5).tolist(), "loss_curve_float32": fp32_log["loss"].round(5).tolist()},
             "tokens_per_second_engine": tokens / t_eng, "tokens_per_second_baseline": tokens / t_base,
             "useful_gflop": flops / 1e9, "gflops_engine": flops / t_eng / 1e9, "gflops_baseline": flops / t_base / 1e9,
-            "matmul_peak_gflops": max(peaks.values()), "matmul_peaks_gflops": peaks,
-            "mfu_engine": flops / t_eng / 1e9 / max(peaks.values()),
+            "matmul_peak_gflops": peak, "matmul_peaks_gflops": peaks, "mfu_engine": flops / t_eng / 1e9 / peak,
             "flop_formula": "tokens*(4*N_body + 6*N_lora) + response_tokens*4*N_head", "params": counts,
             "n_examples": n, "batch_size": batch_size, "epochs": epochs, "mixed_lengths": mixed_lengths, "share_prefix": share_prefix,
             "response_tokens": response, "torch_threads": torch.get_num_threads()}
@@ -254,11 +340,44 @@ def bench_training(llm=None, n: int = 32, batch_size: int = 8, epochs: int = 1, 
 # %% ../nbs/30_bench.ipynb #c4551f94
 BENCHMARKS = {"scoring": bench_scoring, "ranking": bench_ranking, "training": bench_training}
 
-def run_benchmark(name: str, model: str = "smollm2-135m", **kw) -> dict:
-    "Run benchmark `name` (scoring, ranking, training) on `model`; a JSON-ready dict with `speedup` and timings."
+def run_benchmark(name: str, model: str = "smollm2-135m", dtype="auto", **kw) -> dict:
+    """Run benchmark `name` (scoring, ranking, training) on `model`, the engine in `dtype` against the float32
+    baseline; a JSON-ready dict with `speedup`, timings per path, agreement and the machine."""
     if name not in BENCHMARKS: raise ValueError(f"unknown benchmark {name!r}; choose from {sorted(BENCHMARKS)}")
-    llm = load_llm(model)
+    llm = load_llm(model, dtype="float32")
     t = time.perf_counter()
-    out = BENCHMARKS[name](llm, **kw)
+    out = BENCHMARKS[name](llm, dtype=dtype, **kw)
     out.update(model=model, device=str(llm.device), wall_seconds=time.perf_counter() - t)
     return out
+
+def _agreement_line(r: dict) -> str:
+    a = r["agreement"]
+    if r["name"] == "scoring":
+        return (f"AUC {a['auc_engine']:.4f} vs {a['auc_baseline']:.4f} ({'within' if a['auc_within_delong_ci'] else 'outside'}"
+                f" DeLong 95% CI), largest ΔP {a['max_prob_abs_diff']:.2g}")
+    if r["name"] == "ranking":
+        return f"top-1 {a['top1_agreement']:.0%}, identical rankings {a['identical_rankings']:.0%}"
+    rel = a["loss_curve_max_rel_diff"]
+    return f"same tokens: {a['tokens_engine'] == a['tokens_expected']}; loss curve vs fp32 " + ("n/a" if rel is None else f"within {rel:.1%}")
+
+def benchmark_table(results: list) -> str:
+    "A Markdown table of `run_benchmark` results: machine, precision, kernel path, seconds per path and agreement."
+    rows = ["| benchmark | CPU | dtype / kernels | baseline s | engine s | speed-up | algorithm / dtype+kernels | fp32 stand-ins | agreement |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        m, ab = r["machine"], r["ablation"]
+        flags = ", ".join(f for f, on in m["cpu"]["flags"].items() if on) or "flags unknown"
+        onednn = "n/a" if ab["speedup_onednn_float32"] is None else f"{ab['speedup_onednn_float32']:.2f}×"
+        rows.append(f"| {r['name']} | {m['cpu']['model']} ({flags}; {m['threads']} threads) | {m['dtype']} / {m['kernel_path']} "
+                    f"| {r['baseline_seconds']:.1f} | {r['engine_seconds']:.1f} | {r['speedup']:.2f}× "
+                    f"| {ab['speedup_algorithm_only']:.2f}× / {ab['speedup_from_dtype_and_kernels']:.2f}× | {onednn} | {_agreement_line(r)} |")
+    return "\n".join(rows)
+
+def print_benchmarks(names=tuple(BENCHMARKS), model: str = "smollm2-135m", dtype="auto") -> list:
+    "Run the benchmarks `names`, print each result as a JSON line on stderr and then the table on stdout (`make bench`)."
+    results = []
+    for name in names:
+        with contextlib.redirect_stdout(sys.stderr): results.append(run_benchmark(name, model, dtype))   # keep logs off stdout
+        print(json.dumps(results[-1], default=float), file=sys.stderr, flush=True)
+    print(benchmark_table(results))
+    return results

@@ -427,8 +427,10 @@ def train_lora(llm, train: Sequence[Instruction], valid: Sequence[Instruction] |
     t0 = time.perf_counter()
     model.train()
     # a bf16 base trains under autocast: the adapters, their gradients and the optimiser state stay float32 (the
-    # Trainer's own `bf16=True` would do the same on a GPU but refuses the CPU, and misses the decoder calls of the loss)
-    with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=low_precision), fast_cpu_kernels(model):
+    # Trainer's own `bf16=True` would do the same on a GPU but refuses the CPU, and misses the decoder calls of the loss).
+    # No cast cache: one autocast block spans every step, and a cached bf16 copy would hide the adapters' updates
+    with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=low_precision, cache_enabled=False), \
+            fast_cpu_kernels(model):
         trainer.train(resume_from_checkpoint=last)
     secs = time.perf_counter() - t0
     model.eval()

@@ -447,12 +447,14 @@ def entropy_tta(llm, mixture: LoraMixture, prompts: Sequence[str], lr: float = 0
 
 # %% ../nbs/13_mixing.ipynb #8a79941a
 def tta_with_validated_lr(llm, mixture: LoraMixture, valid_prompts: Sequence[str], test_prompts: Sequence[str],
-                          lrs: Sequence[float], valid_score: Callable[[], float], **tta_kw) -> tuple[float, TtaResult, pd.DataFrame]:
-    "`(lr, result on the test prompts, per-lr validation table)`; `valid_score()` is read under the mixture after TTA on validation."
+                          lrs: Sequence[float], valid_score: Callable[[], float], measure_valid: bool = False,
+                          **tta_kw) -> tuple[float, TtaResult, pd.DataFrame]:
+    """`(lr, result on the test prompts, per-lr validation table)`; `valid_score()` is read under the mixture after TTA on
+    validation (whose entropies are measured only with `measure_valid`, to save two passes per rate)."""
     rows = []
     for lr in lrs:
         mixture.reset()
-        r = entropy_tta(llm, mixture, valid_prompts, lr=lr, **tta_kw)
+        r = entropy_tta(llm, mixture, valid_prompts, lr=lr, **{**tta_kw, "measure": measure_valid})
         with mixture.applied(): s = float(valid_score())
         rows.append({"lr": lr, "valid_score": s, "valid_entropy_before": r.entropy_before,
                      "valid_entropy_after": r.entropy_after, "mean_w_g": r.mean_weights[0]})

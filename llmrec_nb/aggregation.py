@@ -25,9 +25,9 @@ __all__ = ['ALPHA_GRID', 'TOPK_METRICS', 'SIMILAR_HISTORY', 'REC_RANKING', 'SIMI
            'rec_utility', 'listwise_utility', 'rerank', 'ranks_after_rerank', 'topk_report', 'TopKCase', 'RatingCase',
            'alpha_weights', 'select_alpha', 'rating_scale', 'Setting', 'topk_case', 'rating_case', 'most_similar_users',
            'user_vectors', 'topk_instruction', 'rating_prompt', 'held_out_last', 'build_instructions',
-           'expected_ratings', 'listwise_orders', 'llm_topk_utilities', 'llm_ratings', 'pairwise_triples',
-           'sequential_insertions', 'normalise_attribute', 'categorise', 'attribute_prompt', 'item_attributes',
-           'paired_summary', 'activity_buckets']
+           'answer_distribution', 'expected_ratings', 'listwise_orders', 'llm_topk_utilities', 'llm_ratings',
+           'pairwise_triples', 'sequential_insertions', 'normalise_attribute', 'categorise', 'attribute_prompt',
+           'item_attributes', 'paired_summary', 'activity_buckets']
 
 # %% ../nbs/14_aggregation.ipynb #fe7b7502
 ALPHA_GRID = (0.1, 0.3, 0.5, 0.7, 0.9)
@@ -349,9 +349,39 @@ def _shared_cut(tokenizer, group: Sequence[str]) -> int:
         if all(f[:len(ids)] == ids and len(f) > len(ids) for f in full): return cut
     return 0
 
+def answer_distribution(llm, prompt_groups: Sequence[Sequence[str]], answers: Sequence[str], batch_size: int = 16) -> list[np.ndarray] | None:
+    """Per group, `(len(group), len(answers))` probabilities of each answer's first token right after each prompt
+    (renormalised over the answers); the token beginning shared by a group's prompts runs once. None when two answers
+    start with the same token (then only whole-answer likelihoods tell them apart)."""
+    import torch
+    from llmrec_nb.llm import (_MIN_SHARED, _last_logits, _length_batches, _pad_id, _pad_left, _prefix_cache, _shared_prefix,
+                               continuation_ids, encode, fast_cpu_kernels, last_position_only)
+    tok, model = llm.tokenizer, llm.model
+    out = []
+    with torch.inference_mode(), fast_cpu_kernels(model), last_position_only(model):
+        for group in progress(prompt_groups, desc="answer distribution"):
+            ids = encode(tok, list(group))
+            first = np.array([[continuation_ids(tok, p, a, i)[0] for a in answers] for p, i in zip(group, ids)], dtype=np.int64)
+            if any(len(set(row)) < len(answers) for row in first): return None
+            probs = np.zeros((len(group), len(answers)))
+            if not len(group): out.append(probs); continue
+            shared = _shared_prefix(ids) if len(ids) > 1 else 0
+            kv = _prefix_cache(model, ids[0][:shared], llm.device) if shared >= _MIN_SHARED else None
+            if kv is None: shared = 0
+            for rows in _length_batches([len(i) - shared for i in ids], batch_size):
+                b_ids, b_mask = _pad_left([ids[r][shared:] for r in rows], _pad_id(tok), llm.device)
+                logits = _last_logits(model, b_ids, b_mask, kv, shared)
+                sel = logits.gather(1, torch.as_tensor(first[rows], device=logits.device))
+                probs[rows] = torch.softmax(sel.double(), -1).cpu().numpy()
+            out.append(probs)
+    return out
+
 def expected_ratings(llm, prompt_groups: Sequence[Sequence[str]], scale: Sequence[float], batch_size: int = 64) -> list[np.ndarray]:
-    "Expected rating for every prompt of every group; prompts in a group share their beginning, which runs once."
+    """Expected rating for every prompt of every group; prompts in a group share their beginning, which runs once.
+    From the answer's first token when the rating values start with distinct tokens, else from whole-answer likelihoods."""
     values = [f"{v:g}" for v in scale]
+    dist = answer_distribution(llm, prompt_groups, values, batch_size=min(batch_size, 16))
+    if dist is not None: return [d @ np.asarray(scale, dtype=float) for d in dist]
     prefixes, conts = [], []
     rows = []                       # (group, prompts of the group scored under this prefix)
     for g, group in enumerate(prompt_groups):
@@ -406,7 +436,7 @@ def llm_ratings(llm, setting: Setting, case: RatingCase, similar: Mapping[str, s
     prompts = [render_prompt(rating_prompt(setting, u, case.split, i, similar=similar.get(u),
                                            rec_rating=p if rec_rating else None), llm.tokenizer)
                for u, i, p in zip(case.users, case.items, case.r_rec)]
-    return np.concatenate(expected_ratings(llm, [[p] for p in prompts], setting.scale)) if prompts else np.zeros(0)
+    return expected_ratings(llm, [prompts], setting.scale)[0] if prompts else np.zeros(0)
 
 # %% ../nbs/14_aggregation.ipynb #7006254b
 def _unseen(setting: Setting, user: str, rng, n: int) -> list[str]:

@@ -303,7 +303,7 @@ def _shuffled(items: Sequence[str], *key) -> list[str]:
     rng = np.random.default_rng(stable_hash(*key))
     return [items[j] for j in rng.permutation(len(items))]
 
-def build_instructions(setting: Setting, inner: Setting, rank_model=None, rating_model=None, n_per_task: int | None = None,
+def build_instructions(inner: Setting, rank_model=None, rating_model=None, n_per_task: int | None = None,
                        k: int = 10, top_n: int = 5, augment: bool = True, seed: int = 0) -> list[Instruction]:
     """Listwise and rating instructions whose targets are the `inner` setting's validation targets (each user's last
     training interaction); `rank_model` / `rating_model` are fitted on `inner.split.train`. `augment` adds the

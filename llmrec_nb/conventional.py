@@ -988,10 +988,13 @@ def _release_year(items: pd.DataFrame) -> pd.Series | None:
 def declared_side_features(data, user_columns: Sequence[str] = USER_FEATURES, item_columns: Sequence[str] = ITEM_FEATURES,
                            zip_digits: int = 2) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(user features, item features) of `data`: the named columns only, keyed by `user` / `item`. `zip_prefix` is the
-    first `zip_digits` characters of `zip_code`, `year` the release year; a column the data cannot supply is left out."""
+    first `zip_digits` characters of `zip_code`, `country` the last part of a "city, region, country" `location`,
+    `year` the release year; a column the data cannot supply is left out."""
     users = pd.DataFrame({"user": data.users["user"].astype(str)})
     for c in user_columns:
         if c == "zip_prefix" and "zip_code" in data.users.columns: users[c] = data.users["zip_code"].astype(str).str[:zip_digits].to_numpy()
+        elif c == "country" and "location" in data.users.columns:
+            users[c] = data.users["location"].astype(str).str.split(",").str[-1].str.strip().replace("", None).to_numpy()
         elif c in data.users.columns: users[c] = data.users[c].to_numpy()
     items = pd.DataFrame({"item": data.items["item"].astype(str)})
     for c in item_columns:

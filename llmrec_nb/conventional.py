@@ -17,8 +17,9 @@ import torch.nn.functional as F
 from .core import DataFormatError, LlmrecError, get_device, progress, set_seed, stable_hash
 
 # %% auto #0
-__all__ = ['FM_FEATURES', 'UnknownIdError', 'NotFittedError', 'IdIndex', 'Recommender', 'Popularity', 'BPRMF', 'LightGCN',
-           'SASRec', 'GRU4Rec', 'declared_features', 'BiasedMF', 'FM', 'DeepFM']
+__all__ = ['FM_FEATURES', 'CTR_MODELS', 'USER_FEATURES', 'ITEM_FEATURES', 'UnknownIdError', 'NotFittedError', 'IdIndex',
+           'Recommender', 'Popularity', 'BPRMF', 'LightGCN', 'SASRec', 'GRU4Rec', 'declared_features', 'BiasedMF', 'FM',
+           'DeepFM', 'BERT4Rec', 'history_embeddings', 'declared_side_features', 'CTRRating']
 
 # %% ../nbs/05_conventional.ipynb #86ed520e
 class UnknownIdError(LlmrecError, ValueError):
@@ -915,3 +916,199 @@ class DeepFM(FM):
     "DeepFM: a factorisation machine plus an MLP over the concatenated field vectors."
     name = "DeepFM"
     def __init__(self, dim: int = 16, deep: bool = True, **kw): super().__init__(dim=dim, deep=deep, **kw)
+
+# %% ../nbs/05_conventional.ipynb #2b5cd61d
+class _BERT4RecNet(nn.Module):
+    "Bidirectional self-attention; the id `n_items + 1` marks a masked position, which gets a learned vector."
+    def __init__(self, n_items, dim, max_len, n_layers, n_heads, dropout):
+        super().__init__()
+        self.n_items, self.n_heads = n_items, n_heads
+        self.item = nn.Embedding(n_items + 1, dim, padding_idx=0)
+        self.mask = nn.Parameter(torch.zeros(dim))
+        self.pos = nn.Embedding(max_len, dim)
+        layer = nn.TransformerEncoderLayer(dim, n_heads, dim_feedforward=4 * dim, dropout=dropout, batch_first=True,
+                                           norm_first=True, activation="gelu")
+        self.encoder = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
+        self.norm, self.drop = nn.LayerNorm(dim), nn.Dropout(dropout)
+        for p in (self.item.weight, self.pos.weight, self.mask): nn.init.normal_(p, std=0.02)
+        with torch.no_grad(): self.item.weight[0].zero_()
+
+    def forward(self, seq, extra=None):
+        B, L = seq.shape
+        masked = seq == self.n_items + 1
+        x = torch.where(masked[..., None], self.mask, self.item(seq.masked_fill(masked, 0))) + self.pos.weight[-L:][None]
+        if extra is not None: x = x + extra
+        real = seq > 0
+        x = self.drop(x) * real.unsqueeze(-1)
+        ok = real[:, None, :] | torch.eye(L, dtype=torch.bool, device=seq.device)[None]     # every real key; self for padding rows
+        mask = torch.zeros(B, L, L, device=seq.device).masked_fill(~ok, float("-inf")).repeat_interleave(self.n_heads, 0)
+        return self.norm(self.encoder(x, mask=mask))
+
+class BERT4Rec(_SequentialBase):
+    "BERT4Rec: bidirectional self-attention over the last `max_len` items trained on the cloze task, softmax over the catalogue."
+    name = "BERT4Rec"
+    _net_cls = _BERT4RecNet
+    def __init__(self, dim: int = 64, max_len: int = 50, n_layers: int = 2, n_heads: int = 2, dropout: float = 0.2,
+                 mask_prob: float = 0.2, **kw):
+        super().__init__(dim=dim, max_len=max_len, n_layers=n_layers, n_heads=n_heads, dropout=dropout, **kw)
+        self.mask_prob = mask_prob
+
+    def _cloze_windows(self, seqs: Iterable[np.ndarray]) -> torch.Tensor:
+        "Non-overlapping windows of `max_len` items, the last window ending at the sequence's end."
+        return self._pad([s[max(0, end - self.max_len):end] for s in seqs for end in range(len(s), 0, -self.max_len)])
+
+    def _fit(self, train, valid, data, extra_sequences=None):
+        self._hist = self._sequences(train)
+        seqs = list(self._hist.values())
+        if extra_sequences is not None:
+            extra = extra_sequences.values() if isinstance(extra_sequences, Mapping) else extra_sequences
+            seqs += [self.items.encode(s) + 1 for s in extra]
+        X = self._cloze_windows([s for s in seqs if len(s)])
+        mask_id = self.n_items + 1
+        self.net = self._net_cls(self.n_items, self.dim, self.max_len, self.n_layers, self.n_heads, self.dropout).to(self.device)
+        opt = torch.optim.Adam(self.net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+
+        def run_epoch(epoch):
+            perm = torch.as_tensor(self._rng.permutation(2 * len(X)), device=self.device)
+            total, count = 0.0, 0
+            for s in range(0, len(perm), self.batch_size):
+                b = perm[s:s + self.batch_size]
+                x, last_only = X[b % len(X)], (b >= len(X))[:, None]
+                real = x > 0
+                m = torch.as_tensor(self._rng.random(tuple(x.shape)) < self.mask_prob, device=self.device) & real & ~last_only
+                m[:, -1] |= last_only[:, 0] | ~m.any(1)      # left-padded: the last column is the latest item
+                h = self.net(x.masked_fill(m, mask_id))
+                loss = F.cross_entropy(h[m] @ self.net.item.weight[1:].T, x[m] - 1)
+                opt.zero_grad(); loss.backward(); opt.step()
+                total += loss.item() * int(m.sum()); count += int(m.sum())
+            return total / max(count, 1)
+        self._train_loop(self.net, run_epoch, self._valid_ndcg if valid is not None else None)
+        if valid is not None: self._hist = self._sequences(pd.concat([train, valid]).pipe(_time_order))
+
+    def _encode_last(self, seqs: Sequence[np.ndarray], extra=None) -> torch.Tensor:
+        if extra is not None: raise ValueError("BERT4Rec scores a history with a mask appended; extra inputs are not supported")
+        mask_id = np.array([self.n_items + 1], dtype=np.int64)
+        return self.net(self._pad([np.r_[s[-(self.max_len - 1):], mask_id] for s in seqs]))[:, -1]
+
+# %% ../nbs/05_conventional.ipynb #81da6d73
+@torch.no_grad()
+def history_embeddings(model: Recommender, histories: Sequence[Sequence[str]]) -> np.ndarray:
+    "A sequential model's user vector (its encoder's output after the last item) for arbitrary item-id histories."
+    if not model.sequential: raise ValueError(f"{type(model).__name__} is not sequential: its user vectors are user_embeddings()")
+    model._require_fitted(); model.net.eval()
+    seqs = [model.items.encode(h) + 1 if len(h) else np.zeros(0, dtype=np.int64) for h in histories]
+    prev = torch.get_num_threads()
+    if model.threads: torch.set_num_threads(model.threads)
+    try: return torch.cat([model._encode_last(seqs[sl]) for sl in model._chunks(len(seqs))]).cpu().numpy()
+    finally: torch.set_num_threads(prev)
+
+# %% ../nbs/05_conventional.ipynb #89b8cf29
+CTR_MODELS = ("DeepFM", "NFM", "DCN", "AFM", "xDeepFM", "AutoInt")
+USER_FEATURES = ("age", "gender", "occupation", "zip_prefix")
+ITEM_FEATURES = ("genres", "year")
+
+def _release_year(items: pd.DataFrame) -> pd.Series | None:
+    "Release year from a `year` column, else from the last four-digit number of `release_date` or the title."
+    if "year" in items.columns: return pd.to_numeric(items["year"], errors="coerce")
+    for col in ("release_date", "title"):
+        if col in items.columns:
+            y = pd.to_numeric(items[col].astype(str).str.extract(r"(\d{4})(?!.*\d{4})", expand=False), errors="coerce")
+            if y.notna().any(): return y
+    return None
+
+def declared_side_features(data, user_columns: Sequence[str] = USER_FEATURES, item_columns: Sequence[str] = ITEM_FEATURES,
+                           zip_digits: int = 2) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(user features, item features) of `data`: the named columns only, keyed by `user` / `item`. `zip_prefix` is the
+    first `zip_digits` characters of `zip_code`, `country` the last part of a "city, region, country" `location`,
+    `year` the release year; a column the data cannot supply is left out."""
+    users = pd.DataFrame({"user": data.users["user"].astype(str)})
+    for c in user_columns:
+        if c == "zip_prefix" and "zip_code" in data.users.columns: users[c] = data.users["zip_code"].astype(str).str[:zip_digits].to_numpy()
+        elif c == "country" and "location" in data.users.columns:
+            users[c] = data.users["location"].astype(str).str.split(",").str[-1].str.strip().replace("", None).to_numpy()
+        elif c in data.users.columns: users[c] = data.users[c].to_numpy()
+    items = pd.DataFrame({"item": data.items["item"].astype(str)})
+    for c in item_columns:
+        if c == "year":
+            y = _release_year(data.items)
+            if y is not None: items[c] = y.to_numpy()
+        elif c in data.items.columns: items[c] = data.items[c].to_numpy()
+    return users, items
+
+def _ctr_table(index: IdIndex, key: str, frame: pd.DataFrame | None, max_card: int):
+    "Per-entity columns of category codes (0 = missing): [(name, codes (n, width), vocabulary size)], the id first."
+    out = [(key, np.arange(1, len(index) + 1, dtype=np.int64)[:, None], len(index) + 1)]
+    if frame is None or len(frame) == 0: return out
+    frame = frame.assign(**{key: frame[key].astype(str)}).drop_duplicates(key)
+    frame = frame[frame[key].isin(set(index.ids))]
+    pos = index.encode(frame[key])
+    for col in frame.columns:
+        if col == key: continue
+        vals = _field_values(frame[col], col, max_card)
+        if vals is None: continue
+        vocab = {v: n + 1 for n, v in enumerate(sorted({v for vs in vals for v in vs}))}
+        width = max(1, max(map(len, vals)))
+        codes = np.zeros((len(index), width), dtype=np.int64)
+        for p, vs in zip(pos, vals): codes[p, :len(vs)] = [vocab[v] for v in vs]
+        out.append((f"{key}:{col}", codes, len(vocab) + 1))
+    return out
+
+class CTRRating(_RatingBase):
+    """A DeepCTR-Torch model (`model` in `CTR_MODELS`) in regression mode over user/item ids and declared side features.
+    Features come from `user_features` / `item_features` when given, else from `declared_side_features(data)`."""
+    task = "rating"
+    uses = ("user_features", "item_features")
+    def __init__(self, model: str = "DeepFM", dim: int = 8, hidden: Sequence[int] = (64, 32), dropout: float = 0.0,
+                 l2_embedding: float = 1e-5, max_card: int = 10_000, epochs: int = 30, lr: float = 1e-3,
+                 batch_size: int = 256, patience: int = 3, model_kw: Mapping | None = None, **kw):
+        if model not in CTR_MODELS: raise ValueError(f"unknown CTR model {model!r}; expected one of {', '.join(CTR_MODELS)}")
+        # reg=1: deepctr's L2 terms are sums over whole tables, added once per batch beside the mean squared loss
+        super().__init__(dim=dim, reg=1.0, epochs=epochs, lr=lr, batch_size=batch_size, patience=patience, **kw)
+        self.model, self.hidden, self.dropout, self.l2_embedding, self.max_card = model, tuple(hidden), dropout, l2_embedding, max_card
+        self.model_kw = dict(model_kw or {})
+        self.name = model
+
+    def __repr__(self): return f"CTRRating({self.model!r}, dim={self.dim}, epochs={self.epochs}, lr={self.lr}, seed={self.seed})"
+
+    def _prepare(self, data, user_features=None, item_features=None):
+        if user_features is None or item_features is None:
+            du, di = declared_side_features(data) if data is not None else (None, None)
+            user_features = du if user_features is None else user_features
+            item_features = di if item_features is None else item_features
+        self._columns = _ctr_table(self.users, "user", user_features, self.max_card) + \
+                        _ctr_table(self.items, "item", item_features, self.max_card)
+        self.fields_ = [c[0] for c in self._columns]
+        n_user_cols = sum(c[0] == "user" or c[0].startswith("user:") for c in self._columns)
+        self._Xu = torch.as_tensor(np.concatenate([c[1] for c in self._columns[:n_user_cols]], 1), device=self.device)
+        self._Xi = torch.as_tensor(np.concatenate([c[1] for c in self._columns[n_user_cols:]], 1), device=self.device)
+
+    def _feature_columns(self):
+        from deepctr_torch.inputs import SparseFeat, VarLenSparseFeat
+        cols = []
+        for name, codes, vocab in self._columns:
+            sparse = SparseFeat(name, vocab, embedding_dim=self.dim)
+            cols.append(sparse if codes.shape[1] == 1 else VarLenSparseFeat(sparse, maxlen=codes.shape[1], combiner="mean"))
+        return cols
+
+    def _make_net(self):
+        import deepctr_torch.models as dm
+        cols = self._feature_columns()
+        kw = dict(l2_reg_embedding=self.l2_embedding, seed=self.seed, task="regression", device=self.device)
+        if self.model in ("DeepFM", "NFM", "DCN", "xDeepFM", "AutoInt"): kw.update(dnn_hidden_units=self.hidden, dnn_dropout=self.dropout)
+        if self.model == "AFM": kw.update(afm_dropout=self.dropout)
+        net = getattr(dm, self.model)(cols, cols, **{**kw, **self.model_kw})
+        with torch.no_grad(): net.out.bias.fill_(self.mean_)      # start from the mean rating
+        return net
+
+    def _forward(self, u, i):
+        x = torch.cat([self._Xu[u], self._Xi[i]], 1).float()
+        return self.net(x)[:, 0], self.net.get_regularization_loss()[0] / max(len(u), 1)
+
+    def _fit(self, train, valid, data, **extras):
+        with contextlib.redirect_stdout(None): super()._fit(train, valid, data, **extras)
+
+    def _embedding_rows(self, key: str, codes: torch.Tensor) -> np.ndarray:
+        return self.net.embedding_dict[key](codes.long()).detach().cpu().numpy()
+
+    def _user_vectors(self): return self._embedding_rows("user", self._Xu[:, 0])
+    def _item_vectors(self): return self._embedding_rows("item", self._Xi[:, 0])

@@ -4,7 +4,7 @@
 
 # %% ../nbs/30_bench.ipynb #30beadaf
 from __future__ import annotations
-import contextlib, copy, dataclasses, json, os, sys, tempfile, time
+import contextlib, json, os, sys, tempfile, time
 from pathlib import Path
 from typing import Callable
 
@@ -14,7 +14,7 @@ import torch
 from .data import load_dataset
 from .templates import TALLREC_ANSWERS, fit_prompts, next_item_instruction
 from .core import cpu_info
-from .llm import load_llm, resolve_dtype, score_binary, score_candidates, encode, continuation_ids, answer_token_id
+from .llm import cast_llm, load_llm, resolve_dtype, score_binary, score_candidates, encode, continuation_ids, answer_token_id
 from .kernels import cpu_kernel_path, onednn_linear_kernel
 from .lora import LoraTrainConfig, train_lora, encode_instruction, remove_lora
 from .metrics import auc
@@ -61,8 +61,7 @@ def forced_cpu_kernels():
 
 def _in_dtype(llm, dtype):
     "`llm` itself when its weights are in `dtype` already, else a copy of it in `dtype`."
-    if next(llm.model.parameters()).dtype == dtype: return llm
-    return dataclasses.replace(llm, model=copy.deepcopy(llm.model).to(dtype))
+    return llm if next(llm.model.parameters()).dtype == dtype else cast_llm(llm, dtype)
 
 def _engines(llm, dtype="auto"):
     "The float32 model (the baseline's), the engine's model in `dtype`, and the `machine` fields that describe them."

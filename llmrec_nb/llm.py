@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_llm.ipynb #5b570fd2
 from __future__ import annotations
-import contextlib, copy, importlib.util, inspect, os, re, shutil, tempfile, time, unicodedata
+import contextlib, copy, dataclasses, functools, importlib.util, inspect, os, re, shutil, tempfile, time, unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
@@ -15,10 +15,10 @@ from .core import LlmrecError, cache_dir, get_device, progress, read_json, recor
 from .kernels import cpu_auto_dtype, fast_cpu_kernels, last_position_only, _positions
 
 # %% auto #0
-__all__ = ['BUNDLED_MODELS', 'bundled_gguf', 'resolve_dtype', 'dequantised_cache', 'LLM', 'load_llm', 'encode',
-           'continuation_ids', 'answer_token_id', 'Backend', 'TransformersBackend', 'score_binary', 'score_candidates',
-           'rank_candidates', 'generate', 'last_token_embeddings', 'Grounded', 'normalise_title', 'ground',
-           'ground_list', 'valid_rate', 'VLLMBackend']
+__all__ = ['BUNDLED_MODELS', 'bundled_gguf', 'resolve_dtype', 'dequantised_cache', 'LLM', 'float32_head', 'cast_llm', 'load_llm',
+           'encode', 'continuation_ids', 'answer_token_id', 'Backend', 'TransformersBackend', 'score_binary',
+           'score_candidates', 'rank_candidates', 'generate', 'last_token_embeddings', 'Grounded', 'normalise_title',
+           'ground', 'ground_list', 'valid_rate', 'VLLMBackend']
 
 # %% ../nbs/03_llm.ipynb #1295f8e3
 BUNDLED_MODELS = {
@@ -126,6 +126,38 @@ class LLM:
         return f"LLM({self.name!r}, device={self.device!r}, backend={type(self.backend).__name__ if self.backend else 'transformers'}" + (f", params={n:,}" if n else "") + ")"
 
 # %% ../nbs/03_llm.ipynb #e7ffa109
+@functools.cache
+def _float32_head_class():
+    import torch
+    class Float32Head(torch.nn.Module):
+        "A linear output head computed in float32 whatever the precision of its input (autocast off)."
+        def __init__(self, head):
+            super().__init__()
+            self.weight = torch.nn.Parameter(head.weight.detach().float().clone(), requires_grad=head.weight.requires_grad)
+            self.bias = None if getattr(head, "bias", None) is None else \
+                torch.nn.Parameter(head.bias.detach().float().clone(), requires_grad=head.bias.requires_grad)
+        def forward(self, x):
+            # `.float()` on the weight too: a later `tie_weights` may hand this module the bf16 embedding matrix
+            with torch.autocast(x.device.type, enabled=False):
+                return torch.nn.functional.linear(x.float(), self.weight.float(), None if self.bias is None else self.bias.float())
+    return Float32Head
+
+def float32_head(model):
+    "Give a bf16 causal LM an output head that computes its logits in float32 (a float32 copy of the head's weight)."
+    import torch
+    head = model.get_output_embeddings()
+    if head is None or isinstance(head, _float32_head_class()) or type(head) is not torch.nn.Linear: return model
+    model.set_output_embeddings(_float32_head_class()(head).to(head.weight.device))
+    return model
+
+def cast_llm(llm: LLM, dtype) -> LLM:
+    "A copy of `llm` with its weights in `dtype` (a name or torch dtype), bf16 CPU models with a float32 head."
+    import torch
+    torch_dtype, _ = resolve_dtype(dtype, llm.device, llm.name)
+    model = copy.deepcopy(llm.model).to(torch_dtype)
+    if torch_dtype == torch.bfloat16 and str(llm.device).startswith("cpu"): float32_head(model)
+    return dataclasses.replace(llm, model=model)
+
 def _tiny_model(tokenizer, seed: int = 0):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -144,6 +176,7 @@ def load_llm(name: str = "smollm2-135m", device: str | None = None, dtype="auto"
         path = str(dequantised_cache(bundled_gguf(name), name)) if name in BUNDLED_MODELS else name
         return VLLMBackend.load(path, name=name, dtype=dtype, trust_remote_code=trust_remote_code, **backend_kwargs)
     if backend != "transformers": raise ValueError(f"backend must be 'transformers' or 'vllm', not {backend!r}")
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     device = get_device(device)
     torch_dtype, why = resolve_dtype(dtype, device, name)
@@ -161,6 +194,7 @@ def load_llm(name: str = "smollm2-135m", device: str | None = None, dtype="auto"
         model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch_dtype, trust_remote_code=trust_remote_code, **local)
     if tokenizer.pad_token_id is None: tokenizer.pad_token = tokenizer.eos_token
     model.to(device).eval()
+    if torch_dtype == torch.bfloat16 and str(device).startswith("cpu"): float32_head(model)
     record_compute(dtype=str(torch_dtype).removeprefix("torch."), dtype_asked=str(dtype), dtype_reason=why)
     return LLM(model, tokenizer, name, device)
 

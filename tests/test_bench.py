@@ -61,7 +61,9 @@ def test_bf16_lora_training_follows_the_float32_loss_curve(tmp_path):
     runs = {dt: train_lora(load_llm("tiny", dtype=dt), toy(16), config=cfg, output_dir=tmp_path / dt) for dt in ("float32", "bfloat16")}
     bf16 = runs["bfloat16"]
     assert {p.dtype for p in bf16.model.parameters() if p.requires_grad} == {torch.float32}      # float32 adapters
-    assert {p.dtype for p in bf16.model.parameters() if not p.requires_grad} == {torch.bfloat16}  # bf16 base
+    head = bf16.model.get_base_model().get_output_embeddings().weight
+    assert {p.dtype for p in bf16.model.parameters() if not p.requires_grad and p is not head} == {torch.bfloat16}  # bf16 base
+    assert head.dtype == torch.float32                                                             # float32 head
     a = loss_curve_agreement(bf16.log, runs["float32"].log)
     assert a["loss_steps"] == 6 and a["loss_curve_max_rel_diff"] < 2e-3, a
     assert runs["float32"].log["loss"].iloc[-1] < runs["float32"].log["loss"].iloc[0] - 0.1         # it did learn

@@ -33,9 +33,10 @@ def _speedup(slow: Callable, fast: Callable, reps: int) -> tuple[float, dict]:
     return float(sorted(ratios)[len(ratios) // 2]), best
 
 def calibration_file(question: str) -> Path:
-    "Where the answer to `question` is kept for this CPU model and torch version."
+    """Where the answer to `question` is kept for this CPU (model name and ISA flags: virtual machines report one name,
+    such as "AMD EPYC", for CPU generations with different vector units) and torch version."""
     import torch
-    key = stable_hash(cpu_info()["model"], torch.__version__, mod=10**10)
+    key = stable_hash(cpu_info()["model"], sorted(f for f, on in cpu_info()["flags"].items() if on), torch.__version__, mod=10**10)
     return cache_dir("calibration") / f"{question}-{key:010d}.json"
 
 def calibrated(question: str, measure: Callable[[], dict]) -> dict:
@@ -43,11 +44,12 @@ def calibrated(question: str, measure: Callable[[], dict]) -> dict:
     the first time and cached on disk, read back afterwards."""
     import torch
     if question in _CALIBRATIONS: return _CALIBRATIONS[question]
-    path, cpu = calibration_file(question), cpu_info()["model"]
+    path, cpu, flags = calibration_file(question), cpu_info()["model"], cpu_info()["flags"]
     try: found = read_json(path)
     except (OSError, DataFormatError): found = None     # not measured yet, or a broken file: measure again
-    if not (isinstance(found, dict) and "faster" in found and found.get("cpu_model") == cpu and found.get("torch") == torch.__version__):
-        found = {"question": question, "cpu_model": cpu, "torch": torch.__version__, **measure(),
+    if not (isinstance(found, dict) and "faster" in found and found.get("cpu_model") == cpu and found.get("cpu_flags") == flags
+            and found.get("torch") == torch.__version__):
+        found = {"question": question, "cpu_model": cpu, "cpu_flags": flags, "torch": torch.__version__, **measure(),
                  "measured": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         write_json(path, found)
     _CALIBRATIONS[question] = found

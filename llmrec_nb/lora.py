@@ -190,11 +190,18 @@ def _trainer_classes():
             self.model_accepts_loss_kwargs = self.loss_is_scaled_for_ga = loss_average == "token"
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            sums = response_loss(model, inputs["input_ids"], inputs["attention_mask"], inputs["labels"], self.logits_only,
-                                 self.share_prefix, reduction="sum")
+            w = inputs["weight"] * self.mix.source_weights().to(inputs["weight"].device)[inputs["source"]]
+            rows = torch.arange(len(w), device=w.device)
+            if self.mix.lam is not None and not bool((w != 0).all()):
+                # rows weighted 0 (a source at λ = 0 or 1, as in SOFT's first epoch) cannot move the loss or its
+                # gradient: they skip the forward and backward pass (one row still runs if all are 0)
+                rows = (w != 0).nonzero()[:, 0] if bool((w != 0).any()) else rows[:1]
+            ids, mask, labels = (inputs[k][rows] for k in ("input_ids", "attention_mask", "labels"))
+            part = response_loss(model, ids, mask, labels, self.logits_only, self.share_prefix, reduction="sum")
+            sums = torch.zeros(len(w), dtype=part.dtype, device=part.device).index_copy(0, rows.to(part.device), part)
             n_tok = (inputs["labels"][:, 1:] != -100).sum(1).to(sums.device)
-            w = inputs["weight"].to(sums.device) * self.mix.source_weights().to(sums.device)[inputs["source"]]
-            self.tokens_seen += int(inputs["attention_mask"].sum())
+            w = w.to(sums.device)
+            self.tokens_seen += int(mask.sum())
             if self.loss_average == "token" and self.mix.lam is not None:
                 # two sources: divide by the batch's *expected* token count, not the observed one, so that a source
                 # weighted 0 has no influence at all (its answers' lengths would otherwise move the denominator)

@@ -153,7 +153,16 @@ def test_best_epoch_adapter_is_kept(setup, tmp_path):
         remove_lora(llm)
     res2, val2 = train_sft(llm, tr, va, cat, soft_config(epochs=2, lr=5e-2, batch_size=4), tmp_path / "sft", **GEN)
     remove_lora(llm)
-    assert val2.best(res2)["HR@10"] == res2.best_metric == max(e["metric"] for e in res2.evals)
+    assert val2.score(val2.best(res2)) == res2.best_metric == max(e["metric"] for e in res2.evals)
+
+def test_hit_rate_ties_are_broken_by_distance_and_never_overturn_a_hit(setup):
+    syn, sp, cat, llm = setup
+    val = ValidationMetric(llm, to_instructions(sp["valid"], syn)[:4], cat, **GEN)
+    one_hit_far, no_hit_near, no_hit_far = ({"HR@10": 0.25, "distance": 50.0}, {"HR@10": 0.0, "distance": 0.0},
+                                            {"HR@10": 0.0, "distance": 3.0})
+    assert val.score(one_hit_far) > val.score(no_hit_near) > val.score(no_hit_far)
+    assert val.score(no_hit_near) <= 0.25 / 2 and math.isclose(val.score(one_hit_far), 0.25, abs_tol=0.5 / 4 / 51 + 1e-12)
+    assert ValidationMetric(llm, [], cat, metric="distance").score(no_hit_far) == 3.0     # not a hit rate: no tie-break
 
 def test_paper_notebook_smoke_through_reproduce(tmp_path):
     root = Path(__file__).resolve().parents[1]

@@ -136,19 +136,21 @@ def _token_mean(nlls, weights): return float(sum(w * t.sum() for w, t in zip(wei
 def _example_mean(nlls, weights): return float(np.mean([w * float(t.mean()) for w, t in zip(weights, nlls)]))
 _W = lambda insts: [i.meta["weight"] for i in insts]
 
-@pytest.mark.parametrize("average", ["token", "example"])
-def test_mix_lambda_is_the_share_of_the_loss_from_the_aux_data(tmp_path, average):
+@pytest.mark.parametrize("average,lam", [("token", 0.3), ("example", 0.3), ("token", 1.0), ("example", 0.0)])
+def test_mix_lambda_is_the_share_of_the_loss_from_the_aux_data(tmp_path, average, lam):
     main, aux = _mixed_sets()
     llm = load_llm("tiny")
     nll_main, nll_aux = _token_nlls(llm.model, llm.tokenizer, main), _token_nlls(llm.model, llm.tokenizer, aux)
     L, other = (_token_mean, _example_mean) if average == "token" else (_example_mean, _token_mean)
-    lam = 0.3
     want = (1 - lam) * L(nll_main, _W(main)) + lam * L(nll_aux, _W(aux))       # SOFT's (1-λ) L(D) + λ L(D̂)
     # one step on a batch holding both datasets whole: the first logged loss is that of the untrained adapter (B = 0)
     cfg = LoraTrainConfig(**{**FAST, "batch_size": 4, "max_steps": 1, "group_by_length": False, "loss_average": average})
     res = train_lora(llm, main, aux=aux, mix_lambda=lam, config=cfg, output_dir=tmp_path)
     assert res.log["loss"].iloc[0] == pytest.approx(want, rel=1e-4)
     assert abs((1 - lam) * other(nll_main, _W(main)) + lam * other(nll_aux, _W(aux)) - want) > 1.0   # the other averaging differs
+    # a source weighted 0 is not run at all: the tokens processed are those of the other source only
+    n_tokens = lambda insts: sum(len(encode_instruction(llm.tokenizer, i, "alpaca")["input_ids"]) for i in insts)
+    assert res.tokens == {0.0: n_tokens(main), 1.0: n_tokens(aux)}.get(lam, n_tokens(main) + n_tokens(aux))
 
 def test_token_average_is_exact_under_gradient_accumulation(tmp_path):
     main, aux = _mixed_sets()

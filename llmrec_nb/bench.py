@@ -11,7 +11,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .data import load_dataset
+from .loaders import load_dataset
 from .templates import TALLREC_ANSWERS, fit_prompts, next_item_instruction
 from .core import cpu_info
 from .llm import cast_llm, load_llm, resolve_dtype, score_binary, score_candidates, encode, continuation_ids, answer_token_id

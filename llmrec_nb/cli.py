@@ -12,7 +12,8 @@ __all__ = ['train_lora_parser', 'build_parser', 'main']
 
 # %% ../nbs/21_cli.ipynb #4a7dc56e
 def _data_stats(args) -> int:
-    from llmrec_nb.data import load_dataset, dataset_stats
+    from llmrec_nb.data import dataset_stats
+    from llmrec_nb.loaders import load_dataset
     stats = dataset_stats(load_dataset(args.name, path=args.path))
     if args.json:
         print(json.dumps(stats, default=float))

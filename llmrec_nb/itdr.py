@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 from .core import DataFormatError, stable_hash, write_json, write_text, read_json, atomic_path
-from .data import RecData, load_dataset, sample_candidates
+from .data import RecData, sample_candidates
+from .loaders import load_dataset
 from .templates import Instruction, export_alpaca
 
 _log = logging.getLogger(__name__)

@@ -10,7 +10,8 @@ import pytest
 
 from llmrec_nb import aggregation as agg
 from llmrec_nb.conventional import BERT4Rec, BPRMF, CTR_MODELS, CTRRating, SASRec, declared_side_features
-from llmrec_nb.data import leave_one_out, load_dataset
+from llmrec_nb.data import leave_one_out
+from llmrec_nb.loaders import load_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 

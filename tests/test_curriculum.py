@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 import torch
 
-from llmrec_nb.data import RecData, load_dataset
+from llmrec_nb.data import RecData
+from llmrec_nb.loaders import load_dataset
 from llmrec_nb.llm import load_llm
 from llmrec_nb.lora import remove_lora, train_lora
 from llmrec_nb.curriculum import (next_item_windows, sample_splits, to_instructions, build_catalogue, embed_catalogue,

@@ -9,7 +9,8 @@ import pytest
 os.environ.setdefault("LLMREC_PROGRESS", "0")
 from llmrec_nb import itdr
 from llmrec_nb.core import DataFormatError
-from llmrec_nb.data import RecData, load_dataset
+from llmrec_nb.data import RecData
+from llmrec_nb.loaders import load_dataset
 from llmrec_nb.templates import Instruction
 
 FIX = Path(__file__).parent / "fixtures" / "itdr"

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from llmrec_nb.core import DataFormatError
-from llmrec_nb.data import RecData, load_dataset, few_shot
+from llmrec_nb.data import RecData, few_shot
+from llmrec_nb.loaders import load_dataset
 from llmrec_nb.metrics import auc
 from llmrec_nb.tallrec import (tallrec_samples, split_samples, to_instructions, labels_of, TallrecStats,
                                popularity_scores, logistic_ctr_scores, ctr_features, oof_ctr_features, few_shot_baselines,

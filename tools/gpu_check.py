@@ -17,7 +17,7 @@ def timed(fn):
 
 def main(n_prompts: int = 128, notebook: str = "tallrec") -> int:
     import numpy as np, torch
-    from llmrec_nb.data import load_dataset
+    from llmrec_nb.loaders import load_dataset
     from llmrec_nb.llm import load_llm, generate, rank_candidates
     from llmrec_nb.metrics import auc
     from llmrec_nb import tallrec

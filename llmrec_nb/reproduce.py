@@ -17,7 +17,7 @@ from .core import (LlmrecError, DataFormatError, atomic_path, figures_dir, read_
 
 # %% auto #0
 __all__ = ['PROFILES', 'plain_table_files', 'Claim', 'PaperReport', 'load_profile', 'notebook_parameters', 'NotebookRun',
-           'paper_notebooks', 'run_notebook', 'holm_claims', 'default_out', 'write_report', 'run_papers']
+           'paper_notebooks', 'run_notebook', 'computed_on', 'holm_claims', 'default_out', 'write_report', 'run_papers']
 
 # %% ../nbs/20_reproduce.ipynb #397c1dc9
 def _records(df: pd.DataFrame) -> list[dict]:
@@ -184,6 +184,17 @@ def run_notebook(nb: Path, params: dict, executed: Path, timeout: int | None = N
 def _fmt(x, spec=".3g"):
     return "—" if x is None else format(x, spec)
 
+def computed_on(manifest: dict) -> str:
+    "How a run computed, from its manifest: CPU (and the ISA flags it has), cores, precision and kernel path."
+    c = manifest.get("compute") or {}
+    cpu = c.get("cpu") or {}
+    flags = [f for f, on in (cpu.get("flags") or {}).items() if on]
+    kernels = "; ".join(f"{k} {v.get('path')}" for k, v in (c.get("kernels") or {}).items() if isinstance(v, dict))
+    parts = [f"{cpu.get('model') or 'unknown CPU'}" + (f" ({', '.join(flags)})" if flags else ""),
+             f"{manifest.get('cpu_count')} cores" if manifest.get("cpu_count") else None,
+             c.get("dtype"), f"kernels: {kernels}" if kernels else None]
+    return ", ".join(p for p in parts if p)
+
 def holm_claims(claims: list[dict]) -> list[dict]:
     """One paper's claims with `p_holm` (Holm over the claims that rest on a test) and `holds` decided on it;
     `holds_raw` keeps what the notebook measured."""
@@ -222,6 +233,10 @@ def write_report(out: Path, runs: list[NotebookRun], profile: str) -> Path:
             lines += ["No summary was written.", ""]; continue
         s = read_json(summary_path)
         when = f"Wall time {run.seconds:.0f} s." if run is not None else f"Not re-run this time (kept from an earlier run, profile {s['profile']})."
+        if (out / name / "manifest.json").exists():
+            m = read_json(out / name / "manifest.json")
+            took = f" in {m['wall_seconds']:.0f} s" if run is None and m.get("wall_seconds") else ""
+            when += f" Computed{took} on {computed_on(m)}."
         lines += [f"{when} Tables: {', '.join(s['tables']) or 'none'}. Figures: {', '.join(s.get('figures', [])) or 'none'}.", ""]
         if s["claims"]:
             lines += ["| claim | finding | holds | effect | p | p (Holm) |", "|---|---|---|---|---|---|"]

@@ -177,3 +177,17 @@ def test_bench_json_stays_parseable_when_the_benchmark_prints(monkeypatch, capsy
     assert main(["bench", "training", "--json"]) == 0
     out = capsys.readouterr()
     assert json.loads(out.out)["speedup"] == 2.0 and "loss" in out.err
+
+
+def test_report_says_how_each_run_computed(tmp_path):
+    from llmrec_nb.reproduce import computed_on, write_report
+    m = {"cpu_count": 2, "wall_seconds": 470.6,
+         "compute": {"cpu": {"model": "AMD EPYC", "flags": {"amx_bf16": False, "avx512_bf16": False, "avx512f": False, "avx2": True}},
+                     "dtype": "float32", "kernels": {"float32": {"path": "stock", "reason": "calibration"}}}}
+    assert computed_on(m) == "AMD EPYC (avx2), 2 cores, float32, kernels: float32 stock"
+    assert computed_on({}) == "unknown CPU"
+    (tmp_path / "soft").mkdir()
+    (tmp_path / "soft" / "summary.json").write_text(json.dumps({"paper": "soft", "profile": "quick", "tables": {}, "claims": []}))
+    (tmp_path / "soft" / "manifest.json").write_text(json.dumps(m))
+    text = write_report(tmp_path, [], "quick").read_text()
+    assert "Computed in 471 s on AMD EPYC (avx2), 2 cores, float32, kernels: float32 stock." in text

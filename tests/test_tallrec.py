@@ -251,7 +251,7 @@ def test_paper_notebook_smoke(tmp_path):
     pm.execute_notebook(str(root / "nbs/paper/tallrec.ipynb"), str(tmp_path / "out.ipynb"), parameters=dict(
         profile="smoke", dataset="synthetic", dataset_kw={"n_users": 80, "n_per_user": 30}, model="tiny",
         n_samples=None, ks=[4, 8], seeds=[0, 1], n_valid=8, n_test=32, epochs=1, xd_genre_groups=GROUPS, xd_k=4,
-        xd_seeds=[0], xd_max_steps=-1, xd_n_valid=8, xd_n_test=16, out_dir=str(tmp_path / "fig")),
+        xd_seeds=[0], xd_max_steps=-1, xd_mixed=True, xd_n_valid=8, xd_n_test=16, out_dir=str(tmp_path / "fig")),
         kernel_name="python3", progress_bar=False)
     import json
     summary = json.loads((tmp_path / "fig" / "summary.json").read_text())

@@ -1,4 +1,4 @@
-"TALLRec samples, splits, baselines and the tuning loop (tiny model); the paper notebook's smoke profile (slow)."
+"TALLRec samples, splits, baselines, the tuning loop and the cross-domain grid (tiny model); the paper notebook's smoke profile (slow)."
 import os
 from pathlib import Path
 
@@ -8,12 +8,14 @@ import pytest
 import torch
 
 from llmrec_nb.core import DataFormatError
-from llmrec_nb.data import RecData, few_shot
+from llmrec_nb.data import RecData, few_shot, SYNTH_GENRES
 from llmrec_nb.loaders import load_dataset
 from llmrec_nb.metrics import auc
 from llmrec_nb.tallrec import (tallrec_samples, split_samples, to_instructions, labels_of, TallrecStats,
                                popularity_scores, logistic_ctr_scores, ctr_features, oof_ctr_features, few_shot_baselines,
-                               tune, tallrec_config, auc_of, SEQUENTIAL_CTR, sequential_ctr_scores)
+                               tune, tallrec_config, auc_of, score, SEQUENTIAL_CTR, sequential_ctr_scores, item_genres,
+                               book_samples, genre_domains, domain_of, cross_domain_grid, cross_domain_table,
+                               transfer_comparison, MIXED)
 
 slow = pytest.mark.skipif(not os.environ.get("LLMREC_SLOW"), reason="slow: set LLMREC_SLOW=1")
 torch.set_num_threads(1)
@@ -142,15 +144,120 @@ def test_tune_keeps_the_best_adapter(syn, tmp_path):
     assert res.adapter_dir == tmp_path / "best"
     assert abs(auc_of(llm, va) - res.best_metric) < 1e-9
 
+GROUPS = {"a": SYNTH_GENRES[:6], "b": SYNTH_GENRES[6:]}   # the synthetic item clusters 1–2 and 3–4
+
+@pytest.fixture(scope="module")
+def syn_x():
+    return load_dataset("synthetic", n_users=80, n_per_user=30)
+
+def test_genre_domains_are_disjoint_deterministic_and_labelled_like_the_rest(syn_x):
+    doms = genre_domains(syn_x, GROUPS)
+    assert list(doms) == ["a", "b"]
+    a, b = doms["a"].interactions, doms["b"].interactions
+    assert len(a) and len(b)
+    assert not set(a["item"]) & set(b["item"]) and not set(a["user"]) & set(b["user"])
+    genres = item_genres(syn_x)
+    for name, it in (("a", a), ("b", b)):
+        other = set(GROUPS["b" if name == "a" else "a"])
+        assert all(genres[i] & set(GROUPS[name]) and not genres[i] & other for i in it["item"])
+    again = genre_domains(syn_x, GROUPS)
+    pd.testing.assert_frame_equal(again["a"].interactions, a)
+    pd.testing.assert_frame_equal(again["b"].interactions, b)
+    # every kept interaction is one of the dataset's, with its rating: the labels follow the same rule
+    full = syn_x.interactions.set_index(["user", "item"])
+    for d in doms.values():
+        s = tallrec_samples(d, n_samples=None)
+        assert len(s) and set(s["item"]) <= set(d.interactions["item"])
+        assert s["label"].tolist() == [int(full.loc[(u, i), "rating"] > 3) for u, i in zip(s["user"], s["item"])]
+        assert all(set(h) <= set(d.interactions["item"]) for h in s["history"])
+    # without disjoint users, each user keeps all their interactions with the domain's items
+    shared = genre_domains(syn_x, GROUPS, disjoint_users=False)
+    assert set(shared["a"].interactions["user"]) & set(shared["b"].interactions["user"])
+    assert len(shared["a"].interactions) > len(a)
+
+def test_genre_domains_reject_bad_groups(syn_x):
+    with pytest.raises(ValueError, match="share"): genre_domains(syn_x, {"a": ["Action", "Drama"], "b": ["Drama"]})
+    with pytest.raises(ValueError, match="at least two"): genre_domains(syn_x, {"a": ["Action"]})
+    with pytest.raises(DataFormatError, match="leaves no interactions"): genre_domains(syn_x, {"a": ["Action"], "b": ["Polka"]})
+    no_genres = RecData("plain", syn_x.interactions, syn_x.items.drop(columns="genres"))
+    with pytest.raises(DataFormatError, match="no item genres"): genre_domains(no_genres, GROUPS)
+
+def _write_bx(folder, ratings):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "BX-Book-Ratings.csv").write_text("\n".join(['"User-ID";"ISBN";"Book-Rating"'] + [f'"{u}";"{i}";"{r}"' for u, i, r in ratings]) + "\n",
+                                               encoding="latin-1")
+    (folder / "BX-Books.csv").write_text("\n".join(['"ISBN";"Book-Title";"Book-Author";"Year-Of-Publication";"Publisher"']
+                                                   + [f'"{i}";"Title {i}";"An Author";"1999";"P"' for i in sorted({i for _, i, _ in ratings})]) + "\n",
+                                        encoding="latin-1")
+    return folder
+
+def test_book_samples_follow_the_paper(tmp_path):
+    rng = np.random.default_rng(3)
+    ratings = [(u, f"b{i:03d}", int(rng.integers(0, 11))) for u in range(1, 61)
+               for i in rng.choice(80, size=int(rng.integers(1, 20)), replace=False)]
+    bx = load_dataset("bookcrossing", _write_bx(tmp_path / "bx", ratings))
+    s = book_samples(bx)
+    n = bx.interactions.groupby("user").size()
+    assert sorted(s["user"]) == sorted(n.index[n > 3])           # users with more than 3 ratings, one sample each
+    r = bx.interactions.set_index(["user", "item"])["rating"]
+    for row in s.itertuples():
+        assert row.label == int(r[(row.user, row.item)] > 5)
+        assert len(row.history) == min(10, n[row.user] - 1) and row.item not in row.history
+        assert row.history_labels == [int(r[(row.user, i)] > 5) for i in row.history]
+    assert s.equals(book_samples(bx)) and not s["user"].equals(book_samples(bx, seed=1)["user"])
+    sp = split_samples(s)                                        # users split 8:1:1
+    assert abs(len(sp["train"]) - 0.8 * len(s)) <= 1 and abs(len(sp["test"]) - 0.1 * len(s)) <= 1
+    assert not set(sp["train"]["user"]) & (set(sp["valid"]["user"]) | set(sp["test"]["user"]))
+    explicit = book_samples(bx, drop_implicit=True)
+    assert all(r[(row.user, i)] > 0 for row in explicit.itertuples() for i in [row.item, *row.history])
+    assert len(book_samples(bx, n_samples=5)) == 5
+
+def test_cross_domain_grid_reuses_tuning_and_scoring(syn_x, tmp_path):
+    from llmrec_nb.llm import load_llm
+    from llmrec_nb.lora import adapter_names
+    doms = [domain_of(n, d, tallrec_samples(d, n_samples=None), n_valid=8, n_test=16) for n, d in genre_domains(syn_x, GROUPS).items()]
+    llm = load_llm("tiny")
+    base = {d.name: score(llm, to_instructions(d.test, d.data)) for d in doms}
+    grid = cross_domain_grid(llm, doms, k=8, seeds=[0, 1], work_dir=tmp_path,
+                             config=tallrec_config(epochs=1, batch_size=8, grad_accum=1, lr=1e-3, patience=2))
+    assert not adapter_names(llm.model)                        # the base model is back
+    assert grid.train_domains == ["a", "b", MIXED]
+    assert sorted(grid.scores) == sorted((t, n, s) for t in ("a", "b", MIXED) for n in ("a", "b") for s in (0, 1))
+    for d in doms:
+        np.testing.assert_allclose(grid.zero_shot[d.name], base[d.name])
+        np.testing.assert_array_equal(grid.labels[d.name], d.test["label"].to_numpy())
+    assert grid.runs["n_train"].tolist() == [8, 8, 8, 8, 16, 16]
+    assert not np.allclose(grid.scores[("a", "b", 0)], base["b"])   # tuning moved the scores
+    table, comps = cross_domain_table(grid, n_boot=200)
+    assert len(table) == 2 + 3 * 2 and set(comps) == {(t, n) for t in ("a", "b", MIXED) for n in ("a", "b")}
+    assert ((table["auc_ci_low"] <= table["auc_mean"]) & (table["auc_mean"] <= table["auc_ci_high"])).all()
+    row = table[(table["train"] == "b") & (table["test"] == "a")].iloc[0]
+    assert row["auc_mean"] == pytest.approx(np.mean([auc(grid.labels["a"], grid.scores[("b", "a", s)]) for s in (0, 1)]))
+    assert row["effect_vs_zero_shot"] == pytest.approx(row["auc_mean"] - auc(grid.labels["a"], base["a"]))
+    t = transfer_comparison(comps, grid.domains)
+    assert set(t["directions"]) == {"a → b", "b → a"} and t["direction"] in t["directions"]
+    with pytest.raises(ValueError, match="distinct"): cross_domain_grid(llm, [doms[0], doms[0]], 8, [0])
+
+def test_transfer_claim_rests_on_the_weaker_direction():
+    c = {("a", "b"): {"effect": 0.1, "p": 0.01}, ("b", "a"): {"effect": 0.05, "p": 0.2}}
+    assert transfer_comparison(c, ["a", "b"])["direction"] == "b → a"
+    c[("a", "b")] = {"effect": -0.01, "p": 0.001}                # a losing direction decides, whatever its p
+    assert transfer_comparison(c, ["a", "b"])["direction"] == "a → b"
+    with pytest.raises(KeyError, match="no comparison"): transfer_comparison({("a", "b"): c[("a", "b")]}, ["a", "b"])
+
 @slow
 def test_paper_notebook_smoke(tmp_path):
     import papermill as pm
     root = Path(__file__).resolve().parents[1]
     pm.execute_notebook(str(root / "nbs/paper/tallrec.ipynb"), str(tmp_path / "out.ipynb"), parameters=dict(
-        profile="smoke", dataset="synthetic", dataset_kw={"n_users": 40, "n_per_user": 20}, model="tiny",
-        n_samples=None, ks=[4, 8], seeds=[0, 1], n_valid=8, n_test=32, epochs=1, out_dir=str(tmp_path / "fig")),
+        profile="smoke", dataset="synthetic", dataset_kw={"n_users": 80, "n_per_user": 30}, model="tiny",
+        n_samples=None, ks=[4, 8], seeds=[0, 1], n_valid=8, n_test=32, epochs=1, xd_genre_groups=GROUPS, xd_k=4,
+        xd_seeds=[0], xd_max_steps=-1, xd_mixed=True, xd_n_valid=8, xd_n_test=16, out_dir=str(tmp_path / "fig")),
         kernel_name="python3", progress_bar=False)
     import json
     summary = json.loads((tmp_path / "fig" / "summary.json").read_text())
-    assert {c["id"] for c in summary["claims"]} == {"tuned_beats_zero_shot", "tuned_beats_baselines", "more_samples_help"}
+    assert {c["id"] for c in summary["claims"]} == {"tuned_beats_zero_shot", "tuned_beats_baselines", "more_samples_help",
+                                                    "cross_domain_transfer"}
     assert (tmp_path / "fig" / "auc_vs_k.png").exists() and (tmp_path / "fig" / "auc.md").exists()
+    assert all((tmp_path / "fig" / f"cross_domain.{ext}").exists() for ext in ("png", "pdf", "md"))
+    assert {r["train"] for r in summary["tables"]["cross_domain"]} == {"none (zero-shot)", "a", "b", "both"}

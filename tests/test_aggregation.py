@@ -12,6 +12,7 @@ from llmrec_nb import aggregation as agg
 from llmrec_nb.conventional import BERT4Rec, BPRMF, CTR_MODELS, CTRRating, SASRec, declared_side_features
 from llmrec_nb.data import leave_one_out
 from llmrec_nb.loaders import load_dataset
+from llmrec_nb.reproduce import load_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -197,7 +198,7 @@ def test_smoke_profile(tmp_path):
         assert s["tables"][t], t
     methods = {(r["backbone"], r["method"]) for r in s["tables"]["table2_direct"]}
     assert {("BPR-MF", "Base"), ("BPR-MF", "IFT"), ("LightGCN", "Llama4Rec"), ("LightGCN", "Impro. %")} <= methods
-    assert {r["backbone"] for r in s["tables"]["table4_rating"]} == {"LLM", *CTR_MODELS}
+    assert {r["backbone"] for r in s["tables"]["table4_rating"]} == {"LLM", *load_profile("smoke")["llama4rec"]["rating_backbones"]}
     assert {r["Llama4Rec mode"] for r in s["tables"]["ranking_modes"]} <= {"listwise", "pointwise"}
     assert [r["model"] for r in s["tables"]["table5_ablation"]][-4:] == ["Llama4Rec w/o DA", "Llama4Rec w/o PA", "Llama4Rec w/o AA", "Llama4Rec"]
     assert set(s["figures"]) == {"alpha_heatmap", "data_scaling", "activity_gain"}

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llmrec_nb.conventional import (BPRMF, FM, GRU4Rec, BiasedMF, DeepFM, IdIndex, LightGCN, NotFittedError, Popularity,
+from llmrec_nb.conventional import (BPRMF, CTRRating, GRU4Rec, BiasedMF, IdIndex, LightGCN, NotFittedError, Popularity,
                                     SASRec, UnknownIdError)
 from llmrec_nb.core import DataFormatError
 
@@ -82,12 +82,13 @@ def test_rating_models_recover_structure(split):
     y = test.rating.to_numpy()
     base = np.sqrt(np.mean((train.rating.mean() - y) ** 2))
     side = Side()
-    for m in (BiasedMF(dim=8, epochs=40, seed=0), FM(dim=8, epochs=40, seed=0), DeepFM(dim=8, epochs=40, seed=0)):
+    for m in (BiasedMF(dim=8, epochs=40, seed=0), CTRRating("FM", dim=8, epochs=40, seed=0),
+              CTRRating("DeepFM", dim=8, epochs=40, seed=0)):
         m.fit(train, valid, data=side)
         pred = m.predict_rating(test.user, test.item)
         assert pred.min() >= 3.0 and pred.max() <= 5.0          # clipped to the training range
-        assert np.sqrt(np.mean((pred - y) ** 2)) < base - (0.02 if isinstance(m, BiasedMF) else 0.1), type(m).__name__
-    assert m.fields_ == ["user", "item", "user:age", "user:gender", "item:genres"]   # declared columns only (no zip, no title)
+        assert np.sqrt(np.mean((pred - y) ** 2)) < base - (0.02 if isinstance(m, BiasedMF) else 0.1), m.name
+    assert m.fields_ == ["user", "user:age", "user:gender", "item", "item:genres"]   # declared columns only (no zip, no title)
 
 
 @pytest.mark.parametrize("cls", [GRU4Rec, SASRec])
@@ -117,19 +118,26 @@ def test_fm_uses_declared_features_never_the_generating_cluster():
     data = load_synthetic()
     assert "cluster" in data.users.columns and "cluster" in data.items.columns
     sp = leave_one_out(data.interactions)
-    for cls in (FM, DeepFM):
-        m = cls(dim=4, epochs=1, seed=0).fit(sp.train, sp.valid, data=data)
+    for name in ("FM", "DeepFM"):
+        m = CTRRating(name, dim=4, epochs=1, seed=0).fit(sp.train, sp.valid, data=data)
         assert not any("cluster" in f for f in m.fields_), m.fields_
-        assert m.fields_ == ["user", "item", "user:age", "user:gender", "user:occupation", "item:genres", "item:year"]
+        assert m.fields_ == ["user", "user:age", "user:gender", "user:occupation", "item", "item:genres", "item:year"]
     # ML-100K's tables: zip prefix and release year are derived, title and URL are not features
-    from llmrec_nb.conventional import FM_FEATURES, declared_features
-    users = pd.DataFrame({"user": ["1", "2", "3"], "age": [24, 53, 23], "gender": ["M", "F", "M"],
-                          "occupation": ["technician", "other", "writer"], "zip_code": ["85711", "94043", "T8H1N"]})
-    items = pd.DataFrame({"item": ["1", "2"], "title": ["Toy Story (1995)", "GoldenEye (1995)"],
-                          "release_date": ["01-Jan-1995", None], "imdb_url": ["u1", "u2"], "genres": [["Animation"], ["Action"]]})
-    u = declared_features(users, "user", FM_FEATURES["user"]); i = declared_features(items, "item", FM_FEATURES["item"])
-    assert list(u.columns) == ["user", "age", "gender", "occupation", "zip_prefix"] and list(u.zip_prefix) == ["8", "9", "T"]
+    from llmrec_nb.conventional import declared_side_features
+    class ML:
+        users = pd.DataFrame({"user": ["1", "2", "3"], "age": [24, 53, 23], "gender": ["M", "F", "M"],
+                              "occupation": ["technician", "other", "writer"], "zip_code": ["85711", "94043", "T8H1N"]})
+        items = pd.DataFrame({"item": ["1", "2"], "title": ["Toy Story (1995)", "GoldenEye (1995)"],
+                              "release_date": ["01-Jan-1995", None], "imdb_url": ["u1", "u2"], "genres": [["Animation"], ["Action"]]})
+    u, i = declared_side_features(ML)
+    assert list(u.columns) == ["user", "age", "gender", "occupation", "zip_prefix"] and list(u.zip_prefix) == ["85", "94", "T8"]
     assert list(i.columns) == ["item", "genres", "year"] and i.year.iloc[0] == 1995 and pd.isna(i.year.iloc[1])
+    # a catalogue's category columns are declared item features too (the clothing reviews' division, department, class)
+    class Shop:
+        users = pd.DataFrame({"user": ["a", "b"], "age": [30, 40]})
+        items = pd.DataFrame({"item": ["x", "y"], "title": ["Dress", "Top"], "division": ["General", "Petite"],
+                              "department": ["Dresses", "Tops"], "class": ["Dresses", "Knits"], "rating_mean": [4.1, 3.9]})
+    assert list(declared_side_features(Shop)[1].columns) == ["item", "division", "department", "class"]
 
 
 def test_nan_scores_never_win_validation(split):
@@ -238,7 +246,7 @@ def test_extra_training_data(split, bpr):
     s0, s1 = GRU4Rec(**kw).fit(train), GRU4Rec(**kw).fit(train, extra_sequences=aug)
     j = s1.items.encode(["i6"])[0]
     assert s1.score_histories([["i1", "i2", "i3"]])[0, j] - s0.score_histories([["i1", "i2", "i3"]])[0, j] > 1.0
-    fm = FM(dim=4, epochs=3, seed=0).fit(train, valid, item_features=pd.DataFrame({"item": [f"i{i}" for i in range(80)], "director": [f"d{i % 5}" for i in range(80)]}))
+    fm = CTRRating("FM", dim=4, epochs=3, seed=0).fit(train, valid, item_features=pd.DataFrame({"item": [f"i{i}" for i in range(80)], "director": [f"d{i % 5}" for i in range(80)]}))
     assert "item:director" in fm.fields_
 
 

@@ -171,11 +171,15 @@ def _tiny_model(tokenizer, seed: int = 0):
 
 def load_llm(name: str = "smollm2-135m", device: str | None = None, dtype="auto", trust_remote_code: bool = False,
              backend: str = "transformers", seed: int = 0, **backend_kwargs) -> LLM:
-    "Load `smollm2-135m` (bundled), `tiny` (random, for tests), a local folder / `.gguf` file, or a hub id, in `dtype`."
+    """Load `smollm2-135m` (bundled), `tiny` (random, for tests), a local folder / `.gguf` file, or a hub id, in `dtype`;
+    `backend="openai"`: the model `name` on an OpenAI-compatible server (`base_url=...`, see `served.load_served`)."""
+    if backend == "openai":
+        from llmrec_nb.served import load_served   # served builds on this module: imported here, not at the top
+        return load_served(name, trust_remote_code=trust_remote_code, **backend_kwargs)
     if backend == "vllm":
         path = str(dequantised_cache(bundled_gguf(name), name)) if name in BUNDLED_MODELS else name
         return VLLMBackend.load(path, name=name, dtype=dtype, trust_remote_code=trust_remote_code, **backend_kwargs)
-    if backend != "transformers": raise ValueError(f"backend must be 'transformers' or 'vllm', not {backend!r}")
+    if backend != "transformers": raise ValueError(f"backend must be 'transformers', 'vllm' or 'openai', not {backend!r}")
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     device = get_device(device)

@@ -200,7 +200,7 @@ def test_served_scores_equal_the_transformers_backend(tiny, tiny_server, chat_pr
 
 
 def test_itdr_answers_through_the_server_equal_local_ones(tiny, tiny_server, tmp_path):
-    from llmrec_nb.data import load_dataset
+    from llmrec_nb.loaders import load_dataset
     from llmrec_nb.itdr import build_itdr, predict
     ds = build_itdr([load_dataset("synthetic", n_users=40, n_items=60)], max_per_task=4, seed=0, history_len=3)
     one_each = list({x.task: x for x in ds.splits["test"]}.values())

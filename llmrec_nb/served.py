@@ -513,20 +513,21 @@ class StubServer:
                     stub.received.append({"path": self.path, "body": body, "headers": dict(self.headers)})
                     fault = stub._faults.popleft() if stub._faults else None
                     stub.in_flight += 1; stub.max_in_flight = max(stub.max_in_flight, stub.in_flight); stub._lock.notify_all()
-                try:
-                    if stub.api_key and self.headers.get("Authorization") != f"Bearer {stub.api_key}":
-                        return self._send(401, {"error": {"message": "invalid API key"}})
-                    if fault:
-                        if fault["hold"]:
-                            with stub._lock: stub._lock.wait_for(lambda: stub.max_in_flight >= fault["hold"] or stub._release.is_set(), 5.0)
-                        if fault["stall"]: stub._release.wait(fault["stall"])
-                        if fault["status"] or fault["body"] is not None:
-                            return self._send(fault["status"] or 200, {"error": {"message": f"stub fault {fault['status']}"}},
-                                              raw=fault["body"], headers=fault["headers"])
-                    status, answer = stub._answer(urllib.parse.urlsplit(self.path).path, body)
-                    self._send(status, answer)
-                finally:
+                try: reply = self._reply(body, fault)
+                finally:   # before the answer goes out: a client's next request cannot overlap this one
                     with stub._lock: stub.in_flight -= 1
+                self._send(*reply)
+            def _reply(self, body, fault):
+                if stub.api_key and self.headers.get("Authorization") != f"Bearer {stub.api_key}":
+                    return 401, {"error": {"message": "invalid API key"}}
+                if fault:
+                    if fault["hold"]:
+                        with stub._lock: stub._lock.wait_for(lambda: stub.max_in_flight >= fault["hold"] or stub._release.is_set(), 5.0)
+                    if fault["stall"]: stub._release.wait(fault["stall"])
+                    if fault["status"] or fault["body"] is not None:
+                        return (fault["status"] or 200, {"error": {"message": f"stub fault {fault['status']}"}}, fault["body"],
+                                fault["headers"])
+                return stub._answer(urllib.parse.urlsplit(self.path).path, body)
         return Handler
 
     def _answer(self, route: str, body) -> tuple[int, dict]:

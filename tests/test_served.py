@@ -51,7 +51,7 @@ def test_429_5xx_and_malformed_json_are_retried_with_backoff(no_threads_left):
 
 def test_a_stalled_request_times_out_is_retried_and_released(no_threads_left):
     with StubServer() as stub:
-        client, waits = quick_client(stub.url, timeout=0.3)
+        client, waits = quick_client(stub.url, timeout=1.5)
         stub.fail(stall=60)                           # the server holds the first request; closing it releases it
         assert client.request("models")["data"][0]["id"] == "stub"
         assert client.stats["retries"] == 1 and len(waits) == 1 and len(stub.received) == 2

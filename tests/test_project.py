@@ -13,6 +13,8 @@ def test_notebooks_have_no_outputs(nb):
     cells = json.loads(nb.read_text())["cells"]
     dirty = [i for i, c in enumerate(cells) if c["cell_type"] == "code" and (c.get("outputs") or c.get("execution_count"))]
     assert not dirty, f"{nb.name}: cells {dirty} carry outputs; run nbdev_clean"
+    empty = [i for i, c in enumerate(cells) if not "".join(c["source"]).strip()]
+    assert not empty, f"{nb.name}: cells {empty} are empty (they show as blank cells in JupyterLab and the docs)"
 
 
 @pytest.mark.parametrize("nb", PAPER_NBS, ids=lambda p: p.name)

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # the layers of the library, in the order of CONTRIBUTING.md; a module not named here goes under "Other"
 LAYERS = [
     ("Foundation", ["core", "data", "loaders", "templates"]),
-    ("LLM and training", ["llm", "kernels", "lora"]),
+    ("LLM and training", ["llm", "kernels", "served", "lora"]),
     ("Models and evaluation", ["conventional", "metrics", "stats"]),
     ("Methods", ["tallrec", "itdr", "curriculum", "mixing", "aggregation"]),
     ("Reproduction", ["reproduce", "cli", "bench"]),

@@ -714,10 +714,23 @@ class VLLMBackend:
             out[r].update({t: lp.logprob for t, lp in o.outputs[0].logprobs[0].items()})
         return out
 
+    @staticmethod
+    def _prompt_logprobs_work(llm) -> bool:
+        "False for an engine started with LoRA: vLLM's LoRA output layer fails on prompt log-probabilities (vLLM 0.32, CPU)."
+        config = getattr(getattr(llm.model, "llm_engine", None), "vllm_config", None)
+        return getattr(config, "lora_config", None) is None or not _token_logprobs_supported()
+
     def _continuation_logprobs(self, llm, prompt_ids, conts, skip_from: int = 0):
         """Log-probabilities of tokens `skip_from:` of each continuation after its prompt, from prompt log-probabilities;
         requests may read the prefix cache up to their prompt's end, the rest are run again without it."""
         from vllm import SamplingParams
+        if not self._prompt_logprobs_work(llm):  # token by token: one next-token request per continuation token
+            steps = [(i, j) for i, c in enumerate(conts) for j in range(skip_from, len(c))]
+            lps = self._next_token_logprobs(llm, [list(prompt_ids[i]) + list(conts[i][:j]) for i, j in steps],
+                                            [[conts[i][j]] for i, j in steps])
+            res = [[] for _ in conts]
+            for (i, j), lp in zip(steps, lps): res[i].append(lp[conts[i][j]])
+            return res
         todo = list(range(len(conts)))
         res: list = [None] * len(conts)
         for use_cache in (True, False):

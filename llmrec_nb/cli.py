@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.set_defaults(func=_reproduce)
 
     bp = sub.add_parser("bench", help="speed benchmarks: the engine against a plain baseline, in one run")
-    bp.add_argument("name", choices=["scoring", "ranking", "training"])
+    bp.add_argument("name", choices=["scoring", "ranking", "training", "generation"])
     bp.add_argument("--model", default=None, help="model name or path (default: the bundled smollm2-135m)")
     bp.add_argument("--json", action="store_true")
     bp.set_defaults(func=_bench)

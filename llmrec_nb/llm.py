@@ -16,9 +16,9 @@ from .kernels import cpu_auto_dtype, fast_cpu_kernels, last_position_only, _posi
 
 # %% auto #0
 __all__ = ['BUNDLED_MODELS', 'bundled_gguf', 'resolve_dtype', 'dequantised_cache', 'LLM', 'float32_head', 'cast_llm', 'load_llm',
-           'encode', 'continuation_ids', 'answer_token_id', 'Backend', 'TransformersBackend', 'score_binary',
-           'score_candidates', 'rank_candidates', 'generate', 'last_token_embeddings', 'Grounded', 'normalise_title',
-           'ground', 'ground_list', 'valid_rate', 'VLLMBackend']
+           'encode', 'continuation_ids', 'answer_token_id', 'Backend', 'TransformersBackend', 'engine_generate',
+           'score_binary', 'score_candidates', 'rank_candidates', 'generate', 'last_token_embeddings', 'Grounded',
+           'normalise_title', 'ground', 'ground_list', 'valid_rate', 'VLLMBackend']
 
 # %% ../nbs/03_llm.ipynb #1295f8e3
 BUNDLED_MODELS = {
@@ -456,18 +456,20 @@ class TransformersBackend:
         return out
 
     def generate(self, llm, prompts, max_new_tokens=64, num_beams=1, num_return_sequences=1, batch_size=8):
+        "The engine (see Generation engine below) where the model allows, else `model.generate` per batch of `batch_size`."
+        seqs = engine_generate(llm, prompts, max_new_tokens, num_beams, num_return_sequences)
+        if seqs is None: return self.generate_plain(llm, prompts, max_new_tokens, num_beams, num_return_sequences, batch_size)
+        texts = [[llm.tokenizer.decode(s, skip_special_tokens=True).strip() for s in per] for per in seqs]
+        return [t[0] for t in texts] if num_return_sequences == 1 else texts
+
+    def generate_plain(self, llm, prompts, max_new_tokens=64, num_beams=1, num_return_sequences=1, batch_size=8):
+        "transformers' own `model.generate` on left-padded batches of `batch_size` prompts."
         import torch
         from transformers import GenerationConfig
         tok, model = llm.tokenizer, llm.model
-        # stop at every end token the model knows: the tokenizer's, the config's and its generation config's
-        # (chat models often list their end-of-turn token only in the latter)
-        eos = {tok.eos_token_id}
-        for cfg in (getattr(model, "config", None), getattr(model, "generation_config", None)):
-            e = getattr(cfg, "eos_token_id", None)
-            if e is not None: eos |= set(np.atleast_1d(e).tolist())
         gen_config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=num_beams,
                                       num_return_sequences=num_return_sequences, pad_token_id=_pad_id(tok),
-                                      eos_token_id=sorted(e for e in eos if e is not None))
+                                      eos_token_id=_end_tokens(tok, model))
         ids = encode(tok, list(prompts))
         texts = []
         with torch.inference_mode(), fast_cpu_kernels(model):
@@ -477,6 +479,191 @@ class TransformersBackend:
                 texts += [t.strip() for t in tok.batch_decode(gen[:, b_ids.shape[1]:], skip_special_tokens=True)]
         if num_return_sequences == 1: return texts
         return [texts[i:i + num_return_sequences] for i in range(0, len(texts), num_return_sequences)]
+
+# %% ../nbs/03_llm.ipynb #b995dc84
+_GEN_MAX_ROWS = 64            # sequences decoded together in one step
+_GEN_CACHE_BYTES = 1 << 30    # ... while their key/value cache stays under this
+
+# generation-config fields that would add a logits processor (their neutral values); the engine decodes without any
+_NEUTRAL_DECODING = {"repetition_penalty": (None, 1.0), "encoder_repetition_penalty": (None, 1.0),
+                     "no_repeat_ngram_size": (None, 0), "encoder_no_repeat_ngram_size": (None, 0),
+                     "bad_words_ids": (None,), "min_length": (None, 0), "min_new_tokens": (None, 0),
+                     "forced_bos_token_id": (None,), "forced_eos_token_id": (None,), "suppress_tokens": (None,),
+                     "begin_suppress_tokens": (None,), "sequence_bias": (None,), "exponential_decay_length_penalty": (None,),
+                     "forced_decoder_ids": (None,), "num_beam_groups": (None, 1), "diversity_penalty": (None, 0.0),
+                     "constraints": (None,), "force_words_ids": (None,), "stop_strings": (None,), "watermarking_config": (None,),
+                     "low_memory": (None, False)}
+
+def _end_tokens(tok, model) -> list[int]:
+    "Every end token the model knows: the tokenizer's, the config's and its generation config's (chat models often list their end-of-turn token only there)."
+    eos = {tok.eos_token_id}
+    for cfg in (getattr(model, "config", None), getattr(model, "generation_config", None)):
+        e = getattr(cfg, "eos_token_id", None)
+        if e is not None: eos |= set(np.atleast_1d(e).tolist())
+    return sorted(e for e in eos if e is not None)
+
+def _beam_settings(model) -> dict | None:
+    "`length_penalty` and `early_stopping` from the model's generation config, or None where it sets anything the engine does not decode."
+    cfg = getattr(model, "generation_config", None)
+    for field, neutral in _NEUTRAL_DECODING.items():
+        if getattr(cfg, field, None) not in neutral: return None
+    lp, stop = getattr(cfg, "length_penalty", None), getattr(cfg, "early_stopping", None)
+    return {"length_penalty": 1.0 if lp is None else float(lp), "early_stopping": False if stop is None else stop}
+
+def _cache_bytes_per_token(model) -> int:
+    "Bytes of key/value cache one token takes in every layer (an over-estimate where the config is not a usual one)."
+    import torch
+    cfg = getattr(model, "config", None)
+    layers = getattr(cfg, "num_hidden_layers", 32)
+    heads = getattr(cfg, "num_attention_heads", 32)
+    kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
+    head_dim = getattr(cfg, "head_dim", None) or getattr(cfg, "hidden_size", 4096) // heads
+    return 2 * layers * kv_heads * head_dim * torch.finfo(next(model.parameters()).dtype).bits // 8
+
+def _select_rows(cache, rows):
+    "The cache keeps only the batch rows `rows` (a long tensor), in that order: beams reordered, finished prompts dropped."
+    for layer in cache.layers:
+        layer.keys, layer.values = layer.keys.index_select(0, rows), layer.values.index_select(0, rows)
+
+class _Rows:
+    "The decoding state of the rows that are still running: cache, attention mask and next positions."
+    def __init__(self, cache, mask, positions): self.cache, self.mask, self.positions = cache, mask, positions
+
+    def keep(self, rows):
+        import torch
+        if len(rows) == len(self.mask) and bool((rows == torch.arange(len(rows), device=rows.device)).all()): return
+        _select_rows(self.cache, rows)
+        self.mask, self.positions = self.mask[rows], self.positions[rows]
+
+    def step(self, model, tokens):
+        "Run one token per row; the next-token logits (float32)."
+        import torch
+        self.mask = torch.cat([self.mask, torch.ones((len(self.mask), 1), dtype=self.mask.dtype, device=self.mask.device)], 1)
+        out = model(input_ids=tokens[:, None], attention_mask=self.mask, position_ids=self.positions[:, None],
+                    past_key_values=self.cache, use_cache=True, **_logits_kw(model))
+        self.positions = self.positions + 1
+        return out.logits[:, -1, :].float()
+
+def _prefill(model, ids: Sequence[Sequence[int]], kv, offset: int, pad_id: int, device):
+    "Prefill the prompts `ids` (after the cached prefix `kv` of `offset` tokens): their last logits and decoding state, or None where the model's cache is not a plain `DynamicCache`."
+    import torch
+    b_ids, b_mask = _pad_left(ids, pad_id, device)
+    pos = offset + _positions(b_mask)
+    mask = torch.cat([torch.ones((len(ids), offset), dtype=b_mask.dtype, device=device), b_mask], 1) if offset else b_mask
+    kw = {"past_key_values": _fresh_cache(kv, len(ids))} if offset else {}
+    out = model(input_ids=b_ids, attention_mask=mask, position_ids=pos, use_cache=True, **kw, **_logits_kw(model))
+    if _cache_tensors(out.past_key_values) is None: return None
+    return out.logits[:, -1, :].float(), _Rows(out.past_key_values, mask, pos[:, -1] + 1)
+
+def _greedy_chunk(model, state: _Rows, logits, max_new_tokens: int, eos) -> list[list[int]]:
+    "Greedy decoding of a prefilled chunk: each row's tokens, its end token included."
+    import torch
+    n = len(logits)
+    out, alive = [[] for _ in range(n)], torch.arange(n, device=logits.device)
+    for t in range(max_new_tokens):
+        nxt = logits.argmax(-1)
+        ended = torch.isin(nxt, eos) | (t + 1 == max_new_tokens)
+        for r, tok_id in zip(alive.tolist(), nxt.tolist()): out[r].append(tok_id)
+        if bool(ended.all()): break
+        keep = (~ended).nonzero()[:, 0]
+        state.keep(keep)
+        alive, nxt = alive[keep], nxt[keep]
+        logits = state.step(model, nxt)
+    return out
+
+def _beam_chunk(model, state: _Rows, logits, max_new_tokens: int, num_beams: int, num_return: int, eos,
+                length_penalty: float = 1.0, early_stopping=False) -> list[list[list[int]]]:
+    """transformers' beam search for a prefilled chunk (one row per prompt): per prompt its `num_return` best finished
+    beams' tokens. Scores, tie-breaking, length penalty and the stopping heuristic follow `GenerationMixin._beam_search`;
+    prompts whose result can no longer change leave the batch."""
+    import torch
+    dev, n, nb = logits.device, len(logits), num_beams
+    keep_k = max(2, 1 + len(eos)) * nb
+    top_nb = torch.arange(keep_k, device=dev) < nb
+    state.keep(torch.arange(n, device=dev).repeat_interleave(nb))          # the prompt's cache, copied to its beams
+    logits = logits.repeat_interleave(nb, 0)
+    run_seq = torch.zeros((n, nb, max_new_tokens), dtype=torch.long, device=dev)
+    run_scores = torch.zeros((n, nb), device=dev); run_scores[:, 1:] = -1e9
+    fin_seq, fin_len = run_seq.clone(), torch.zeros((n, nb), dtype=torch.long, device=dev)
+    fin_scores = torch.full((n, nb), -1e9, device=dev)
+    fin_done = torch.zeros((n, nb), dtype=torch.bool, device=dev)
+    improvable = torch.ones((n, 1), dtype=torch.bool, device=dev)
+    prompt = torch.arange(n, device=dev)                                   # which prompt each active group is
+    results: list = [None] * n
+    gather = lambda x, idx: x.gather(1, idx.view(*idx.shape, *([1] * (x.dim() - 2))).expand(*idx.shape, *x.shape[2:]))
+    for t in range(max_new_tokens):
+        m = len(prompt)
+        lp = torch.log_softmax(logits, -1).view(m, nb, -1) + run_scores[:, :, None]
+        vocab = lp.shape[-1]
+        top_lp, top_idx = torch.topk(lp.reshape(m, -1), keep_k)
+        src_beam, top_tok = top_idx // vocab, top_idx % vocab
+        top_seq = gather(run_seq, src_beam).clone()
+        top_seq[:, :, t] = top_tok
+        hits = torch.isin(top_tok, eos) | (t + 1 == max_new_tokens)
+        # the best unfinished candidates run on
+        run_lp = top_lp + hits.float() * -1e9
+        nxt = torch.topk(run_lp, nb)[1]
+        run_seq, run_scores, run_src = gather(top_seq, nxt), gather(run_lp, nxt), gather(src_beam, nxt)
+        # finished candidates among the top `nb` join the finished pool if they beat it
+        just = hits & top_nb[None, :]
+        cand = top_lp / ((t + 1) ** length_penalty)
+        if early_stopping is True: cand = cand + (fin_done.all(-1, keepdim=True)).float() * -1e9
+        cand = cand + (~improvable).float() * -1e9 + (~just).float() * -1e9
+        merged = torch.topk(torch.cat([fin_scores, cand], 1), nb)[1]
+        fin_seq = gather(torch.cat([fin_seq, top_seq], 1), merged)
+        fin_scores = gather(torch.cat([fin_scores, cand], 1), merged)
+        fin_len = gather(torch.cat([fin_len, torch.full_like(top_tok, t + 1)], 1), merged)
+        fin_done = gather(torch.cat([fin_done, just], 1), merged)
+        # can a running beam still beat the worst finished one?
+        best_len = (max_new_tokens if early_stopping == "never" and length_penalty > 0 else t + 1)
+        best_running = run_scores[:, :1] / (best_len ** length_penalty)
+        worst = torch.where(fin_done, fin_scores.min(1, keepdim=True)[0], torch.tensor(-1e9, device=dev))
+        improvable = improvable & (best_running > worst).any(-1, keepdim=True)
+        over = ~improvable[:, 0] | (fin_done.all(-1) & (early_stopping is True)) | (t + 1 == max_new_tokens)
+        for g in over.nonzero()[:, 0].tolist():
+            results[int(prompt[g])] = [fin_seq[g, b, :int(fin_len[g, b])].tolist() for b in range(num_return)]
+        if bool(over.all()): break
+        live = (~over).nonzero()[:, 0]
+        rows = ((live * nb)[:, None] + run_src[live]).reshape(-1)          # each surviving beam's source row
+        state.keep(rows)
+        prompt, run_seq, run_scores = prompt[live], run_seq[live], run_scores[live]
+        fin_seq, fin_scores, fin_len, fin_done, improvable = fin_seq[live], fin_scores[live], fin_len[live], fin_done[live], improvable[live]
+        logits = state.step(model, run_seq[:, :, t].reshape(-1))
+    return results
+
+def engine_generate(llm: LLM, prompts: Sequence[str], max_new_tokens: int = 64, num_beams: int = 1,
+                    num_return_sequences: int = 1, max_rows: int = _GEN_MAX_ROWS) -> list | None:
+    """Greedy or beam generation of `prompts` by the engine: per prompt `num_return_sequences` token-id lists (end
+    token included), or None where the model needs `model.generate` (see above)."""
+    import torch
+    tok, model = llm.tokenizer, llm.model
+    settings = _beam_settings(model)
+    if settings is None or not _accepts(model, "past_key_values"): return None
+    eos = torch.tensor(_end_tokens(tok, model), dtype=torch.long, device=llm.device)
+    ids = encode(tok, list(prompts))
+    out: list = [None] * len(ids)
+    if not ids: return out
+    with torch.inference_mode(), fast_cpu_kernels(model), last_position_only(model):
+        shared = _shared_prefix(ids) if len(ids) > 1 else 0
+        kv = _prefix_cache(model, ids[0][:shared], llm.device) if shared >= _MIN_SHARED else None
+        if kv is None: shared = 0
+        per_row = _cache_bytes_per_token(model) * (max(map(len, ids)) + max_new_tokens)
+        rows = max(1, min(max_rows, _GEN_CACHE_BYTES // per_row))
+        chunk = max(1, rows // num_beams)
+        order = sorted(range(len(ids)), key=lambda r: len(ids[r]))
+        bar = progress(total=len(ids), desc="generate")
+        for s in range(0, len(order), chunk):
+            part = order[s:s + chunk]
+            first = _prefill(model, [ids[r][shared:] for r in part], kv, shared, _pad_id(tok), llm.device)
+            if first is None: bar.close(); return None
+            logits, state = first
+            if num_beams == 1: res = [[r] for r in _greedy_chunk(model, state, logits, max_new_tokens, eos)]
+            else: res = _beam_chunk(model, state, logits, max_new_tokens, num_beams, num_return_sequences, eos, **settings)
+            for r, seqs in zip(part, res): out[r] = seqs
+            del state
+            bar.update(len(part))
+        bar.close()
+    return out
 
 # %% ../nbs/03_llm.ipynb #7c3d7bfd
 def _backend(llm: LLM):

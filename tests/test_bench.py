@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from llmrec_nb.bench import (run_benchmark, bench_scoring, bench_ranking, bench_training, benchmark_table, loss_curve_agreement,
+from llmrec_nb.bench import (run_benchmark, bench_scoring, bench_ranking, bench_training, bench_generation, benchmark_table, loss_curve_agreement,
                              ranking_agreement, scoring_agreement)
 from llmrec_nb.core import ISA_FLAGS
 from llmrec_nb.kernels import onednn_linear_kernel
@@ -83,11 +83,17 @@ def test_table_names_the_machine(tiny):
     assert r["machine"]["cpu"]["model"] in table and "float32 / " + r["machine"]["kernel_path"] in table
     assert all(line.count("|") == 10 for line in table.splitlines())
 
+def test_generation_agrees(tiny):
+    r = bench_generation(tiny, n=3, max_new_tokens=4, num_beams=2)
+    assert KEYS <= set(r) and set(r["modes"]) == {"greedy", "beam2"}
+    assert r["agreement"]["identical_texts_float32"] == 1.0 and r["agreement"]["identical_texts"] == 1.0
+    assert "identical texts 100%" in benchmark_table([r])
+
 def test_unknown_name():
     with pytest.raises(ValueError, match="unknown benchmark"): run_benchmark("nope", model="tiny")
 
 @slow
-@pytest.mark.parametrize("name", ["scoring", "ranking", "training"])
+@pytest.mark.parametrize("name", ["scoring", "ranking", "training", "generation"])
 def test_cli_bench_json(name):
     out = subprocess.run([str(Path(sys.executable).parent / "llmrec"), "bench", name, "--json"], capture_output=True, text=True, check=True)
     r = json.loads(out.stdout.strip().splitlines()[-1])

@@ -164,6 +164,28 @@ def test_batched_generation_equals_one_by_one(tiny, prompts):
     assert [len(b) for b in beams] == [2, 2]
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_engine_generation_equals_transformers_generate(tiny, prompts, seed):
+    # random models of other seeds, with a common token made an end token, so beams end at many different lengths
+    llm = L.LLM(L._tiny_model(tiny.tokenizer, seed).eval(), tiny.tokenizer, "tiny")
+    ps = prompts + [prompts[0] + "Alien (1979)", prompts[0] + "a longer question about this user"]
+    plain = L.TransformersBackend().generate_plain
+    from collections import Counter
+    frequent = Counter(t for per in L.engine_generate(llm, ps, 6, 4, 4) for s in per for t in s[1:])
+    llm.model.generation_config.eos_token_id = [llm.tokenizer.eos_token_id] + [t for t, _ in frequent.most_common(3)]
+    lengths = set()
+    for penalty in (1.0, -1.0):        # -1: scores favour short beams, so finished beams of every length win
+        llm.model.generation_config.length_penalty = penalty
+        for nb, nr in ((1, 1), (2, 2), (4, 1), (4, 3)):
+            ref = plain(llm, ps, 9, nb, nr, 3)
+            assert generate(llm, ps, max_new_tokens=9, num_beams=nb, num_return_sequences=nr) == ref
+            chunked = L.engine_generate(llm, ps, 9, nb, nr, max_rows=nb)     # one prompt at a time
+            assert [[llm.tokenizer.decode(s, skip_special_tokens=True).strip() for s in per] for per in chunked] == \
+                [[r] if nr == 1 else r for r in ref]
+            lengths |= {len(s) for per in chunked for s in per}
+    assert len(lengths) > 1            # beams and rows did end at different steps
+
+
 def test_generation_stops_at_generation_config_end_tokens(tiny):
     # chat models often list their end-of-turn token only in generation_config.eos_token_id
     free = generate(tiny, ["Hi"], max_new_tokens=6)[0]

@@ -61,10 +61,11 @@ $(VLLM_STAMP): setup.py settings.ini constraints.txt tools/vllm_cpu.py
 	$(VLLM_PY) -c "import torch, transformers, vllm; print('torch', torch.__version__, 'transformers', transformers.__version__, 'vllm', vllm.__version__)"
 	touch $(VLLM_STAMP)
 
-# one engine on the bundled model for the whole file (minutes to start on a CPU); the measured numbers are printed last
+# one engine on the bundled model for test_vllm.py and one OpenAI-compatible server for test_served.py's real-server
+# tests (minutes each to start on a CPU); the measured numbers are printed last
 test-vllm: $(VLLM_STAMP)
 	rm -f runs/test-vllm/summary.json
-	LLMREC_PROGRESS=0 $(VLLM_PY) -m pytest -q -rs tests/test_vllm.py; rc=$$?; \
+	LLMREC_PROGRESS=0 LLMREC_SLOW=1 $(VLLM_PY) -m pytest -q -rs tests/test_vllm.py tests/test_served.py -k "vllm or real_server"; rc=$$?; \
 	  if test -f runs/test-vllm/summary.json; then $(VLLM_PY) tools/vllm_cpu.py summary runs/test-vllm/summary.json; fi; exit $$rc
 
 export: $(STAMP)

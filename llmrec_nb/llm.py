@@ -62,16 +62,28 @@ def _cache_is_valid(folder: Path, gguf: Path) -> bool:
     except Exception: return False
     return info.get("source") == gguf.name and info.get("source_size") == gguf.stat().st_size
 
+def _cached_folder(final: Path, is_valid, build) -> Path:
+    """`final` when `is_valid(final)`; else `build(tmp)` fills a temporary folder beside it, which then replaces
+    `final` as a whole (when another process finished first, its folder is used)."""
+    if is_valid(final): return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    try:
+        build(tmp)
+        if final.exists(): shutil.rmtree(final)  # stale or broken: replaced as a whole
+        try: os.rename(tmp, final)
+        except OSError:
+            if not is_valid(final): raise
+    finally:
+        if tmp.exists(): shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
 def dequantised_cache(gguf: Path | str, cache_name: str | None = None) -> Path:
     "A folder with a float safetensors copy of `gguf` (model + tokenizer + config), built atomically on first use."
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     gguf = Path(gguf)
-    root = cache_dir("models")
-    final = root / (cache_name or gguf.stem)
-    if _cache_is_valid(final, gguf): return final
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=root))
-    try:
+    def build(tmp):
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
         config = copy.deepcopy(loaded.config)
@@ -82,13 +94,7 @@ def dequantised_cache(gguf: Path | str, cache_name: str | None = None) -> Path:
         tok.save_pretrained(tmp)
         write_json(tmp / _CACHE_MARKER, {"source": gguf.name, "source_size": gguf.stat().st_size,
                                          "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-        if final.exists(): shutil.rmtree(final)  # stale or broken: replaced as a whole
-        try: os.rename(tmp, final)
-        except OSError:
-            if not _cache_is_valid(final, gguf): raise  # someone else finished first: use theirs
-    finally:
-        if tmp.exists(): shutil.rmtree(tmp, ignore_errors=True)
-    return final
+    return _cached_folder(cache_dir("models") / (cache_name or gguf.stem), lambda f: _cache_is_valid(f, gguf), build)
 
 def _bundled_tokenizer(name: str = "smollm2-135m"):
     "The bundled model's tokenizer, from the model cache when present, else from a tokenizer-only cache."
@@ -174,19 +180,11 @@ def _tiny_folder(seed: int = 0) -> Path:
     tokenizer = _bundled_tokenizer("smollm2-135m")
     model = _tiny_model(tokenizer, seed)
     key = {"tiny_seed": seed, "config": stable_hash(model.config.to_json_string(use_diff=False), mod=10**12)}
-    final = cache_dir("models") / f"tiny-seed{seed}"
-    if (final / _CACHE_MARKER).exists() and {k: read_json(final / _CACHE_MARKER).get(k) for k in key} == key: return final
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-    try:
+    def is_valid(f): return (f / _CACHE_MARKER).exists() and {k: read_json(f / _CACHE_MARKER).get(k) for k in key} == key
+    def build(tmp):
         model.save_pretrained(tmp); tokenizer.save_pretrained(tmp)
         write_json(tmp / _CACHE_MARKER, key)
-        if final.exists(): shutil.rmtree(final)
-        try: os.rename(tmp, final)
-        except OSError:
-            if not (final / _CACHE_MARKER).exists(): raise  # someone else finished first: use theirs
-    finally:
-        if tmp.exists(): shutil.rmtree(tmp, ignore_errors=True)
-    return final
+    return _cached_folder(cache_dir("models") / f"tiny-seed{seed}", is_valid, build)
 
 def load_llm(name: str = "smollm2-135m", device: str | None = None, dtype="auto", trust_remote_code: bool = False,
              backend: str = "transformers", seed: int = 0, **backend_kwargs) -> LLM:

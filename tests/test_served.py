@@ -1,6 +1,6 @@
 """The served (OpenAI-compatible HTTP) backend: retries, timeouts, concurrency, the cache and the API key against an
 in-process stub server; scores and ITDR answers equal to the transformers backend through it; a real `vllm serve` on
-127.0.0.1 when one is available (LLMREC_VLLM_SERVER, or a vllm binary with LLMREC_SLOW=1)."""
+127.0.0.1 when one is available (LLMREC_VLLM_SERVER, or vllm installed and LLMREC_SLOW=1: make test-vllm)."""
 import contextlib, json, logging, os, shutil, signal, socket, subprocess, sys, threading, time
 from pathlib import Path
 
@@ -280,15 +280,19 @@ def vllm_server(tmp_path_factory):
     if url:
         yield url
         return
-    if not (shutil.which("vllm") and os.environ.get("LLMREC_SLOW")):
+    import importlib.util
+    if not (importlib.util.find_spec("vllm") and os.environ.get("LLMREC_SLOW")):
         pytest.skip("needs a vLLM OpenAI server on 127.0.0.1 (LLMREC_VLLM_SERVER=http://127.0.0.1:8000/v1) "
-                    "or a vllm binary on PATH with LLMREC_SLOW=1")
+                    "or vllm installed with LLMREC_SLOW=1 (make test-vllm)")
     from llmrec_nb.llm import bundled_gguf, dequantised_cache
     folder = dequantised_cache(bundled_gguf("smollm2-135m"), "smollm2-135m")
     port = free_port()
     log = tmp_path_factory.mktemp("vllm") / "serve.log"
-    cmd = ["vllm", "serve", str(folder), "--host", "127.0.0.1", "--port", str(port), "--served-model-name", "smollm2-135m",
-           "--dtype", "float32", "--max-model-len", "2048"]
+    # the server module itself: the `vllm serve` command of vLLM's CPU build fails before it starts a server
+    for k, v in (("HF_HUB_OFFLINE", "1"), ("VLLM_NO_USAGE_STATS", "1"), ("VLLM_CPU_KVCACHE_SPACE", "1")):
+        os.environ.setdefault(k, v)   # inherited by the server: local folders only, a CPU-sized KV cache
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(folder), "--host", "127.0.0.1",
+           "--port", str(port), "--served-model-name", "smollm2-135m", "--dtype", "float32", "--max-model-len", "2048"]
     with open(log, "w") as out, server_process(cmd, f"http://127.0.0.1:{port}/v1", ready_timeout=900, log=out):
         yield f"http://127.0.0.1:{port}/v1"
 

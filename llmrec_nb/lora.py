@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_lora.ipynb #4d499cd3
 from __future__ import annotations
-import json, math, os, shutil, time, warnings
+import contextlib, json, math, os, shutil, time, warnings
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from typing import Callable, Sequence
@@ -22,7 +22,8 @@ from .kernels import fast_cpu_kernels
 # %% auto #0
 __all__ = ['LoraTrainConfig', 'encode_instruction', 'collate_right_padded', 'response_loss', 'batch_loss', 'MixState',
            'save_adapter', 'load_adapter', 'set_active_adapter', 'adapter_names', 'remove_lora', 'TrainResult',
-           'train_lora', 'lora_layers', 'adapter_scaling', 'merge_adapters', 'delta_weight', 'AdapterMixer']
+           'training_precision', 'train_lora', 'lora_layers', 'adapter_scaling', 'merge_adapters', 'delta_weight',
+           'AdapterMixer']
 
 # %% ../nbs/04_lora.ipynb #b549e7a4
 @dataclass
@@ -55,6 +56,8 @@ class LoraTrainConfig:
     logging_steps: int = 1
     seed: int = 0
     adapter_name: str = "default"
+    precision: str = "auto"             # a bf16 base: "float32" trains it on float32 copies of its frozen weights (restored
+                                        # after), "model" in bf16 under autocast; "auto": float32 on a CPU, "model" elsewhere
 
 # %% ../nbs/04_lora.ipynb #fd0cf8bf
 def _response_ids(tokenizer, prompt: str, response: str, prompt_ids=None) -> list[int]:
@@ -362,6 +365,23 @@ def _write_loss_curve(log: pd.DataFrame, evals: list, out: Path) -> Path:
     plt.close(fig)
     return out / "loss_curve.png"
 
+@contextlib.contextmanager
+def training_precision(model, precision: str = "auto"):
+    """Within the block a low-precision (bf16/fp16) `model` computes in float32 when `precision` resolves to float32:
+    its frozen weights and buffers are float32 copies, and the original tensors come back afterwards (frozen, so
+    unchanged). Yields whether the model then trains under bf16 autocast instead (`precision='model'`)."""
+    import torch
+    if precision not in ("auto", "float32", "model"): raise ValueError(f"precision must be 'auto', 'float32' or 'model', not {precision!r}")
+    low = [t for t in [*model.parameters(), *model.buffers()] if t.dtype in (torch.bfloat16, torch.float16) and not t.requires_grad]
+    if precision == "auto": precision = "float32" if next(model.parameters()).device.type == "cpu" else "model"
+    if not low or precision == "model":
+        yield bool(low) and any(t.dtype == torch.bfloat16 for t in low); return
+    saved = [(t, t.data) for t in low]
+    for t, d in saved: t.data = d.float()
+    try: yield False
+    finally:
+        for t, d in saved: t.data = d
+
 def train_lora(llm, train: Sequence[Instruction], valid: Sequence[Instruction] | None = None,
                config: LoraTrainConfig | None = None, output_dir: Path | str = "lora_out",
                eval_fn: Callable | None = None, resume: bool = True,
@@ -375,6 +395,8 @@ def train_lora(llm, train: Sequence[Instruction], valid: Sequence[Instruction] |
     from transformers import TrainingArguments
     from transformers.trainer_utils import get_last_checkpoint
     cfg = config or LoraTrainConfig()
+    if cfg.precision not in ("auto", "float32", "model"):
+        raise ValueError(f"precision must be 'auto', 'float32' or 'model', not {cfg.precision!r}")
     if not train: raise ValueError("train is empty")
     if cfg.loss_average not in ("token", "example"): raise ValueError(f"loss_average must be 'token' or 'example', not {cfg.loss_average!r}")
     out = Path(output_dir); out.mkdir(parents=True, exist_ok=True)
@@ -409,7 +431,6 @@ def train_lora(llm, train: Sequence[Instruction], valid: Sequence[Instruction] |
     Trainer_, Callback_ = _trainer_classes()
     cb = Callback_(cfg, eval_fn, mix, out / "best", lambda m, d: save_adapter(m, d, name))
     quiet = os.environ.get("LLMREC_PROGRESS", "1") == "0"
-    low_precision = any(p.dtype == torch.bfloat16 for p in model.parameters() if not p.requires_grad)
     args = TrainingArguments(
         output_dir=str(out), per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
         learning_rate=cfg.lr, num_train_epochs=cfg.epochs, max_steps=max_steps, weight_decay=cfg.weight_decay,
@@ -433,10 +454,13 @@ def train_lora(llm, train: Sequence[Instruction], valid: Sequence[Instruction] |
         cb.load_state_dict(read_json(Path(last) / _STATE_FILE))
     t0 = time.perf_counter()
     model.train()
-    # a bf16 base trains under autocast: the adapters, their gradients and the optimiser state stay float32 (the
+    # A bf16 base in bf16 learns slowly: each projection's output is already on the bf16 grid, and an adapter's update
+    # smaller than half a bf16 step rounds away when added to it, so on a CPU the run computes in float32 by default.
+    # Under precision="model" it trains under autocast: adapters, gradients and optimiser state stay float32 (the
     # Trainer's own `bf16=True` would do the same on a GPU but refuses the CPU, and misses the decoder calls of the loss).
     # No cast cache: one autocast block spans every step, and a cached bf16 copy would hide the adapters' updates
-    with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=low_precision, cache_enabled=False), \
+    with training_precision(model, cfg.precision) as low_precision, \
+            torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=low_precision, cache_enabled=False), \
             fast_cpu_kernels(model):
         trainer.train(resume_from_checkpoint=last)
     secs = time.perf_counter() - t0

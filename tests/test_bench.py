@@ -53,11 +53,13 @@ def test_training_in_bf16_keeps_float32_adapters(tiny):
     assert r["machine"]["dtype"] == "bfloat16" and "torch_mm_bf16" in r["matmul_peaks_gflops"]
     assert len(r["agreement"]["loss_curve_engine"]) == len(r["agreement"]["loss_curve_float32"]) > 0
 
-def test_bf16_lora_training_follows_the_float32_loss_curve(tmp_path):
-    # one autocast block spans the whole run: the adapters' updates must reach every later forward pass
+@pytest.mark.parametrize("precision", ["auto", "model"])
+def test_bf16_lora_training_follows_the_float32_loss_curve(tmp_path, precision):
+    # auto (a CPU): float32 compute on the bf16 weights; model: one autocast block spans the whole run, and the
+    # adapters' updates must reach every later forward pass
     from test_lora import toy
     from llmrec_nb.lora import LoraTrainConfig, train_lora
-    cfg = LoraTrainConfig(lr=3e-3, epochs=3, batch_size=8, style="alpaca", dropout=0.0, seed=0)
+    cfg = LoraTrainConfig(lr=3e-3, epochs=3, batch_size=8, style="alpaca", dropout=0.0, seed=0, precision=precision)
     runs = {dt: train_lora(load_llm("tiny", dtype=dt), toy(16), config=cfg, output_dir=tmp_path / dt) for dt in ("float32", "bfloat16")}
     bf16 = runs["bfloat16"]
     assert {p.dtype for p in bf16.model.parameters() if p.requires_grad} == {torch.float32}      # float32 adapters

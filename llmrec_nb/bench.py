@@ -130,22 +130,25 @@ def matmul_peaks(n: int = 1024, seconds: float = 1.0) -> dict:
     return out
 
 # %% ../nbs/30_bench.ipynb #0518c442
+@contextlib.contextmanager
+def _left_padding(tok):
+    "Within the block `tok` pads batches on the left, as `model.generate` needs."
+    side, tok.padding_side = tok.padding_side, "left"
+    try: yield tok
+    finally: tok.padding_side = side
+
 def generate_yes_no(llm, prompts, batch_size: int = 16, positive: str = "Yes", negative: str = "No") -> np.ndarray:
     "The original TALLRec way: generate one token per batch with its scores, softmax, renormalise Yes/No."
     tok, model = llm.tokenizer, llm.model
     yes, no = answer_token_id(tok, prompts[0], positive), answer_token_id(tok, prompts[0], negative)
-    side = tok.padding_side
-    tok.padding_side = "left"
     out = []
-    try:
-        with torch.no_grad():
-            for s in range(0, len(prompts), batch_size):
-                enc = tok(list(prompts[s:s + batch_size]), return_tensors="pt", padding=True).to(llm.device)
-                gen = model.generate(**enc, max_new_tokens=1, do_sample=False, output_scores=True,
-                                     return_dict_in_generate=True, pad_token_id=tok.pad_token_id)
-                probs = gen.scores[0].float().softmax(-1)[:, [yes, no]]
-                out.append((probs[:, 0] / probs.sum(-1)).cpu().numpy())
-    finally: tok.padding_side = side
+    with _left_padding(tok), torch.no_grad():
+        for s in range(0, len(prompts), batch_size):
+            enc = tok(list(prompts[s:s + batch_size]), return_tensors="pt", padding=True).to(llm.device)
+            gen = model.generate(**enc, max_new_tokens=1, do_sample=False, output_scores=True,
+                                 return_dict_in_generate=True, pad_token_id=tok.pad_token_id)
+            probs = gen.scores[0].float().softmax(-1)[:, [yes, no]]
+            out.append((probs[:, 0] / probs.sum(-1)).cpu().numpy())
     return np.concatenate(out).astype(np.float64)
 
 def scoring_agreement(y, baseline, engine, engine_fp32) -> dict:
@@ -341,19 +344,15 @@ def bench_training(llm=None, n: int = 32, batch_size: int = 8, epochs: int = 1, 
 def generate_each_batch(llm, prompts, max_new_tokens: int = 32, num_beams: int = 1, batch_size: int = 8) -> list[str]:
     "The plain way: `model.generate` on left-padded batches of `batch_size` prompts, in input order; the top beam's text."
     tok, model = llm.tokenizer, llm.model
-    side = tok.padding_side
-    tok.padding_side = "left"
     out = []
-    try:
-        with torch.no_grad():
-            for s in range(0, len(prompts), batch_size):
-                batch = list(prompts[s:s + batch_size])
-                bos = bool(tok.bos_token) and all(p.startswith(tok.bos_token) for p in batch)   # chat prompts carry it
-                enc = tok(batch, return_tensors="pt", padding=True, add_special_tokens=not bos).to(llm.device)
-                gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, num_beams=num_beams,
-                                     pad_token_id=tok.pad_token_id)
-                out += [t.strip() for t in tok.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)]
-    finally: tok.padding_side = side
+    with _left_padding(tok), torch.no_grad():
+        for s in range(0, len(prompts), batch_size):
+            batch = list(prompts[s:s + batch_size])
+            bos = bool(tok.bos_token) and all(p.startswith(tok.bos_token) for p in batch)   # chat prompts carry it
+            enc = tok(batch, return_tensors="pt", padding=True, add_special_tokens=not bos).to(llm.device)
+            gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, num_beams=num_beams,
+                                 pad_token_id=tok.pad_token_id)
+            out += [t.strip() for t in tok.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)]
     return out
 
 def generation_prompts(tokenizer, n: int = 16, seed: int = 0) -> list[str]:

@@ -365,13 +365,16 @@ def _write_loss_curve(log: pd.DataFrame, evals: list, out: Path) -> Path:
     plt.close(fig)
     return out / "loss_curve.png"
 
+def _check_precision(precision: str):
+    if precision not in ("auto", "float32", "model"): raise ValueError(f"precision must be 'auto', 'float32' or 'model', not {precision!r}")
+
 @contextlib.contextmanager
 def training_precision(model, precision: str = "auto"):
     """Within the block a low-precision (bf16/fp16) `model` computes in float32 when `precision` resolves to float32:
     its frozen weights and buffers are float32 copies, and the original tensors come back afterwards (frozen, so
     unchanged). Yields whether the model then trains under bf16 autocast instead (`precision='model'`)."""
     import torch
-    if precision not in ("auto", "float32", "model"): raise ValueError(f"precision must be 'auto', 'float32' or 'model', not {precision!r}")
+    _check_precision(precision)
     low = [t for t in [*model.parameters(), *model.buffers()] if t.dtype in (torch.bfloat16, torch.float16) and not t.requires_grad]
     if precision == "auto": precision = "float32" if next(model.parameters()).device.type == "cpu" else "model"
     if not low or precision == "model":
@@ -395,8 +398,7 @@ def train_lora(llm, train: Sequence[Instruction], valid: Sequence[Instruction] |
     from transformers import TrainingArguments
     from transformers.trainer_utils import get_last_checkpoint
     cfg = config or LoraTrainConfig()
-    if cfg.precision not in ("auto", "float32", "model"):
-        raise ValueError(f"precision must be 'auto', 'float32' or 'model', not {cfg.precision!r}")
+    _check_precision(cfg.precision)
     if not train: raise ValueError("train is empty")
     if cfg.loss_average not in ("token", "example"): raise ValueError(f"loss_average must be 'token' or 'example', not {cfg.loss_average!r}")
     out = Path(output_dir); out.mkdir(parents=True, exist_ok=True)

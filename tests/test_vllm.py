@@ -14,14 +14,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")            # local folders only: no
 os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")    # GiB of KV cache on a CPU (vLLM's default is far larger)
 
-vllm = pytest.importorskip("vllm", reason="needs vLLM: `make test-vllm` installs its CPU build into .venv-vllm")
-
+# the project's imports come first, so that the main test run (where vLLM is absent) still checks them
 from llmrec_nb import tallrec
 from llmrec_nb.core import LlmrecError
-from llmrec_nb.data import load_dataset
+from llmrec_nb.loaders import load_dataset
 from llmrec_nb.llm import VLLMBackend, encode, generate, load_llm, rank_candidates, score_binary, score_candidates
 from llmrec_nb.metrics import auc
 from llmrec_nb.templates import Instruction, render_prompt
+
+vllm = pytest.importorskip("vllm", reason="needs vLLM: `make test-vllm` installs its CPU build into .venv-vllm")
 
 N_PROMPTS = int(os.environ.get("LLMREC_VLLM_PROMPTS", 64))  # the same prompts for both backends: agreement and throughput
 N_CANDIDATES = 10

@@ -22,8 +22,8 @@ from .kernels import fast_cpu_kernels
 # %% auto #0
 __all__ = ['LoraTrainConfig', 'encode_instruction', 'collate_right_padded', 'response_loss', 'batch_loss', 'MixState',
            'save_adapter', 'load_adapter', 'set_active_adapter', 'adapter_names', 'remove_lora', 'TrainResult',
-           'training_precision', 'train_lora', 'lora_layers', 'adapter_scaling', 'merge_adapters', 'delta_weight',
-           'AdapterMixer']
+           'TrainingPrecision', 'training_precision', 'train_lora', 'lora_layers', 'adapter_scaling', 'merge_adapters',
+           'delta_weight', 'AdapterMixer']
 
 # %% ../nbs/04_lora.ipynb #b549e7a4
 @dataclass
@@ -223,6 +223,7 @@ def _trainer_classes():
         def __init__(self, cfg: LoraTrainConfig, eval_fn, mix: MixState, best_dir: Path, save_best):
             self.cfg, self.eval_fn, self.mix, self.best_dir, self.save_best = cfg, eval_fn, mix, best_dir, save_best
             self.best, self.best_step, self.bad, self.evals, self.stopped_early = None, None, 0, [], False
+            self.eval_precision = contextlib.nullcontext
 
         def state_dict(self):
             return {"best": self.best, "best_step": self.best_step, "bad": self.bad, "evals": self.evals,
@@ -241,7 +242,7 @@ def _trainer_classes():
             if self.eval_fn is None: return
             was_training = model.training
             model.eval()
-            with torch.no_grad(): value = float(self.eval_fn(model))
+            with torch.no_grad(), self.eval_precision(): value = float(self.eval_fn(model))
             if was_training: model.train()
             self.evals.append({"step": state.global_step, "epoch": state.epoch, "metric": value})
             state.log_history.append({"epoch": state.epoch, "step": state.global_step, "eval_metric": value})
@@ -368,20 +369,35 @@ def _write_loss_curve(log: pd.DataFrame, evals: list, out: Path) -> Path:
 def _check_precision(precision: str):
     if precision not in ("auto", "float32", "model"): raise ValueError(f"precision must be 'auto', 'float32' or 'model', not {precision!r}")
 
+class TrainingPrecision:
+    "What `training_precision` set up: `autocast` (train under bf16 autocast) and `inference()` (see there)."
+    def __init__(self, autocast: bool = False, saved: list | None = None):
+        self.autocast, self._saved = autocast, saved or []
+
+    @contextlib.contextmanager
+    def inference(self):
+        "Within the block the model computes with its own (low-precision) frozen weights again: evaluation during training."
+        copies = [(t, t.data) for t, _ in self._saved]
+        for t, d in self._saved: t.data = d
+        try: yield
+        finally:
+            for t, d in copies: t.data = d
+
 @contextlib.contextmanager
 def training_precision(model, precision: str = "auto"):
     """Within the block a low-precision (bf16/fp16) `model` computes in float32 when `precision` resolves to float32:
     its frozen weights and buffers are float32 copies, and the original tensors come back afterwards (frozen, so
-    unchanged). Yields whether the model then trains under bf16 autocast instead (`precision='model'`)."""
+    unchanged). Yields a `TrainingPrecision`: whether the model trains under bf16 autocast instead
+    (`precision='model'`), and a context that evaluates in the model's own precision."""
     import torch
     _check_precision(precision)
     low = [t for t in [*model.parameters(), *model.buffers()] if t.dtype in (torch.bfloat16, torch.float16) and not t.requires_grad]
     if precision == "auto": precision = "float32" if next(model.parameters()).device.type == "cpu" else "model"
     if not low or precision == "model":
-        yield bool(low) and any(t.dtype == torch.bfloat16 for t in low); return
+        yield TrainingPrecision(autocast=bool(low) and any(t.dtype == torch.bfloat16 for t in low)); return
     saved = [(t, t.data) for t in low]
     for t, d in saved: t.data = d.float()
-    try: yield False
+    try: yield TrainingPrecision(saved=saved)
     finally:
         for t, d in saved: t.data = d
 
@@ -461,9 +477,12 @@ def train_lora(llm, train: Sequence[Instruction], valid: Sequence[Instruction] |
     # Under precision="model" it trains under autocast: adapters, gradients and optimiser state stay float32 (the
     # Trainer's own `bf16=True` would do the same on a GPU but refuses the CPU, and misses the decoder calls of the loss).
     # No cast cache: one autocast block spans every step, and a cached bf16 copy would hide the adapters' updates
-    with training_precision(model, cfg.precision) as low_precision, \
-            torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=low_precision, cache_enabled=False), \
-            fast_cpu_kernels(model):
+    # Evaluations run in the precision the adapter is used in afterwards (a bf16 base: bf16, which is also faster), unless
+    # float32 CPU kernels were switched on for training: those layers are not meant for the bf16 weights.
+    with training_precision(model, cfg.precision) as precision, \
+            torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=precision.autocast, cache_enabled=False), \
+            fast_cpu_kernels(model) as switched:
+        if not switched: cb.eval_precision = precision.inference
         trainer.train(resume_from_checkpoint=last)
     secs = time.perf_counter() - t0
     model.eval()

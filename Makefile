@@ -5,6 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 PROFILE ?= quick
+ISA ?=
 STAMP := $(VENV)/.installed
 
 .PHONY: install reproduce test test-fast test-slow test-vllm smoke export sync-check clean-nbs docs docs-check lab bench
@@ -77,7 +78,8 @@ clean-nbs: $(STAMP)
 
 bench: $(STAMP)
 	# each result as a JSON line on stderr, then a table for this machine on stdout
-	$(PY) -c "from llmrec_nb.bench import print_benchmarks; print_benchmarks()"
+	# ISA=avx2 computes as an AVX2-only CPU would (AMD EPYC Zen 2), on a machine with AVX-512 or AMX
+	LLMREC_ISA=$(ISA) $(PY) -c "from llmrec_nb.bench import print_benchmarks; print_benchmarks()"
 
 # the site goes to _docs/: nbdev_docs where a Quarto binary is on PATH, otherwise nbdev's notebook processing rendered
 # by MkDocs Material (tools/docs.py says why); either way the site is checked for missing pages, signatures and links

@@ -422,6 +422,7 @@ def benchmark_table(results: list) -> str:
     for r in results:
         m, ab = r["machine"], r["ablation"]
         flags = ", ".join(f for f, on in m["cpu"]["flags"].items() if on) or "flags unknown"
+        if m["cpu"].get("isa_limit"): flags += f"; limited to {m['cpu']['isa_limit']}"
         onednn = "n/a" if ab["speedup_onednn_float32"] is None else f"{ab['speedup_onednn_float32']:.2f}×"
         rows.append(f"| {r['name']} | {m['cpu']['model']} ({flags}; {m['threads']} threads) | {m['dtype']} / {m['kernel_path']} "
                     f"| {r['baseline_seconds']:.1f} | {r['engine_seconds']:.1f} | {r['speedup']:.2f}× "

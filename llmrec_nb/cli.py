@@ -32,7 +32,17 @@ def _reproduce(args) -> int:
     if failed: print(f"failed notebooks: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0
 
+def _limit_isa(isa: str | None) -> None:
+    "Compute under the instruction-set ceiling `isa` (see `core.isa_limit`) from here on; nothing if None."
+    if not isa: return
+    import os
+    from llmrec_nb.core import cpu_info, isa_limit
+    os.environ["LLMREC_ISA"] = isa
+    isa_limit(); cpu_info.cache_clear()
+    cpu_info()   # refuses when PyTorch already computed above the limit
+
 def _bench(args) -> int:
+    _limit_isa(args.isa)
     from llmrec_nb.bench import run_benchmark
     kwargs = {"model": args.model} if args.model else {}
     with contextlib.redirect_stdout(sys.stderr):  # training logs must not corrupt the JSON on stdout
@@ -120,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("name", choices=["scoring", "ranking", "training", "generation"])
     bp.add_argument("--model", default=None, help="model name or path (default: the bundled smollm2-135m)")
     bp.add_argument("--json", action="store_true")
+    bp.add_argument("--isa", choices=["avx2"], default=None,
+                    help="compute as a CPU with only these vector instructions would (avx2: as an AMD EPYC Zen 2)")
     bp.set_defaults(func=_bench)
 
     it = sub.add_parser("itdr", help="the ITDR instruction-tuning dataset").add_subparsers(dest="itdr_command", required=True)

@@ -12,10 +12,10 @@ from typing import Any, Iterable
 import numpy as np
 
 # %% auto #0
-__all__ = ['MANIFEST_PACKAGES', 'ISA_FLAGS', 'LlmrecError', 'DataFormatError', 'set_seed', 'stable_hash', 'get_device',
-           'cache_dir', 'repo_root', 'figures_dir', 'atomic_path', 'write_text', 'write_json', 'read_json', 'progress',
-           'package_versions', 'git_commit', 'params_hash', 'cpu_info', 'record_compute', 'compute_info',
-           'run_manifest']
+__all__ = ['MANIFEST_PACKAGES', 'ISA_FLAGS', 'ISA_LIMITS', 'LlmrecError', 'DataFormatError', 'set_seed', 'stable_hash',
+           'get_device', 'cache_dir', 'repo_root', 'figures_dir', 'atomic_path', 'write_text', 'write_json',
+           'read_json', 'progress', 'package_versions', 'git_commit', 'params_hash', 'isa_limit', 'cpu_info',
+           'record_compute', 'compute_info', 'run_manifest']
 
 # %% ../nbs/00_core.ipynb #47f85616
 class LlmrecError(Exception):
@@ -174,11 +174,42 @@ def _cpu_model_and_flags() -> tuple[str | None, set | None]:
         except (OSError, subprocess.SubprocessError): pass
     return model or platform.processor() or platform.machine() or None, flags
 
+# What PyTorch's CPU libraries (ATen's vector kernels, oneDNN, MKL, FBGEMM) read to stay under an instruction set.
+ISA_LIMITS = {"avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+                       "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2"}}
+_ABOVE_LIMIT = {"avx2": ("avx512", "amx", "avx_vnni")}   # flags of the instructions a limit switches off
+
+def isa_limit() -> str | None:
+    """The instruction-set ceiling asked for with `LLMREC_ISA` (`avx2`: run an AVX-512 or AMX machine as an AVX2-only
+    CPU such as an AMD EPYC Zen 2 would), after setting the variables PyTorch's CPU libraries read; None when unset.
+    Those libraries read them at their first use, so the limit must be set before any tensor is computed."""
+    name = os.environ.get("LLMREC_ISA", "").strip().lower()
+    if not name: return None
+    if name not in ISA_LIMITS: raise ValueError(f"LLMREC_ISA must be one of {sorted(ISA_LIMITS)} or empty, not {name!r}")
+    for k, v in ISA_LIMITS[name].items(): os.environ.setdefault(k, v)
+    return name
+
+isa_limit()   # at import, before this package computes anything
+
+def _check_isa_limit(limit: str) -> None:
+    "Raise when PyTorch already dispatches to vector kernels above `limit` (it computed before the limit was set)."
+    if "torch" not in sys.modules: return
+    capability = sys.modules["torch"].backends.cpu.get_cpu_capability().lower()
+    if capability.startswith(_ABOVE_LIMIT[limit]):
+        raise RuntimeError(f"LLMREC_ISA={limit}, but PyTorch already runs {capability} kernels: set LLMREC_ISA in the "
+                           f"environment before Python starts (for example `make bench ISA={limit}`)")
+
 @functools.cache
 def cpu_info() -> dict:
-    "The CPU's model name and its `ISA_FLAGS` (True/False; None where the flags cannot be read, as outside Linux)."
+    """The CPU's model name and its `ISA_FLAGS` (True/False; None where the flags cannot be read, as outside Linux);
+    under an `isa_limit` the flags above it read False and `isa_limit` names it."""
     model, flags = _cpu_model_and_flags()
-    return {"model": model, "flags": {f: None if flags is None else f in flags for f in ISA_FLAGS}}
+    limit = isa_limit()
+    if limit:
+        _check_isa_limit(limit)
+        if flags is not None: flags = {f for f in flags if not f.startswith(_ABOVE_LIMIT[limit])}
+    info = {"model": model, "flags": {f: None if flags is None else f in flags for f in ISA_FLAGS}}
+    return {**info, "isa_limit": limit} if limit else info
 
 _COMPUTE: dict = {}   # what the model layers noted about how this process computes
 

@@ -167,8 +167,8 @@ def _packed_weight(w, checked: set):
 def _onednn_forward(layer, op, packing, x):
     import torch
     w, b = layer.weight, layer.bias
-    if x.dtype != w.dtype or x.device != w.device or not w.is_contiguous():
-        return torch.nn.functional.linear(x, w, b)
+    if w.dtype != torch.float32 or x.dtype != w.dtype or x.device != w.device or not w.is_contiguous():
+        return torch.nn.functional.linear(x, w, b)   # weights made low-precision inside the block: the stock path
     if not torch.is_grad_enabled() or not (x.requires_grad or w.requires_grad or (b is not None and b.requires_grad)):
         return op(x, w if packing is None else _packed_weight(w, packing), b, "none", [], "")
     if w.requires_grad or (b is not None and b.requires_grad):  # trainable layers (LoRA's own) keep autograd's path
@@ -204,7 +204,7 @@ def _gated_mlp_inplace(mlp, x, rows: int = _MLP_ROWS):
 
 def _gated_mlp_forward(mlp, x):
     import torch
-    if torch.is_grad_enabled(): return type(mlp).forward(mlp, x)
+    if torch.is_grad_enabled() or x.dtype != torch.float32: return type(mlp).forward(mlp, x)
     return _gated_mlp_inplace(mlp, x)
 
 def _gated_mlp_agrees(mlp) -> bool:
@@ -233,7 +233,7 @@ def _rotary_in_place(original, q, k, cos, sin, unsqueeze_dim=1):
     "A stand-in for `apply_rotary_pos_emb` that rotates `q` and `k` in place; anything unusual goes to `original`."
     import torch
     d, h = cos.shape[-1], cos.shape[-1] // 2
-    if torch.is_grad_enabled() or q is k or d % 2 or q.shape[-1] != d or k.shape[-1] != d or sin.shape != cos.shape \
+    if torch.is_grad_enabled() or q.dtype != torch.float32 or q is k or d % 2 or q.shape[-1] != d or k.shape[-1] != d or sin.shape != cos.shape \
             or not (torch.equal(cos[..., :h], cos[..., h:]) and torch.equal(sin[..., :h], sin[..., h:])):
         return original(q, k, cos, sin, unsqueeze_dim)
     c, s = cos[..., :h].unsqueeze(unsqueeze_dim), sin[..., :h].unsqueeze(unsqueeze_dim)

@@ -477,12 +477,12 @@ def train_lora(llm, train: Sequence[Instruction], valid: Sequence[Instruction] |
     # Under precision="model" it trains under autocast: adapters, gradients and optimiser state stay float32 (the
     # Trainer's own `bf16=True` would do the same on a GPU but refuses the CPU, and misses the decoder calls of the loss).
     # No cast cache: one autocast block spans every step, and a cached bf16 copy would hide the adapters' updates
-    # Evaluations run in the precision the adapter is used in afterwards (a bf16 base: bf16, which is also faster), unless
-    # float32 CPU kernels were switched on for training: those layers are not meant for the bf16 weights.
+    # Evaluations run in the precision the adapter is used in afterwards (a bf16 base: bf16, which is also faster); the
+    # float32 CPU kernels switched on for training step aside for bf16 weights.
     with training_precision(model, cfg.precision) as precision, \
             torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=precision.autocast, cache_enabled=False), \
-            fast_cpu_kernels(model) as switched:
-        if not switched: cb.eval_precision = precision.inference
+            fast_cpu_kernels(model):
+        cb.eval_precision = precision.inference
         trainer.train(resume_from_checkpoint=last)
     secs = time.perf_counter() - t0
     model.eval()

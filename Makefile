@@ -26,7 +26,7 @@ reproduce: $(STAMP)
 	$(VENV)/bin/llmrec reproduce --profile $(PROFILE)
 
 smoke: $(STAMP)
-	$(VENV)/bin/llmrec reproduce --profile smoke
+	$(VENV)/bin/llmrec reproduce --profile smoke --jobs 2
 
 sync-check: $(STAMP)
 	$(VENV)/bin/nbdev_export

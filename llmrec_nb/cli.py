@@ -27,7 +27,7 @@ def _data_stats(args) -> int:
 
 def _reproduce(args) -> int:
     from llmrec_nb.reproduce import run_papers
-    runs = run_papers(args.profile, only=args.only, out=args.out, runs_dir=args.runs, timeout=args.timeout)
+    runs = run_papers(args.profile, only=args.only, out=args.out, runs_dir=args.runs, timeout=args.timeout, jobs=args.jobs)
     failed = [r.name for r in runs if not r.ok]
     if failed: print(f"failed notebooks: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0
@@ -124,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", default=None, help="output folder (default: figures/; runs/smoke/ for the smoke profile)")
     rp.add_argument("--runs", default=None, help="folder for executed notebooks (default: runs/<profile>/)")
     rp.add_argument("--timeout", type=int, default=None, help="per-cell timeout in seconds")
+    rp.add_argument("--jobs", type=int, default=1,
+                    help="notebooks run at once (default 1; 2 suits the smoke profile, whose runs are mostly start-up)")
     rp.set_defaults(func=_reproduce)
 
     bp = sub.add_parser("bench", help="speed benchmarks: the engine against a plain baseline, in one run")

@@ -4,7 +4,7 @@
 
 # %% ../nbs/20_reproduce.ipynb #2465e041
 from __future__ import annotations
-import json, math, os, sys, time, traceback
+import contextlib, json, math, os, sys, time, traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -250,21 +250,42 @@ def write_report(out: Path, runs: list[NotebookRun], profile: str) -> Path:
     lines.insert(4, head); lines.insert(5, "")
     return write_text(out / "REPORT.md", "\n".join(lines))
 
+@contextlib.contextmanager
+def _environment(**values):
+    "Within the block the environment (which the kernels started in it inherit) has `values`."
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try: yield
+    finally:
+        for k, v in old.items():
+            if v is None: os.environ.pop(k, None)
+            else: os.environ[k] = v
+
 def run_papers(profile: str = "quick", only: Iterable[str] | None = None, out: Path | str | None = None,
                runs_dir: Path | str | None = None, nbs_dir: Path | None = None, timeout: int | None = None,
-               verbose: bool = True) -> list[NotebookRun]:
-    "Run the paper notebooks with `profile`; outputs under `out/<notebook>/` (default: `default_out`), a report in `out/REPORT.md`."
+               verbose: bool = True, jobs: int = 1) -> list[NotebookRun]:
+    """Run the paper notebooks with `profile`; outputs under `out/<notebook>/` (default: `default_out`), a report in
+    `out/REPORT.md`. `jobs` > 1 runs that many notebooks at once (each in its own kernel): for the smoke profile, whose
+    tiny runs spend most of their time starting up; timed profiles should run one at a time."""
+    if jobs < 1: raise ValueError(f"jobs must be at least 1, not {jobs}")
     cfg = load_profile(profile)
     name = Path(profile).stem
     out = Path(out) if out else default_out(name)
     runs_dir = Path(runs_dir) if runs_dir else repo_root() / "runs" / name
-    runs = []
-    for nb in paper_notebooks(nbs_dir, only):
+    def run(nb):
         params = notebook_parameters(cfg, nb.stem, name, (out / nb.stem).resolve())
         if verbose: print(f"[{name}] {nb.stem} ...", flush=True)
         r = run_notebook(nb, params, runs_dir / f"{nb.stem}.ipynb", timeout)
         if verbose: print(f"[{name}] {nb.stem}: {'ok' if r.ok else 'FAILED ' + r.error} ({r.seconds:.1f} s)", flush=True)
-        runs.append(r)
+        return r
+    notebooks = paper_notebooks(nbs_dir, only)
+    if jobs == 1: runs = [run(nb) for nb in notebooks]
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+        # the cores shared out among the kernels: two-thread kernels side by side on two cores run several times slower
+        threads = str(max(1, (os.cpu_count() or 1) // jobs))
+        with _environment(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads), ThreadPoolExecutor(jobs) as pool:
+            runs = list(pool.map(run, notebooks))   # in notebook order
     report = write_report(out, runs, name)
     if verbose: print(f"report: {report}")
     return runs

@@ -15,7 +15,7 @@ def run_cli(*args, **kw):
 def smoke(tmp_path_factory):
     out = tmp_path_factory.mktemp("figures")
     runs = tmp_path_factory.mktemp("runs")
-    res = run_cli("reproduce", "--profile", "smoke", "--out", str(out), "--runs", str(runs), timeout=1200)
+    res = run_cli("reproduce", "--profile", "smoke", "--jobs", "2", "--out", str(out), "--runs", str(runs), timeout=1200)
     return res, out
 
 

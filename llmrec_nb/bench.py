@@ -13,7 +13,7 @@ import torch
 
 from .loaders import load_dataset
 from .templates import TALLREC_ANSWERS, fit_prompts, next_item_instruction, render_prompt
-from .core import cpu_info
+from .core import cpu_info, environment
 from .llm import cast_llm, load_llm, resolve_dtype, score_binary, score_candidates, encode, continuation_ids, answer_token_id, generate
 from .kernels import cpu_kernel_path, onednn_linear_kernel
 from .lora import LoraTrainConfig, train_lora, encode_instruction, remove_lora
@@ -43,22 +43,13 @@ def _rounds(fns: dict, rounds: int):
             secs[k].append(t)
     return outs, secs
 
-@contextlib.contextmanager
-def _kernel_switch(value: str):
-    old = os.environ.get("LLMREC_FAST_CPU")
-    os.environ["LLMREC_FAST_CPU"] = value
-    try: yield
-    finally:
-        if old is None: os.environ.pop("LLMREC_FAST_CPU", None)
-        else: os.environ["LLMREC_FAST_CPU"] = old
-
 def plain_cpu_kernels():
     "Within the block the engine keeps PyTorch's own CPU kernels (`kernels.fast_cpu_kernels` off): for ablations."
-    return _kernel_switch("0")
+    return environment(LLMREC_FAST_CPU="0")
 
 def forced_cpu_kernels():
     "Within the block `kernels.fast_cpu_kernels` runs its stand-ins whatever the calibration said: for ablations."
-    return _kernel_switch("1")
+    return environment(LLMREC_FAST_CPU="1")
 
 def _in_dtype(llm, dtype):
     "`llm` itself when its weights are in `dtype` already, else a copy of it in `dtype`."

@@ -36,10 +36,10 @@ def _limit_isa(isa: str | None) -> None:
     "Compute under the instruction-set ceiling `isa` (see `core.isa_limit`) from here on; nothing if None."
     if not isa: return
     import os
-    from llmrec_nb.core import cpu_info, isa_limit
+    from llmrec_nb.core import cpu_info
     os.environ["LLMREC_ISA"] = isa
-    isa_limit(); cpu_info.cache_clear()
-    cpu_info()   # refuses when PyTorch already computed above the limit
+    cpu_info.cache_clear()
+    cpu_info()   # sets the limit's variables; refuses when PyTorch already computed above the limit
 
 def _bench(args) -> int:
     _limit_isa(args.isa)

@@ -14,8 +14,8 @@ import numpy as np
 # %% auto #0
 __all__ = ['MANIFEST_PACKAGES', 'ISA_FLAGS', 'ISA_LIMITS', 'LlmrecError', 'DataFormatError', 'set_seed', 'stable_hash',
            'get_device', 'cache_dir', 'repo_root', 'figures_dir', 'atomic_path', 'write_text', 'write_json',
-           'read_json', 'progress', 'package_versions', 'git_commit', 'params_hash', 'isa_limit', 'cpu_info',
-           'record_compute', 'compute_info', 'run_manifest']
+           'read_json', 'progress', 'package_versions', 'git_commit', 'params_hash', 'environment', 'isa_limit',
+           'cpu_info', 'record_compute', 'compute_info', 'run_manifest']
 
 # %% ../nbs/00_core.ipynb #47f85616
 class LlmrecError(Exception):
@@ -173,6 +173,17 @@ def _cpu_model_and_flags() -> tuple[str | None, set | None]:
                                     timeout=10).stdout.strip() or None
         except (OSError, subprocess.SubprocessError): pass
     return model or platform.processor() or platform.machine() or None, flags
+
+@contextlib.contextmanager
+def environment(**values: str):
+    "Within the block the environment variables `values` are set (processes started in it inherit them), then put back."
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try: yield
+    finally:
+        for k, v in old.items():
+            if v is None: os.environ.pop(k, None)
+            else: os.environ[k] = v
 
 # What PyTorch's CPU libraries (ATen's vector kernels, oneDNN, MKL, FBGEMM) read to stay under an instruction set.
 ISA_LIMITS = {"avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",

@@ -4,7 +4,7 @@
 
 # %% ../nbs/20_reproduce.ipynb #2465e041
 from __future__ import annotations
-import contextlib, json, math, os, sys, time, traceback
+import json, math, os, sys, time, traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -12,7 +12,7 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from .core import (LlmrecError, DataFormatError, atomic_path, figures_dir, read_json, repo_root, run_manifest,
+from .core import (LlmrecError, DataFormatError, atomic_path, environment, figures_dir, read_json, repo_root, run_manifest,
                             write_json, write_text)
 
 # %% auto #0
@@ -250,17 +250,6 @@ def write_report(out: Path, runs: list[NotebookRun], profile: str) -> Path:
     lines.insert(4, head); lines.insert(5, "")
     return write_text(out / "REPORT.md", "\n".join(lines))
 
-@contextlib.contextmanager
-def _environment(**values):
-    "Within the block the environment (which the kernels started in it inherit) has `values`."
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try: yield
-    finally:
-        for k, v in old.items():
-            if v is None: os.environ.pop(k, None)
-            else: os.environ[k] = v
-
 def run_papers(profile: str = "quick", only: Iterable[str] | None = None, out: Path | str | None = None,
                runs_dir: Path | str | None = None, nbs_dir: Path | None = None, timeout: int | None = None,
                verbose: bool = True, jobs: int = 1) -> list[NotebookRun]:
@@ -284,7 +273,7 @@ def run_papers(profile: str = "quick", only: Iterable[str] | None = None, out: P
         from concurrent.futures import ThreadPoolExecutor
         # the cores shared out among the kernels: two-thread kernels side by side on two cores run several times slower
         threads = str(max(1, (os.cpu_count() or 1) // jobs))
-        with _environment(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads), ThreadPoolExecutor(jobs) as pool:
+        with environment(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads), ThreadPoolExecutor(jobs) as pool:
             runs = list(pool.map(run, notebooks))   # in notebook order
     report = write_report(out, runs, name)
     if verbose: print(f"report: {report}")

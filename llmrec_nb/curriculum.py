@@ -251,13 +251,14 @@ def soft_lambda(d_prev: float, d0: float, alpha: float) -> float:
 
 class TargetDistance:
     "d: mean L2 distance (frozen-base embeddings) between the generations for fixed instructions and their true titles."
-    def __init__(self, llm, instructions: Sequence[Instruction], **gen_kw):
-        self.llm, self.instructions, self.gen_kw = llm, list(instructions), gen_kw
+    def __init__(self, llm, instructions: Sequence[Instruction], catalogue: Catalogue | None = None, **gen_kw):
+        self.llm, self.instructions, self.catalogue, self.gen_kw = llm, list(instructions), catalogue, gen_kw
         self.targets = embed_texts(llm, [i.output for i in self.instructions])
         self.last_texts: list[str] = []
 
     def __call__(self) -> float:
-        self.last_texts = generate_titles(self.llm, self.instructions, **self.gen_kw)
+        # the catalogue goes along so that `select="min_distance"` picks its beam as evaluation does
+        self.last_texts = generate_titles(self.llm, self.instructions, catalogue=self.catalogue, **self.gen_kw)
         return float(np.linalg.norm(embed_texts(self.llm, self.last_texts).astype(np.float64) - self.targets, axis=1).mean())
 
 class SoftSchedule:

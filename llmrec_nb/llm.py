@@ -16,9 +16,9 @@ from .kernels import cpu_auto_dtype, fast_cpu_kernels, last_position_only, _posi
 
 # %% auto #0
 __all__ = ['BUNDLED_MODELS', 'bundled_gguf', 'resolve_dtype', 'dequantised_cache', 'LLM', 'float32_head', 'cast_llm', 'load_llm',
-           'encode', 'continuation_ids', 'answer_token_id', 'Backend', 'TransformersBackend', 'engine_generate',
-           'score_binary', 'score_candidates', 'rank_candidates', 'generate', 'last_token_embeddings', 'Grounded',
-           'normalise_title', 'ground', 'ground_list', 'valid_rate', 'VLLMBackend']
+           'check_model_source', 'encode', 'continuation_ids', 'answer_token_id', 'Backend', 'TransformersBackend',
+           'engine_generate', 'score_binary', 'score_candidates', 'rank_candidates', 'generate',
+           'last_token_embeddings', 'Grounded', 'normalise_title', 'ground', 'ground_list', 'valid_rate', 'VLLMBackend']
 
 # %% ../nbs/03_llm.ipynb #1295f8e3
 BUNDLED_MODELS = {
@@ -199,7 +199,7 @@ def load_llm(name: str = "smollm2-135m", device: str | None = None, dtype="auto"
         elif str(name).endswith(".gguf") and Path(name).is_file():
             gguf = Path(name).resolve()
             path = str(dequantised_cache(gguf, f"{gguf.stem}-{stable_hash(str(gguf), mod=10**8):08d}"))
-        else: path = name
+        else: path, _ = name, check_model_source(name)
         return VLLMBackend.load(path, name=name, dtype=dtype, trust_remote_code=trust_remote_code, **backend_kwargs)
     if backend != "transformers": raise ValueError(f"backend must be 'transformers', 'vllm' or 'openai', not {backend!r}")
     import torch
@@ -214,7 +214,7 @@ def load_llm(name: str = "smollm2-135m", device: str | None = None, dtype="auto"
         elif str(name).endswith(".gguf") and Path(name).is_file():
             path = Path(name).resolve()
             folder = dequantised_cache(path, f"{path.stem}-{stable_hash(str(path), mod=10**8):08d}")
-        else: folder = name
+        else: folder, _ = name, check_model_source(name)
         local = dict(local_files_only=True) if Path(folder).is_dir() else {}  # no hub look-ups for local folders
         tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code, **local)
         model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch_dtype, trust_remote_code=trust_remote_code, **local)
@@ -223,6 +223,35 @@ def load_llm(name: str = "smollm2-135m", device: str | None = None, dtype="auto"
     if torch_dtype == torch.bfloat16 and str(device).startswith("cpu"): float32_head(model)
     record_compute(dtype=str(torch_dtype).removeprefix("torch."), dtype_asked=str(dtype), dtype_reason=why)
     return LLM(model, tokenizer, name, device)
+
+# %% ../nbs/03_llm.ipynb #38cbc1dc
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+def check_model_source(name: str) -> str:
+    "What `name` refers to ('tiny', 'bundled', 'gguf', 'folder' or 'hub'); a `DataFormatError` when it cannot be loaded."
+    from llmrec_nb.core import DataFormatError
+    expected = "a folder with config.json, a .gguf file, 'smollm2-135m', 'tiny' or a hub id such as org/name"
+    name = str(name)
+    if name == "tiny": return "tiny"
+    if name in BUNDLED_MODELS: return "bundled"
+    path = Path(name).expanduser()
+    if name.endswith(".gguf"):
+        if path.is_file(): return "gguf"
+        raise DataFormatError(name, "no such .gguf file", field="model", expected=expected)
+    if path.is_dir():
+        if (path / "config.json").is_file(): return "folder"
+        raise DataFormatError(name, "the model folder has no config.json", field="model", expected=expected)
+    if name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name or path.exists():
+        raise DataFormatError(name, "no such model folder", field="model", expected=expected)
+    if not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name):
+        raise DataFormatError(name, "not a local folder and not a known model", field="model", expected=expected)
+    if _hub_offline():
+        from huggingface_hub import try_to_load_from_cache
+        if not isinstance(try_to_load_from_cache(name, "config.json"), str):
+            raise DataFormatError(name, "not a local folder, and not in the hub cache while HF_HUB_OFFLINE is set",
+                                  field="model", expected=expected)
+    return "hub"
 
 # %% ../nbs/03_llm.ipynb #955fc9f6
 def encode(tokenizer, texts: Sequence[str]) -> list[list[int]]:

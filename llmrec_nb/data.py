@@ -44,9 +44,16 @@ def _as_number(s: pd.Series, where: str, col: str, kind: str, allow_nan: bool) -
     if bad.any(): raise DataFormatError(where, f"non-numeric value {s[bad].iloc[0]!r}", field=col, expected=expected)
     if not allow_nan and x.isna().any():
         raise DataFormatError(where, f"missing value in row {int(np.flatnonzero(x.isna().to_numpy())[0])}", field=col, expected=expected)
+    v = x.to_numpy(dtype="float64")
+    if np.isinf(v).any():   # an infinite rating would make every mean (and `dataset_stats`) infinite
+        raise DataFormatError(where, f"infinite value in row {int(np.flatnonzero(np.isinf(v))[0])}", field=col, expected=f"{expected}, finite")
     if kind == "int":
-        if (np.mod(x.to_numpy(dtype="float64"), 1) != 0).any():
-            raise DataFormatError(where, f"non-integral value {x[np.mod(x.to_numpy(dtype='float64'), 1) != 0].iloc[0]!r}", field=col, expected="integer seconds")
+        if (np.mod(v, 1) != 0).any():
+            raise DataFormatError(where, f"non-integral value {x[np.mod(v, 1) != 0].iloc[0]!r}", field=col, expected="integer seconds")
+        far = np.abs(v) >= 2.0 ** 63   # the int64 cast would wrap these (to INT64_MIN) without a word
+        if far.any():
+            raise DataFormatError(where, f"value {x[far].iloc[0]!r} in row {int(np.flatnonzero(far)[0])} does not fit a 64-bit integer",
+                                  field=col, expected="integer seconds")
         return x.astype("int64")
     return x.astype("float64")
 

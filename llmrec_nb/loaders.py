@@ -27,7 +27,9 @@ __all__ = ['ML100K_GENRES', 'ML1M_OCCUPATIONS', 'Field', 'read_header', 'read_de
 class Field:
     """One column of a raw file: output `name` (None: read and dropped), `kind` (str, int, float, time, any),
     whether an empty value is an error, the header name or JSON key (`source`, default `name`), extra tokens meaning
-    "missing" (`na`), a `pattern` a str value must match in full, and a datetime `fmt` for kind `time`."""
+    "missing" (`na`), a `pattern` a str value must match in full, a datetime `fmt` for kind `time`, and the `limits`
+    a number must keep (`unix_s`, `unix_ms`, `non_negative`, `int64`; by default kind `time` is `unix_s` and a field named
+    `rating` is `non_negative`). Numbers are always finite, and integers and times fit 64 bits."""
     name: str | None
     kind: str = "str"
     required: bool = True
@@ -35,21 +37,42 @@ class Field:
     na: tuple = ()
     pattern: str | None = None
     fmt: str | None = None
+    limits: str | None = None
 
 _KIND_WORDS = {"int": "an integer", "float": "a number", "str": "a non-empty value", "any": "a value",
                "time": "a date/time or unix timestamp"}
 _SEP_WORDS = {"\t": "tab", ",": "comma", ";": "semicolon", "|": "pipe", "::": "'::'"}
 
+_YEAR_2101 = 4133980800   # 2101-01-01T00:00:00Z in unix seconds: times must fall in 1970 through 2100
+_INT64_BOUND = 2.0 ** 63   # floats at or beyond it do not fit int64 (the cast gives INT64_MIN)
+_LIMITS = {"unix_s": (0, _YEAR_2101 - 1, "an integer unix time in seconds, from 1970 through 2100"),
+           "unix_ms": (0, _YEAR_2101 * 1000 - 1, "an integer unix time in milliseconds, from 1970 through 2100"),
+           "non_negative": (0, np.inf, "a number >= 0"),
+           "int64": (-_INT64_BOUND, np.nextafter(_INT64_BOUND, 0), "a number within the 64-bit integer range")}
+
+def _limits(f: Field) -> str | None:
+    return f.limits or ("unix_s" if f.kind == "time" else "non_negative" if f.name == "rating" else None)
+
 def _expected(f: Field) -> str:
-    if f.kind == "time" and f.fmt: return f"a date/time like {f.fmt}"
+    if f.kind == "time": return (f"a date/time like {f.fmt}" if f.fmt else _KIND_WORDS["time"]) + ", from 1970 through 2100"
     if f.pattern: return f"a value matching {f.pattern}"
-    return _KIND_WORDS[f.kind]
+    return _LIMITS[_limits(f)][2] if _limits(f) and f.kind in ("int", "float") else _KIND_WORDS[f.kind]
 
 def _bad_value(f: Field, v: str) -> str:
-    if str(v).strip() in ("", *f.na): return "empty value"
-    if f.kind == "time": return f"{v!r} is not a date/time"
-    if f.kind in ("int", "float"): return f"{v!r} is not {_KIND_WORDS[f.kind]}"
-    return f"{v!r} does not match the expected pattern"
+    "Why the raw value `v` breaks `f` (the column check `_convert` flagged it)."
+    s = str(v).strip()
+    if s in ("", *f.na): return "empty value"
+    if f.kind not in ("int", "float", "time"): return f"{v!r} does not match the expected pattern"
+    one = pd.Series([s])
+    x = float(_to_seconds(one, f.fmt).iloc[0] if f.kind == "time" else pd.to_numeric(one, errors="coerce").astype("float64").iloc[0])
+    if np.isnan(x): return f"{v!r} is not a date/time" if f.kind == "time" else f"{v!r} is not {_KIND_WORDS[f.kind]}"
+    if np.isinf(x): return f"{v!r} is not a finite number"
+    if f.kind == "int" and x != np.floor(x): return f"{v!r} is not an integer"
+    if (lim := _limits(f)) is not None:
+        lo, hi, _ = _LIMITS[lim]
+        if lim.startswith("unix") and not lo <= x <= hi: return f"{v!r} is {'before 1970' if x < lo else 'after 2100'}"
+        if lim == "non_negative" and x < lo: return f"{v!r} is negative"
+    return f"{v!r} does not fit a 64-bit integer"
 
 def _open_bytes(path: Path):
     return gzip.open(path, "rb") if str(path).endswith(".gz") else open(path, "rb")
@@ -128,12 +151,18 @@ def _convert(col: pd.Series, f: Field) -> tuple[pd.Series, np.ndarray]:
     x = _to_seconds(stripped.where(~empty, ""), f.fmt) if f.kind == "time" else \
         pd.to_numeric(stripped.where(~empty, None), errors="coerce").astype("float64")
     bad = ((x.isna() & ~empty) | (empty & f.required)).to_numpy()
-    if f.kind == "int":
-        v = x.to_numpy()
-        fin = np.isfinite(v)
-        bad = bad | (fin & (v != np.floor(np.where(fin, v, 0))))
+    v = x.to_numpy()
+    fin = np.isfinite(v)
+    bad = bad | np.isinf(v)          # 'inf', '1e999': never a rating or a time
+    if f.kind == "int": bad = bad | (fin & (v != np.floor(np.where(fin, v, 0))))
+    if (lim := _limits(f)) is not None:
+        lo, hi, _ = _LIMITS[lim]
+        bad = bad | (fin & ((v < lo) | (v > hi)))
+    if f.kind in ("int", "time"): bad = bad | (fin & (np.abs(np.where(fin, v, 0)) >= _INT64_BOUND))
     if f.kind in ("int", "time") and not bad.any() and not x.isna().any(): return x.astype("int64"), bad
     return x, bad
+
+_CSV_FIELD_LIMIT = 2 ** 31 - 1   # the largest value csv.field_size_limit takes on every platform (a C long)
 
 def _split_rows(path, lines, sep, quote, escape):
     "Yield (line number where the record starts, fields); `quote` set: csv quoting (fields may span lines)."
@@ -146,6 +175,8 @@ def _split_rows(path, lines, sep, quote, escape):
         for no, l in lines:
             numbers.append(no); yield l + "\n"  # the newline keeps line breaks inside quoted values
         fed_all.append(True)
+    # csv's default cap of 128 KiB per field would report a long quoted value (a synopsis, a review) as bad quoting
+    csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))
     reader = csv.reader(feed(), delimiter=sep, quotechar=quote, escapechar=escape, doublequote=True, strict=True)
     while True:
         start = len(numbers)
@@ -176,12 +207,17 @@ def _expected_row(fields, sep, n):
     names = ", ".join(f.name or "_" for f in fields) if len(fields) == n else f"{n} columns"
     return f"{n} {_SEP_WORDS.get(sep, repr(sep))}-separated fields ({names})"
 
-def _header_index(path, hdr, fields):
+def _header_index(path, hdr, fields, line=1):
+    "Positions of the `fields`' columns in the header `hdr` (read on `line`); a missing or repeated column is an error."
     idx = []
     for f in fields:
         want = f.source or f.name
         if want not in hdr:
-            raise DataFormatError(path, f"header has no column {want!r} (found {hdr})", line=1, expected=f"a header naming {want!r}")
+            raise DataFormatError(path, f"header has no column {want!r} (found {hdr})", line=line, expected=f"a header naming {want!r}")
+        at = [i + 1 for i, h in enumerate(hdr) if h == want]
+        if len(at) > 1:
+            raise DataFormatError(path, f"header names column {want!r} {len(at)} times (columns {', '.join(map(str, at))})",
+                                  line=line, field=want, expected="each column named once")
         idx.append(hdr.index(want))
     return idx
 
@@ -191,7 +227,7 @@ def _slow_read(path, fields, sep, header, encoding, quote, escape):
     for no, vals in _split_rows(path, _decoded_lines(path, encoding), sep, quote, escape):
         if header and hdr is None:
             hdr = [h.strip() for h in vals]
-            idx = _header_index(path, hdr, fields)
+            idx = _header_index(path, hdr, fields, no)
             continue
         n = len(hdr) if header else len(fields)
         if len(vals) != n:
@@ -245,7 +281,7 @@ def read_delimited(path: Path | str, fields: Sequence[Field], sep: str = "\t", h
                                                                   auto_dict_encode=False, check_utf8=True))
         if quote and table.num_rows and not _closed_at_end(path, table.column(len(names) - 1)[-1].as_py(), sep, quote, escape, encoding):
             raise _Recheck()
-        idx = _header_index(path, hdr, fields) if header else list(range(len(fields)))
+        idx = _header_index(path, hdr, fields, skip) if header else list(range(len(fields)))
         out, bad = {}, np.zeros(table.num_rows, bool)
         for f, i in zip(fields, idx):
             if f.name is None: continue
@@ -370,11 +406,40 @@ def _folder(path, name: str, needs: str) -> Path:
     if not p.is_dir(): raise FileNotFoundError(f"{p}: not a folder (dataset {name!r} needs the folder holding {needs})")
     return p
 
-def _require_rows(df: pd.DataFrame, path: Path, after: str | None = None) -> pd.DataFrame:
-    "`df` (interactions read from `path`) when it has rows; else an error naming the file (`after`: what removed them)."
+def _require_rows(df: pd.DataFrame, path: Path, after: str | None = None, rows: str = "interaction") -> pd.DataFrame:
+    """`df` (read from `path`) when it has rows; else an error naming the file (`after`: what removed them; `rows`:
+    what a row is, for a required file of movies or users, which would otherwise leave ids as titles)."""
     if len(df): return df
-    what = f"no interactions left after {after}" if after else "no interaction rows (the file holds no data)"
-    raise DataFormatError(path, what, expected="at least one interaction")
+    what = f"no {rows}s left after {after}" if after else f"no {rows} rows (the file holds no data)"
+    raise DataFormatError(path, what, expected=f"at least one {rows}")
+
+def _line_of_row(path: Path, row: int, sep: str, header: bool = False, encoding: str = "utf-8",
+                 quote: str | None = None, escape: str | None = None) -> int | None:
+    "The line where data row `row` (0-based, as `read_delimited` returned it) of a file starts: for error messages."
+    if encoding == "auto": encoding = _detect_encoding(path)
+    for k, (no, _) in enumerate(_split_rows(path, _decoded_lines(path, encoding), sep, quote, escape)):
+        if k == row + bool(header): return no
+    return None
+
+def _unique_rows(df: pd.DataFrame, key: str, path: Path, **read_kw) -> pd.DataFrame:
+    "`df` (read from `path` with `read_kw`) when no `key` repeats; else an error naming the file and the repeated row's line."
+    dup = df[key].duplicated().to_numpy()
+    if not dup.any(): return df
+    r = int(np.argmax(dup)); v = df[key].iloc[r]
+    first = int(np.argmax((df[key] == v).to_numpy()))
+    raise DataFormatError(path, f"{key} {v!r} appears again (first on line {_line_of_row(path, first, **read_kw)})",
+                          line=_line_of_row(path, r, **read_kw), field=key, expected=f"one row per {key}")
+
+def _require_listed(inter: pd.DataFrame, key: str, table: pd.DataFrame, table_path: Path, inter_path: Path, **read_kw):
+    """Every interaction's `key` has a row in `table` (read from `table_path`); else an error naming that file and the
+    line of `inter_path` (read with `read_kw`) of the first interaction without one."""
+    missing = ~_isin(inter[key], table[key]).to_numpy()
+    if not missing.any(): return
+    r = int(np.argmax(missing))
+    line = _line_of_row(inter_path, r, **read_kw)
+    raise DataFormatError(table_path, f"no row for {key} {inter[key].iloc[r]!r}, first referenced on {inter_path.name} line "
+                          f"{line} ({int(missing.sum())} interactions affected)", field=key,
+                          expected=f"a row for every {key} in {inter_path.name}")
 
 def _find(folder: Path, *names: str, required: bool = True) -> Path | None:
     "The first of `names` (or its .gz) present in `folder`."
@@ -450,24 +515,30 @@ def load_ml100k(path: Path | str | None = None) -> RecData:
         u = u.rename(columns={"user_id": "user"})
         return _ml100k_tables(r, i, u)
     folder = _folder(path, "ml-100k", "u.data, u.item and u.user")
-    rf = _find(folder, "u.data")
-    r = _require_rows(read_delimited(rf, [Field("user"), Field("item"), Field("rating", "float"), Field("timestamp", "int")]), rf)
-    i = read_delimited(_find(folder, "u.item"), [Field("item"), Field("title"), Field("release_date", required=False),
+    rf, itf, uf = _find(folder, "u.data"), _find(folder, "u.item"), _find(folder, "u.user")
+    r = _require_rows(read_delimited(rf, [Field("user"), Field("item"), Field("rating", "float"), Field("timestamp", "int", limits="unix_s")]), rf)
+    i = read_delimited(itf, [Field("item"), Field("title"), Field("release_date", required=False),
                        Field(None, required=False), Field("imdb_url", required=False)] + [Field(g, "int") for g in ML100K_GENRES],
                        sep="|", encoding="latin-1")
-    u = read_delimited(_find(folder, "u.user"), [Field("user"), Field("age", "int"), Field("gender"), Field("occupation"), Field("zip_code", required=False)], sep="|")
+    i = _unique_rows(_require_rows(i, itf, rows="movie"), "item", itf, sep="|", encoding="latin-1")
+    u = read_delimited(uf, [Field("user"), Field("age", "int"), Field("gender"), Field("occupation"), Field("zip_code", required=False)], sep="|")
+    u = _unique_rows(_require_rows(u, uf, rows="user"), "user", uf, sep="|")
+    _require_listed(r, "item", i, itf, rf, sep="\t"); _require_listed(r, "user", u, uf, rf, sep="\t")
     return _ml100k_tables(r, i, u)
 
 def _load_movielens_dat(path, name: str) -> RecData:
     folder = _folder(path, name, "ratings.dat and movies.dat")
-    rf = _find(folder, "ratings.dat")
-    r = _require_rows(read_delimited(rf, [Field("user"), Field("item"), Field("rating", "float"), Field("timestamp", "int")], sep="::"), rf)
-    m = read_delimited(_find(folder, "movies.dat"), [Field("item"), Field("title"), Field("genres", required=False)], sep="::", encoding="auto")
+    rf, mf = _find(folder, "ratings.dat"), _find(folder, "movies.dat")
+    r = _require_rows(read_delimited(rf, [Field("user"), Field("item"), Field("rating", "float"), Field("timestamp", "int", limits="unix_s")], sep="::"), rf)
+    m = read_delimited(mf, [Field("item"), Field("title"), Field("genres", required=False)], sep="::", encoding="auto")
+    m = _unique_rows(_require_rows(m, mf, rows="movie"), "item", mf, sep="::", encoding="auto")
     m["genres"] = _split_genres(m["genres"])
     uf = _find(folder, "users.dat", required=False)
     users = None
     if uf is not None:
         users = read_delimited(uf, [Field("user"), Field("gender"), Field("age", "int"), Field("occupation", "int"), Field("zip_code", required=False)], sep="::")
+        users = _unique_rows(_require_rows(users, uf, rows="user"), "user", uf, sep="::")
+        _require_listed(r, "user", users, uf, rf, sep="::")
         occ = users["occupation"].to_numpy()
         users["occupation"] = [ML1M_OCCUPATIONS[o] if 0 <= o < len(ML1M_OCCUPATIONS) else str(o) for o in occ]
     return RecData(name, r, _minimal_items(m, r["item"]), users)
@@ -488,9 +559,11 @@ def load_ml_latest(path: Path | str | None = None, name: str = "ml-latest") -> R
     folder = _folder(path, name, "ratings.csv and movies.csv")
     rf = _find(folder, "ratings.csv")
     r = _require_rows(read_delimited(rf, [Field("user", source="userId"), Field("item", source="movieId"),
-                                          Field("rating", "float"), Field("timestamp", "int")], sep=",", header=True), rf)
-    m = read_delimited(_find(folder, "movies.csv"), [Field("item", source="movieId"), Field("title"), Field("genres", required=False)],
+                                          Field("rating", "float"), Field("timestamp", "int", limits="unix_s")], sep=",", header=True), rf)
+    mf = _find(folder, "movies.csv")
+    m = read_delimited(mf, [Field("item", source="movieId"), Field("title"), Field("genres", required=False)],
                        sep=",", header=True, quote='"')
+    m = _unique_rows(_require_rows(m, mf, rows="movie"), "item", mf, sep=",", header=True, quote='"')
     m["title"] = m["title"].str.strip()
     m["genres"] = _split_genres(m["genres"])
     return RecData(name, r, _minimal_items(m, r["item"]))
@@ -515,7 +588,7 @@ def load_amazon2023(path: Path | str | None = None, category: str | None = None,
     cat = _amazon_category(folder, category)
     rf = _find(folder, f"{cat}.jsonl")
     r = _require_rows(read_jsonl(rf, [Field("user", source="user_id"), Field("item", source=item_key),
-                      Field("rating", "float"), Field("timestamp", "int"), Field("review_title", source="title", required=False),
+                      Field("rating", "float"), Field("timestamp", "int", limits="unix_ms"), Field("review_title", source="title", required=False),
                       Field("review", source="text", required=False), Field("helpful_vote", "float", required=False),
                       Field("verified_purchase", "any", required=False)]), rf)
     r["timestamp"] = r["timestamp"] // 1000
@@ -542,9 +615,11 @@ def _sniff_sep(path: Path, encoding="latin-1") -> str:
     return ";"
 
 def _read_bx(path: Path, fields: Sequence[Field]) -> pd.DataFrame:
-    """A BookCrossing csv (backslash-escaped quotes). The official dump also holds a few fields that end in a stray
+    """A BookCrossing csv (backslash-escaped quotes), latin-1 as published or utf-8 as some re-exports are (a file that
+    decodes as utf-8 is read as utf-8). The official dump also holds a few fields that end in a stray
     backslash right before their closing quote (`"...Readers)\\";"Michael Teitelbaum";...`): read as ending there."""
-    kw = dict(sep=_sniff_sep(path), header=True, encoding="latin-1", quote='"', escape="\\")
+    encoding = _detect_encoding(path)
+    kw = dict(sep=_sniff_sep(path, encoding), header=True, encoding=encoding, quote='"', escape="\\")
     try: return read_delimited(path, fields, **kw)
     except DataFormatError as e: first = e
     raw = _read_bytes(path)
@@ -573,7 +648,7 @@ def load_bookcrossing(path: Path | str | None = None, keep_unknown_items: bool =
     b = _read_bx(bf, [Field("item", source="ISBN"), Field("title", source="Book-Title", required=False),
                       Field("author", source="Book-Author", required=False), Field("year", "int", source="Year-Of-Publication", required=False),
                       Field("publisher", source="Publisher", required=False)])
-    b = b.drop_duplicates("item").reset_index(drop=True)
+    b = _require_rows(b, bf, rows="book").drop_duplicates("item").reset_index(drop=True)
     b["title"] = b["title"].str.rstrip("\\")
     b["title"] = b["title"].where(b["title"].str.strip() != "", b["item"])
     if not keep_unknown_items:
@@ -594,14 +669,21 @@ def _read_atomic(path: Path, kind: str) -> pd.DataFrame:
     for no, line in _decoded_lines(path, "utf-8"):
         hdr = line.split("\t"); break
     if not hdr: raise DataFormatError(path, "the file is empty", line=1, expected="a typed header such as user_id:token")
-    fields = []
+    fields, seen = [], {}
     for h in hdr:
         if ":" not in h: raise DataFormatError(path, f"header column {h!r} has no type", line=1, expected="name:type (token, token_seq, float, float_seq)")
         name, typ = h.rsplit(":", 1)
         if typ not in ("token", "token_seq", "float", "float_seq"):
             raise DataFormatError(path, f"unknown type {typ!r} in header column {h!r}", line=1, expected="token, token_seq, float or float_seq")
         key = {"user_id": "user", "item_id": "item"}.get(name, name)
-        fields.append(Field(key, "float" if typ == "float" else "str", required=key in ("user", "item"), source=h))
+        if key in seen:
+            twice = f"header names column {h!r} twice" if seen[key] == h else f"header columns {seen[key]!r} and {h!r} both give {key!r}"
+            raise DataFormatError(path, twice, line=1, field=h, expected="each column named once")
+        seen[key] = h
+        # a timestamp here may be an order rather than a date (write_recbole keeps MIND's negative history order):
+        # only what RecData's int64 cast would wrap is refused
+        fields.append(Field(key, "float" if typ == "float" else "str", required=key in ("user", "item"), source=h,
+                            limits="int64" if key == "timestamp" and typ == "float" else None))
     df = read_delimited(path, fields, sep="\t", header=True)
     for h, f in zip(hdr, fields):
         typ = h.rsplit(":", 1)[1]
@@ -622,12 +704,12 @@ def load_recbole(path: Path | str | None = None, name: str | None = None) -> Rec
     if "timestamp" not in r.columns: r["timestamp"] = np.arange(len(r), dtype="int64")
     items = users = None
     if (f := _find(folder, f"{name}.item", required=False)) is not None:
-        items = _read_atomic(f, "item")
+        items = _unique_rows(_read_atomic(f, "item"), "item", f, sep="\t", header=True)
         tcol = next((c for c in _TITLE_COLS if c in items.columns), None)
         if tcol and tcol != "title": items = items.rename(columns={tcol: "title"})
         items = _minimal_items(items, r["item"])
     if (f := _find(folder, f"{name}.user", required=False)) is not None:
-        users = _minimal_users(_read_atomic(f, "user"), r["user"])
+        users = _minimal_users(_unique_rows(_read_atomic(f, "user"), "user", f, sep="\t", header=True), r["user"])
     return RecData(name, r, items, users)
 
 def _atomic_column(s: pd.Series) -> tuple[str, pd.Series]:

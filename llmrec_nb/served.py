@@ -39,6 +39,13 @@ def endpoint(base_url: str, route: str) -> str:
     u = urllib.parse.urlsplit(api_base(base_url))
     return urllib.parse.urlunsplit((u.scheme, u.netloc, f"{u.path}/{route.strip('/')}", u.query, ""))
 
+def _shown_url(url: str) -> str:
+    "`url` as errors, logs and stored files show it: every query value (a key or a signature may hide there) is `***`."
+    u = urllib.parse.urlsplit(url)
+    if not u.query: return url
+    query = "&".join(f"{k}=***" for k, _ in urllib.parse.parse_qsl(u.query, keep_blank_values=True)) or "***"
+    return urllib.parse.urlunsplit((u.scheme, u.netloc, u.path, query, u.fragment))
+
 # %% ../nbs/03b_served.ipynb #c7152242
 def request_key(url: str, payload: dict) -> str:
     "sha256 of the canonical JSON of (endpoint, request body): model, prompt and every parameter; never a header."
@@ -64,10 +71,15 @@ class ResponseCache:
         return entry.get("response") if isinstance(entry, dict) and entry.get("key") == key else None
 
     def put(self, url: str, payload: dict, response: dict) -> Path:
-        "Store `response` as the answer to this request (atomically)."
+        "Store `response` as the answer to this request (atomically, readable by its owner only)."
         key = request_key(url, payload)
-        return write_json(self.path(key), {"key": key, "endpoint": url, "request": payload, "response": response,
-                                           "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        p = self.path(key)
+        p.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(p.parent, 0o700)   # the file is 0644 between write_json's rename and the chmod below: hidden in here
+        write_json(p, {"key": key, "endpoint": _shown_url(url), "request": payload, "response": response,
+                       "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        os.chmod(p, 0o600)
+        return p
 
 # %% ../nbs/03b_served.ipynb #eeb642b5
 class _Retry(Exception):
@@ -85,9 +97,16 @@ def retry_after(value: str | None, now: float | None = None) -> float | None:
     if when is None: return None
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
-def _error_text(body: bytes) -> str:
-    "The message of an error answer (OpenAI's `{\"error\": {\"message\": ...}}`, else the text itself), shortened."
-    text = body.decode("utf-8", "replace").strip()
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    "Follow no redirect: the 3xx reaches the caller as an `HTTPError` (and the API key stays with the configured origin)."
+    def redirect_request(self, req, fp, code, msg, headers, newurl): return None
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+def _error_text(body: bytes, redact: Callable[[str], str] = lambda text: text) -> str:
+    """The message of an error answer (OpenAI's `{\"error\": {\"message\": ...}}`, else the text itself), passed
+    through `redact` before it is shortened (so no part of a secret survives the cut)."""
+    text = redact(body.decode("utf-8", "replace")).strip()
     try:
         obj = json.loads(text)
         err = obj.get("error", obj) if isinstance(obj, dict) else obj
@@ -96,7 +115,7 @@ def _error_text(body: bytes) -> str:
     except ValueError: pass
     return text[:500] or "(empty body)"
 
-@dataclass
+@dataclass(repr=False)
 class OpenAIClient:
     """JSON requests to an OpenAI-compatible server: at most `concurrency` in flight, each with a `timeout`, retried
     with exponential backoff (a `Retry-After` header wins), answers kept in `cache`. The API key is read from the
@@ -117,6 +136,10 @@ class OpenAIClient:
         self.stats: Counter = Counter()
         self._lock = threading.Lock()
 
+    def __repr__(self):
+        return (f"OpenAIClient(base_url={_shown_url(self.base_url)!r}, api_key_env={self.api_key_env!r}, timeout={self.timeout!r}, "
+                f"max_retries={self.max_retries!r}, concurrency={self.concurrency!r}, cache={self.cache!r})")
+
     def _count(self, what: str, n: int = 1):
         with self._lock: self.stats[what] += n
 
@@ -127,22 +150,33 @@ class OpenAIClient:
         return headers
 
     def _redact(self, text: str) -> str:
-        "`text` with the API key, should a server quote it back, replaced."
+        "`text` with the API key and the base URL's query values (either may be a secret a server quotes back) hidden."
         key = os.environ.get(self.api_key_env) if self.api_key_env else None
-        return text.replace(key, "[API key]") if key else text
+        if key: text = text.replace(key, "[API key]")
+        for _, value in urllib.parse.parse_qsl(urllib.parse.urlsplit(self.base_url).query):
+            if len(value) >= 6:   # not a flag such as `1` or `true`, which would blot out unrelated text
+                for form in {value, urllib.parse.quote(value, safe="")}: text = text.replace(form, "***")
+        return text
 
     def _once(self, url: str, payload: dict | None) -> dict:
         data = None if payload is None else json.dumps(payload).encode("utf-8")
         req = urllib.request.Request(url, data=data, headers=self._headers(), method="GET" if payload is None else "POST")
+        shown = _shown_url(url)
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp: body = resp.read()
+            with _OPENER.open(req, timeout=self.timeout) as resp: body = resp.read()
         except urllib.error.HTTPError as e:
-            try: text = self._redact(_error_text(e.read() or b""))
+            if 300 <= e.code < 400:
+                e.close()
+                where = e.headers.get("Location") if e.headers else None
+                where = self._redact(_shown_url(where)) if where else "(no Location header)"
+                raise LlmrecError(f"{shown}: HTTP {e.code} redirect to {where} not followed: requests and the API key go to "
+                                  "the configured server only; set base_url to the address that answers") from None
+            try: text = _error_text(e.read() or b"", self._redact)
             except OSError: text = "(unreadable body)"
             if e.code in (408, 429) or e.code >= 500:
                 raise _Retry(f"HTTP {e.code}: {text}", retry_after(e.headers.get("Retry-After") if e.headers else None)) from None
             hint = f"; check the API key in ${self.api_key_env}" if e.code in (401, 403) and self.api_key_env else ""
-            raise LlmrecError(f"{url}: HTTP {e.code}: {text}{hint}") from None
+            raise LlmrecError(f"{shown}: HTTP {e.code}: {text}{hint}") from None
         except TimeoutError: raise _Retry(f"no answer within {self.timeout:g} s") from None
         except urllib.error.URLError as e:
             if isinstance(e.reason, TimeoutError): raise _Retry(f"no answer within {self.timeout:g} s") from None
@@ -150,30 +184,33 @@ class OpenAIClient:
         except (ConnectionError, http.client.HTTPException) as e:
             raise _Retry(f"the connection failed ({type(e).__name__}: {e})") from None
         try: obj = json.loads(body)
-        except ValueError: raise _Retry(f"the answer is not JSON: {body[:200]!r}") from None
-        if not isinstance(obj, dict): raise _Retry(f"the answer is not a JSON object: {body[:200]!r}")
+        except ValueError: raise _Retry(f"the answer is not JSON: {self._redact(body.decode('utf-8', 'replace'))[:200]!r}") from None
+        if not isinstance(obj, dict):
+            raise _Retry(f"the answer is not a JSON object: {self._redact(body.decode('utf-8', 'replace'))[:200]!r}")
         if "error" in obj and not ("choices" in obj or "data" in obj):
-            raise LlmrecError(f"{url}: the server answered with an error: {self._redact(_error_text(body))}")
+            raise LlmrecError(f"{shown}: the server answered with an error: {_error_text(body, self._redact)}")
         return obj
 
     def request(self, route: str, payload: dict | None = None, stop: threading.Event | None = None) -> dict:
         "POST `payload` to `route` (GET when None) and return the JSON answer: from the cache when stored, else from the server."
         url = endpoint(self.base_url, route)
+        shown = _shown_url(url)
         if payload is not None and self.cache is not None:
             hit = self.cache.get(url, payload)
             if hit is not None:
                 self._count("cache_hits"); return hit
         for attempt in range(self.max_retries + 1):
-            if stop is not None and stop.is_set(): raise LlmrecError(f"{url}: cancelled after another request failed")
+            if stop is not None and stop.is_set(): raise LlmrecError(f"{shown}: cancelled after another request failed")
             self._count("requests")
             try:
                 answer = self._once(url, payload); break
             except _Retry as e:
+                why = self._redact(str(e))
                 if attempt == self.max_retries:
-                    raise LlmrecError(f"{url}: {e} (gave up after {attempt + 1} attempts)") from None
+                    raise LlmrecError(f"{shown}: {why} (gave up after {attempt + 1} attempts)") from None
                 wait = min(self.max_backoff, e.retry_after if e.retry_after is not None else self.backoff * 2 ** attempt)
                 self._count("retries")
-                _log.warning("%s: %s; retrying in %.1f s (retry %d of %d)", url, e, wait, attempt + 1, self.max_retries)
+                _log.warning("%s: %s; retrying in %.1f s (retry %d of %d)", shown, why, wait, attempt + 1, self.max_retries)
                 self.sleep(wait)
         if payload is not None and self.cache is not None: self.cache.put(url, payload, answer)
         return answer
@@ -272,7 +309,9 @@ def _sigmoid(d) -> np.ndarray:
 class ServedBackend:
     "Runs an `LLM` whose `model` is a `ServedModel`: scores from the server's log-probabilities, greedy generation."
 
-    def _url(self, llm, route: str) -> str: return endpoint(llm.model.client.base_url, route)
+    def _url(self, llm, route: str) -> str:
+        "The endpoint of `route` as messages show it (query values hidden)."
+        return _shown_url(endpoint(llm.model.client.base_url, route))
 
     def _ids(self, llm) -> bool:
         "Whether prompts go as token ids (of the local tokenizer) rather than text."
@@ -417,7 +456,7 @@ def list_models(base_url: str, api_key_env: str | None = "OPENAI_API_KEY", timeo
     "The model ids an OpenAI-compatible server serves (`GET /models`)."
     answer = OpenAIClient(base_url, api_key_env, timeout=timeout, max_retries=max_retries).request("models")
     try: return [str(m["id"]) for m in answer["data"]]
-    except (KeyError, TypeError): raise LlmrecError(f"{endpoint(base_url, 'models')}: the answer has no data[].id list") from None
+    except (KeyError, TypeError): raise LlmrecError(f"{_shown_url(endpoint(base_url, 'models'))}: the answer has no data[].id list") from None
 
 def load_served(name: str | None = None, base_url: str | None = None, api: str = "completions", tokenizer=None,
                 api_key_env: str | None = "OPENAI_API_KEY", timeout: float = 120.0, max_retries: int = 5,
@@ -433,12 +472,12 @@ def load_served(name: str | None = None, base_url: str | None = None, api: str =
     client = OpenAIClient(base_url, api_key_env, timeout, max_retries, backoff, max_backoff, concurrency, store)
     if not name:
         ids = list_models(client.base_url, api_key_env, timeout, max_retries)
-        if not ids: raise LlmrecError(f"{endpoint(client.base_url, 'models')} lists no model")
+        if not ids: raise LlmrecError(f"{_shown_url(endpoint(client.base_url, 'models'))} lists no model")
         name = ids[0]
     served = ServedModel(client, str(name), api, dict(extra or {}), top_logprobs, eos_text, prompt_tokens)
     tok = _resolve_tokenizer(tokenizer, served.model, trust_remote_code)
     if api == "chat": tok = counting_tokenizer(tok)
-    record_compute(served={"endpoint": client.base_url, "model": served.model, "api": api})
+    record_compute(served={"endpoint": _shown_url(client.base_url), "model": served.model, "api": api})
     return LLM(served, tok, served.model, "server", ServedBackend())
 
 # %% ../nbs/03b_served.ipynb #16bb56f7

@@ -26,6 +26,18 @@ def test_recdata_validation_messages():
     assert d.interactions.rating.isna().all() and d.title_of == {"a": "a", "b": "b"}
 
 
+def test_recdata_refuses_values_that_would_be_stored_wrong():
+    inter = pd.DataFrame({"user": ["u1", "u2"], "item": ["a", "b"], "rating": [1.0, 2.0], "timestamp": [1, 2]})
+    for bad in (float("inf"), float("-inf")):                       # would make dataset_stats print Infinity
+        with pytest.raises(DataFormatError, match=r"field 'rating': infinite value in row 1"):
+            RecData("t", inter.assign(rating=[1.0, bad]))
+    for far in (1e19, -1e19, 12345678901234567890):                 # the int64 cast wraps these to INT64_MIN
+        with pytest.raises(DataFormatError, match=r"field 'timestamp': value .* in row 0 does not fit a 64-bit integer"):
+            RecData("t", inter.assign(timestamp=[far, 2]))
+    stats = dataset_stats(RecData("t", inter.assign(rating=[float("nan"), 4.0])))
+    assert stats["rating_mean"] == 4.0
+
+
 def test_tie_breaking_not_by_item_id():
     inter = pd.DataFrame({"user": ["u"] * 6, "item": list("abcdef"), "timestamp": [5] * 6})
     h = RecData("t", inter).histories()["u"]

@@ -140,9 +140,67 @@ def _check_malformed(name, folder, fname, line, what):
     ("bookcrossing", "bookcrossing/bad", "BX-Book-Ratings.csv", 4, "'zero' is not a number"),
     ("bookcrossing", "bookcrossing/bad-unknown", "BX-Book-Ratings.csv", None, "no interactions left after dropping ratings"),
     ("recbole", "recbole/bad", "toy.inter", 3, "3 fields found"),
+    # values that parse but would be stored wrong: wrapped to INT64_MIN, infinite, negative, outside 1970-2100
+    ("ml-1m", "ml-1m/bad-time", "ratings.dat", 2, "'12345678901234567890' is after 2100"),
+    ("ml-1m", "ml-1m/bad-inf", "ratings.dat", 3, "'inf' is not a finite number"),
+    ("ml-10m", "ml-10m/bad-1e999", "ratings.dat", 2, "'1e999' is not a finite number"),
+    ("ml-latest", "ml-latest/bad-nan", "ratings.csv", 3, "'NaN' is not a number"),
+    ("ml-100k", "ml-100k/bad-negative", "u.data", 4, "field 'rating': '-2' is negative"),
+    ("ml-100k", "ml-100k/bad-1969", "u.data", 2, "field 'timestamp': '-86400' is before 1970"),
+    ("amazon2023", "amazon2023/bad-ms", "All_Beauty.jsonl", 2, "'5000000000000' is after 2100"),
+    ("yelp", "yelp/bad-2150", "yelp_academic_dataset_review.json", 3, "field 'date': '2150-02-01 10:00:00' is after 2100"),
+    # a column named twice in the header: which one is meant?
+    ("ml-latest", "ml-latest/bad-dup-column", "ratings.csv", 1, "header names column 'rating' 2 times (columns 3, 5)"),
+    ("recbole", "recbole/bad-dup-column", "toy.inter", 1, "header names column 'rating:float' twice"),
+    # required tables that are empty, incomplete or repeat a key: named, not left to the in-memory table checks
+    ("ml-1m", "ml-1m/bad-empty-movies", "movies.dat", None, "no movie rows"),
+    ("ml-1m", "ml-1m/bad-empty-users", "users.dat", None, "no user rows"),
+    ("ml-1m", "ml-1m/bad-missing-user", "users.dat", None, "no row for user '3', first referenced on ratings.dat line 5"),
+    ("ml-1m", "ml-1m/bad-dup-movie", "movies.dat", 4, "item '661' appears again (first on line 1)"),
 ])
 def test_malformed_fixture(name, folder, fname, line, what):
     _check_malformed(name, folder, fname, line, what)
+
+
+def test_bookcrossing_utf8_export():
+    d = load_dataset("bookcrossing", FIX / "bookcrossing" / "good-utf8")
+    assert d.title_of["0155061224"] == "Café Society"                  # not 'CafÃ© Society' (utf-8 read as latin-1)
+    assert d.title_of["0446520802"] == 'The Notebook: "Noah" Calhoun'
+    assert load_dataset("bookcrossing", FIX / "bookcrossing" / "good").title_of["0155061224"] == "Rites of Passage"
+
+
+def test_long_quoted_field_is_not_bad_quoting(tmp_path, monkeypatch):
+    long = "word " * 40_000                                             # 200 KB, over csv's default 128 KiB field cap
+    f = tmp_path / "long.csv"
+    f.write_text(f'id,text,n\n1,"{long}",1\n2,"short",two\n')
+    fields = [Field("id"), Field("text"), Field("n", "int")]
+    with pytest.raises(DataFormatError, match=r"long.csv, line 3, field 'n': 'two' is not an integer"):
+        read_delimited(f, fields, sep=",", header=True, quote='"', multiline=True)
+    f.write_text(f'id,text,n\n1,"{long}",1\n2,"short",2\n')
+    rows, numbers = loaders._slow_read(f, fields, ",", True, "utf-8", '"', None)   # the line-by-line reader takes it too
+    assert rows[0][1] == long and numbers == [2, 3]
+
+
+def test_data_stats_json_is_strict_json(capsys):
+    from llmrec_nb.cli import main
+    assert main(["data", "stats", "ml-1m", "--path", str(FIX / "ml-1m" / "bad-inf"), "--json"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "'inf' is not a finite number" in err
+    assert main(["data", "stats", "ml-1m", "--path", str(FIX / "ml-1m" / "good"), "--json"]) == 0
+    out, _ = capsys.readouterr()
+    json.loads(out, parse_constant=lambda c: pytest.fail(f"{c} in {out}"))
+
+
+def test_numbers_are_finite_and_in_range(tmp_path):
+    f = tmp_path / "r.tsv"
+    fields = [Field("user"), Field("item"), Field("rating", "float"), Field("timestamp", "int", limits="unix_s"), Field("n", "int")]
+    for row, what in (("1\t2\t-inf\t964982703\t1", "'-inf' is not a finite number"),
+                      ("1\t2\t4\t4133980800\t1", "'4133980800' is after 2100"),      # 2101-01-01
+                      ("1\t2\t4\t964982703\t99999999999999999999", "'99999999999999999999' does not fit a 64-bit integer")):
+        f.write_text("1\t1\t3\t964982000\t0\n" + row + "\n")
+        with pytest.raises(DataFormatError, match=rf"r.tsv, line 2, field '\w+': {what}"): read_delimited(f, fields)
+    f.write_text("1\t1\t0\t0\t-3\n1\t2\t5\t4133980799\t7\n")                   # the bounds themselves are fine
+    assert read_delimited(f, fields).timestamp.tolist() == [0, 4133980799]
 
 
 @pytest.mark.parametrize("name,folder", [(n, f"{n}/good") for n in ["ml-100k", "ml-1m", "ml-10m", "ml-latest", "bookcrossing", "recbole",

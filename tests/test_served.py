@@ -122,6 +122,97 @@ def test_the_api_key_is_sent_and_written_nowhere(tmp_path, monkeypatch, caplog, 
     assert "retrying" in caplog.text
 
 
+@contextlib.contextmanager
+def http_server(answer):
+    "A server on 127.0.0.1 (its own port, so its own origin) in a thread; `answer(handler)` -> (status, headers, body)."
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *a): pass
+        def do_GET(self): self._reply()
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self._reply()
+        def _reply(self):
+            status, headers, body = answer(self)
+            self.send_response(status)
+            for k, v in {**headers, "Content-Length": str(len(body))}.items(): self.send_header(k, v)
+            self.end_headers(); self.wfile.write(body)
+
+    class Server(ThreadingHTTPServer):
+        daemon_threads, block_on_close = False, True
+
+    server = Server(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try: yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown(); server.server_close(); thread.join()
+
+
+@pytest.mark.parametrize("status", [302, 307])
+def test_redirects_are_refused_so_the_key_stays_with_the_server(status, tmp_path, monkeypatch, no_threads_left):
+    monkeypatch.setenv("LLMREC_TEST_KEY", SECRET)
+    reached = []                              # the Authorization header of each request that reached the other origin
+    foreign = json.dumps({"object": "list", "data": [{"id": "foreign"}],
+                          "choices": [{"index": 0, "text": "foreign answer", "logprobs": None}]}).encode()
+    def elsewhere(h):
+        reached.append(h.headers.get("Authorization"))
+        return 200, {"Content-Type": "application/json"}, foreign
+    with http_server(elsewhere) as other:
+        with http_server(lambda h: (status, {"Location": f"{other}{h.path}"}, b"")) as home:
+            client = OpenAIClient(f"{home}/v1", api_key_env="LLMREC_TEST_KEY", max_retries=0, cache=ResponseCache(tmp_path))
+            for route, payload in (("completions", {"model": "m", "prompt": "Q: "}), ("models", None)):   # POST, GET
+                with pytest.raises(LlmrecError) as e: client.request(route, payload)
+                msg = str(e.value)
+                assert f"{home}/v1/{route}: HTTP {status} redirect to {other}/v1/{route} not followed" in msg and "\n" not in msg, msg
+                assert SECRET not in msg
+    assert reached == []                      # not even a request without the key left for the other origin
+    assert not list(tmp_path.rglob("*.json")) and client.stats["requests"] == 2
+
+
+def test_the_key_is_redacted_from_every_answer_before_it_is_cut(monkeypatch, caplog, no_threads_left):
+    monkeypatch.setenv("LLMREC_TEST_KEY", SECRET)
+    caplog.set_level(logging.WARNING, logger="llmrec_nb.served")
+    with StubServer(api_key=SECRET) as stub:
+        client, waits = quick_client(stub.url, max_retries=3)
+        client.api_key_env = "LLMREC_TEST_KEY"
+        stub.fail(200, body=f"<html>bad gateway for {SECRET}</html>")       # not JSON: retried, and the warning quotes it
+        stub.fail(200, body="x" * 185 + f" echo {SECRET}")                    # the key straddles the 200-character cut
+        stub.fail(502, body="y" * 490 + f" {SECRET}", times=2)               # ... and the 500-character one
+        with pytest.raises(LlmrecError, match="HTTP 502") as e: client.request("models")
+    assert len(waits) == 3 and caplog.text.count("retrying") == 3
+    for text in (str(e.value), caplog.text):
+        assert SECRET[:8] not in text and "[API key]" in text, text
+
+
+def test_a_secret_in_the_query_string_is_sent_but_shown_and_stored_nowhere(tmp_path, caplog, no_threads_left):
+    secret = "q-secret-5e6f7a8b9c"
+    caplog.set_level(logging.WARNING, logger="llmrec_nb.served")
+    umask = os.umask(0o022)                   # what most systems use: files would be 0644 unless made private
+    try:
+        with StubServer(model="m") as stub:
+            url = f"{stub.url}?api-key={secret}&api-version=2024-06-01"
+            llm = load_served("m", url, api_key_env=None, cache=tmp_path / "cache", backoff=0.0)
+            stub.fail(503)
+            assert generate(llm, ["a", "b"]) == ["ok", "ok"]
+            stub.fail(400, body=f"unknown api-key {secret}")                  # a server quoting the secret back
+            with pytest.raises(LlmrecError, match=r"/v1/completions\?api-key=\*\*\*&api-version=\*\*\*: HTTP 400: unknown api-key \*\*\*") as e:
+                generate(llm, ["c"])
+            manifest = json.dumps(run_manifest({}))
+        assert all(r["path"].endswith(f"?api-key={secret}&api-version=2024-06-01") for r in stub.received)   # still sent
+    finally:
+        os.umask(umask)
+    entries = sorted((tmp_path / "cache").rglob("*.json"))
+    assert len(entries) == 2
+    assert {json.loads(p.read_text())["endpoint"] for p in entries} == {f"{stub.url}/completions?api-key=***&api-version=***"}
+    assert {p.stat().st_mode & 0o777 for p in entries} == {0o600} and {p.parent.stat().st_mode & 0o777 for p in entries} == {0o700}
+    written = "".join(p.read_text() for p in entries)
+    for text in (written, str(e.value), caplog.text, manifest, repr(llm), repr(llm.model)):
+        assert secret not in text, text
+    assert "retrying" in caplog.text
+
+
 def test_the_cache_answers_reruns_and_is_keyed_by_request(tmp_path, no_threads_left):
     with StubServer(model="m") as stub:
         llm = load_served("m", stub.url, api_key_env=None, cache=tmp_path)

@@ -15,10 +15,11 @@ from .core import LlmrecError, cache_dir, get_device, progress, read_json, recor
 from .kernels import cpu_auto_dtype, fast_cpu_kernels, last_position_only, _positions
 
 # %% auto #0
-__all__ = ['BUNDLED_MODELS', 'bundled_gguf', 'resolve_dtype', 'dequantised_cache', 'LLM', 'float32_head', 'cast_llm', 'load_llm',
-           'check_model_source', 'encode', 'continuation_ids', 'answer_token_id', 'Backend', 'TransformersBackend',
-           'engine_generate', 'score_binary', 'score_candidates', 'rank_candidates', 'generate',
-           'last_token_embeddings', 'Grounded', 'normalise_title', 'ground', 'ground_list', 'valid_rate', 'VLLMBackend']
+__all__ = ['BUNDLED_MODELS', 'BACKENDS', 'bundled_gguf', 'resolve_dtype', 'dequantised_cache', 'LLM', 'register_backend',
+           'backend_loader', 'float32_head', 'cast_llm', 'load_llm', 'check_model_source', 'encode', 'continuation_ids',
+           'answer_token_id', 'Backend', 'TransformersBackend', 'engine_generate', 'score_binary', 'score_candidates',
+           'rank_candidates', 'generate', 'last_token_embeddings', 'Grounded', 'normalise_title', 'ground',
+           'ground_list', 'valid_rate', 'VLLMBackend']
 
 # %% ../nbs/03_llm.ipynb #1295f8e3
 BUNDLED_MODELS = {
@@ -131,7 +132,24 @@ class LLM:
         n = sum(p.numel() for p in self.model.parameters()) if hasattr(self.model, "parameters") else None
         return f"LLM({self.name!r}, device={self.device!r}, backend={type(self.backend).__name__ if self.backend else 'transformers'}" + (f", params={n:,}" if n else "") + ")"
 
-# %% ../nbs/03_llm.ipynb #e7ffa109
+# %% ../nbs/03_llm.ipynb #541b6b05
+BACKENDS: dict[str, Any] = {"openai": "llmrec_nb.served:load_served"}
+
+def register_backend(name: str, loader) -> None:
+    "Register `loader(name, trust_remote_code=..., **kwargs) -> LLM` (or a 'module:function' string) as backend `name`."
+    if name in ("transformers", "vllm"): raise ValueError(f"{name!r} is a built-in backend")
+    BACKENDS[name] = loader
+
+def backend_loader(name: str):
+    "The loading function of registered backend `name` (imported on first use when registered by its path)."
+    loader = BACKENDS[name]
+    if isinstance(loader, str):
+        import importlib
+        module, _, attr = loader.partition(":")
+        loader = BACKENDS[name] = getattr(importlib.import_module(module), attr)
+    return loader
+
+# %% ../nbs/03_llm.ipynb #da18e07a
 @functools.cache
 def _float32_head_class():
     import torch
@@ -190,9 +208,7 @@ def load_llm(name: str = "smollm2-135m", device: str | None = None, dtype="auto"
              backend: str = "transformers", seed: int = 0, **backend_kwargs) -> LLM:
     """Load `smollm2-135m` (bundled), `tiny` (random, for tests), a local folder / `.gguf` file, or a hub id, in `dtype`;
     `backend="openai"`: the model `name` on an OpenAI-compatible server (`base_url=...`, see `served.load_served`)."""
-    if backend == "openai":
-        from llmrec_nb.served import load_served   # served builds on this module: imported here, not at the top
-        return load_served(name, trust_remote_code=trust_remote_code, **backend_kwargs)
+    if backend in BACKENDS: return backend_loader(backend)(name, trust_remote_code=trust_remote_code, **backend_kwargs)
     if backend == "vllm":  # vLLM loads from a folder: the same dequantised caches as below, `tiny` written to one
         if name == "tiny": path, dtype = str(_tiny_folder(seed)), ("float32" if dtype in (None, "auto") else dtype)
         elif name in BUNDLED_MODELS: path = str(dequantised_cache(bundled_gguf(name), name))
@@ -201,7 +217,8 @@ def load_llm(name: str = "smollm2-135m", device: str | None = None, dtype="auto"
             path = str(dequantised_cache(gguf, f"{gguf.stem}-{stable_hash(str(gguf), mod=10**8):08d}"))
         else: path, _ = name, check_model_source(name)
         return VLLMBackend.load(path, name=name, dtype=dtype, trust_remote_code=trust_remote_code, **backend_kwargs)
-    if backend != "transformers": raise ValueError(f"backend must be 'transformers', 'vllm' or 'openai', not {backend!r}")
+    if backend != "transformers":
+        raise ValueError(f"backend must be 'transformers', 'vllm' or one of {sorted(BACKENDS)}, not {backend!r}")
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     device = get_device(device)

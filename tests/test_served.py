@@ -10,7 +10,8 @@ import pytest
 os.environ.setdefault("LLMREC_PROGRESS", "0")
 from llmrec_nb.core import LlmrecError, run_manifest
 from llmrec_nb.llm import generate, load_llm, rank_candidates, score_binary, score_candidates
-from llmrec_nb.served import OpenAIClient, ResponseCache, StubServer, list_models, load_served
+from llmrec_nb.served import OpenAIClient, ResponseCache, list_models, load_served
+from stub_server import StubServer
 
 SECRET = "sk-test-7f3a9c0e5b1d"
 

@@ -18,8 +18,11 @@ from .metrics import auc
 # %% auto #0
 __all__ = ['FIELDS', 'PairedTestResult', 'BootstrapResult', 'paired_ttest', 'paired_bootstrap', 'permutation_test', 'wilcoxon',
            'auc_test', 'auc_bootstrap', 'holm', 'benjamini_hochberg', 'mean_ci', 'cohens_d_paired', 'mean_std_str',
-           'compare', 'default_higher_is_better', 'claim_from_comparison', 'ResultsTable', 'results_table',
-           'latex_escape', 'write_table', 'compare_over_seeds', 'correct_comparisons', 'describe_comparison']
+           'compare', 'compare_clustered', 'claim_statistics', 'degenerate_reason', 'paired_power',
+           'min_detectable_effect', 'n_needed', 'normal_ci', 'sd_from_p', 'bounded_sd',
+           'min_detectable_rate_difference', 'default_higher_is_better', 'claim_from_comparison', 'ResultsTable',
+           'results_table', 'latex_escape', 'write_table', 'compare_over_seeds', 'correct_comparisons',
+           'describe_comparison']
 
 # %% ../nbs/07_stats.ipynb #5368a5dc
 class PairedTestResult(NamedTuple):
@@ -218,14 +221,126 @@ def mean_std_str(values, digits: int = 3, ddof: int = 1) -> str:
 
 # %% ../nbs/07_stats.ipynb #fc8e51f5
 def compare(method_values, baseline_values, seed: int = 0, n_boot: int = 10000, level: float = 0.95) -> dict[str, float]:
-    "Paired comparison of a method with a baseline on the same units: effect, p-values, CI, Cohen's d, n."
+    "Paired comparison of a method with a baseline on the same units: effect, p-values, CI, Cohen's d, sd of the differences, n."
     x, y = _paired(method_values, baseline_values)
     base = float(y.mean()) if len(y) else math.nan
     boot = paired_bootstrap(x, y, n_boot=n_boot, seed=seed, level=level)
     return {"effect": boot.effect, "rel_effect": boot.effect / abs(base) if base else math.nan,
             "p_ttest": paired_ttest(x, y).p, "p_bootstrap": boot.p, "p_wilcoxon": wilcoxon(x, y).p,
             "ci_low": boot.ci_low, "ci_high": boot.ci_high, "cohens_d": cohens_d_paired(x, y), "n": len(x),
+            "sd": float(_differences(x, y).std(ddof=1)) if len(x) > 1 else math.nan,
             "mean": float(x.mean()) if len(x) else math.nan, "baseline_mean": base}
+
+# %% ../nbs/07_stats.ipynb #1e597fdb
+def compare_clustered(method_values, baseline_values, clusters, seed: int = 0, n_boot: int = 10000, level: float = 0.95) -> dict[str, float]:
+    "`compare` for instances grouped in clusters (e.g. users): tests over per-cluster mean differences, a cluster bootstrap; adds `n_clusters`."
+    x, y = _paired(method_values, baseline_values)
+    groups = np.asarray(clusters, dtype=object)
+    if groups.shape != x.shape:
+        raise DataFormatError("clusters", f"{groups.size} cluster labels for {len(x)} values", expected="one cluster label (e.g. user id) per paired value")
+    if len(x) and pd.isna(pd.Series(groups)).any(): raise DataFormatError("clusters", "missing cluster label", expected="a label for every value")
+    codes, labels = pd.factorize(pd.Series(groups).astype(str), sort=False)   # clusters numbered in order of first appearance
+    k = len(labels)
+    counts = np.bincount(codes, minlength=k).astype(float)
+    x_mean, y_mean = np.bincount(codes, x, k) / np.maximum(counts, 1), np.bincount(codes, y, k) / np.maximum(counts, 1)
+    d_sum = np.bincount(codes, x - y, k) if len(x) else np.zeros(0)
+    base = float(y.mean()) if len(y) else math.nan
+    effect = float((x - y).mean()) if len(x) else math.nan
+    if k == 0: ci_low = ci_high = p_boot = math.nan
+    else:
+        rng = np.random.default_rng(seed)
+        means = np.empty(n_boot)
+        for lo, hi in _chunks(n_boot, k):
+            idx = rng.integers(0, k, size=(hi - lo, k), dtype=np.int32)
+            means[lo:hi] = d_sum[idx].sum(axis=1) / counts[idx].sum(axis=1)
+        ci_low, ci_high = (float(q) for q in np.quantile(means, [(1 - level) / 2, (1 + level) / 2]))
+        tol = 1e-12 * max(1.0, abs(effect))
+        p_boot = (1 + int(np.sum(np.abs(means - effect) >= abs(effect) - tol))) / (1 + n_boot)
+    return {"effect": effect, "rel_effect": effect / abs(base) if base else math.nan,
+            "p_ttest": paired_ttest(x_mean, y_mean).p, "p_bootstrap": p_boot, "p_wilcoxon": wilcoxon(x_mean, y_mean).p,
+            "ci_low": ci_low, "ci_high": ci_high, "cohens_d": cohens_d_paired(x_mean, y_mean), "n": len(x),
+            "sd": float(_differences(x_mean, y_mean).std(ddof=1)) if k > 1 else math.nan,
+            "mean": float(x.mean()) if len(x) else math.nan, "baseline_mean": base, "n_clusters": k}
+
+# %% ../nbs/07_stats.ipynb #804aa8f5
+def claim_statistics(c: Mapping[str, Any]) -> dict[str, Any]:
+    "`ci_low`, `ci_high`, `n`, `n_effective` (clusters when known), `sd`, `mean` and `baseline_mean` of a comparison dict, for `PaperReport.claim`."
+    num = lambda v: None if v is None or pd.isna(v) else float(v)
+    n = None if c.get("n") is None or pd.isna(c.get("n")) else int(c["n"])
+    n_eff = c.get("n_clusters", c.get("n_effective"))
+    return {"ci_low": num(c.get("ci_low")), "ci_high": num(c.get("ci_high")), "n": n,
+            "n_effective": n if n_eff is None or pd.isna(n_eff) else int(n_eff), "sd": num(c.get("sd")),
+            "mean": num(c.get("mean")), "baseline_mean": num(c.get("baseline_mean"))}
+
+def degenerate_reason(method_values, baseline_values) -> str | None:
+    "Why a paired test of these values says nothing ('all zeros', 'both arms constant', 'identical arms'), or None."
+    x, y = _paired(method_values, baseline_values)
+    if len(x) == 0: return "no values"
+    if not x.any() and not y.any(): return "all zeros"
+    if np.ptp(x) == 0 and np.ptp(y) == 0: return "both arms constant"
+    if not _differences(x, y).any(): return "identical arms"
+    return None
+
+# %% ../nbs/07_stats.ipynb #3a5efcea
+def paired_power(effect: float, sd: float, n: int, alpha: float = 0.05) -> float:
+    "Power of the two-sided paired t-test at level `alpha` for a true mean difference `effect` (differences' std `sd`, `n` pairs)."
+    from scipy.stats import nct, t as t_dist
+    if n is None or n < 2 or sd is None or not sd >= 0: return math.nan
+    if sd == 0: return 1.0 if effect else math.nan   # no spread: any shift is certain
+    df, shift = n - 1, abs(effect) * math.sqrt(n) / sd
+    crit = t_dist.ppf(1 - alpha / 2, df)
+    lower = nct.cdf(-crit, df, shift)   # the far tail: negligible, and NaN in scipy for some large shifts
+    return float(nct.sf(crit, df, shift) + (lower if math.isfinite(lower) else 0.0))
+
+def min_detectable_effect(sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    "Smallest true mean difference the two-sided paired t-test detects with `power` (NaN when n < 2 or sd unknown)."
+    from scipy.optimize import brentq
+    from scipy.stats import norm
+    if n is None or n < 2 or sd is None or not math.isfinite(sd) or sd < 0: return math.nan
+    if sd == 0: return 0.0
+    guess = (norm.ppf(1 - alpha / 2) + norm.ppf(power)) * sd / math.sqrt(n)
+    hi = guess
+    while paired_power(hi, sd, n, alpha) < power: hi *= 2
+    return float(brentq(lambda e: paired_power(e, sd, n, alpha) - power, 0.0, hi, xtol=1e-12 * max(sd, 1e-300)))
+
+def n_needed(effect: float, sd: float, alpha: float = 0.05, power: float = 0.8) -> int | None:
+    "Smallest number of pairs for which the two-sided paired t-test detects `effect` with `power` (None if unknowable)."
+    from scipy.stats import norm
+    if effect is None or sd is None or not (math.isfinite(effect) and math.isfinite(sd)) or effect == 0 or sd < 0: return None
+    if sd == 0: return 2
+    n = max(2, math.ceil(((norm.ppf(1 - alpha / 2) + norm.ppf(power)) * sd / abs(effect)) ** 2))
+    while paired_power(effect, sd, n, alpha) < power: n += 1
+    return n
+
+def normal_ci(effect: float, p: float, level: float = 0.95) -> tuple[float, float]:
+    "CI of an effect recovered from its two-sided p-value under the normal approximation (se = |effect| / z_p)."
+    from scipy.stats import norm
+    if effect is None or p is None or not (math.isfinite(effect) and 0 <= p <= 1): return math.nan, math.nan
+    if p >= 1: return (-math.inf, math.inf) if effect == 0 or p == 1 else (math.nan, math.nan)
+    if p == 0: return effect, effect
+    half = norm.ppf((1 + level) / 2) * abs(effect) / norm.isf(p / 2)
+    return effect - half, effect + half
+
+def sd_from_p(effect: float, p: float, n: int) -> float:
+    "Std of the paired differences implied by a two-sided paired t-test's effect, p-value and n (NaN when it is not identified)."
+    from scipy.stats import t as t_dist
+    if effect is None or p is None or n is None or n < 2 or not (0 <= p < 1) or effect == 0: return math.nan
+    if p == 0: return 0.0
+    return float(abs(effect) * math.sqrt(n) / t_dist.isf(p / 2, n - 1))
+
+def bounded_sd(mean: float, baseline_mean: float) -> float:
+    "Std of a paired difference of two independent [0, 1] arms with these means, at its largest (Bernoulli arms)."
+    if mean is None or baseline_mean is None or not (0 <= mean <= 1 and 0 <= baseline_mean <= 1): return math.nan
+    return math.sqrt(mean * (1 - mean) + baseline_mean * (1 - baseline_mean))
+
+def min_detectable_rate_difference(baseline_mean: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    "Smallest rise over `baseline_mean` of a [0, 1] metric detectable with `power` by the paired t-test, the sd taken from the means (`bounded_sd`)."
+    from scipy.optimize import brentq
+    if n is None or n < 2 or baseline_mean is None or not 0 <= baseline_mean < 1: return math.nan
+    gap = lambda e: paired_power(e, bounded_sd(baseline_mean + e, baseline_mean), n, alpha) - power
+    top = 1 - baseline_mean
+    if gap(top) < 0: return math.nan   # not even the largest possible rise
+    return float(brentq(gap, 1e-12, top, xtol=1e-10))
 
 # %% ../nbs/07_stats.ipynb #d149ce23
 FIELDS = ("mean", "std", "p", "p_adj", "rank", "sig")

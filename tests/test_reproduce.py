@@ -102,15 +102,95 @@ def test_report_holm_adjusts_each_papers_claims(tmp_path):
     (tmp_path / "y" / "summary.json").write_text(json.dumps({"paper": "y", "profile": "smoke", "tables": {},
                                                               "claims": [{**claims[2], "id": "lone"}]}))
     report = write_report(tmp_path, [NotebookRun("x", True, 1.0, ""), NotebookRun("y", True, 1.0, "")], "smoke").read_text()
-    assert "| p | p (Holm) |" in report
+    assert "| verdict | effect [95% CI] | paper | p | p (Holm) | MDE | n (eff.) | n needed |" in report
     rows = {l.split("|")[1].strip(): [c.strip() for c in l.split("|")[1:-1]] for l in report.splitlines() if l.startswith("| `")}
+    verdict_p = lambda cid: [rows[cid][2]] + rows[cid][5:7]
     # Holm over c0, c1, c2: 0.01·3, max(0.03·2, 0.03), max(0.04·1, 0.06)
-    assert rows["`c0`"][2:] == ["yes", "1", "0.01", "0.03"]
-    assert rows["`c1`"][2:] == ["**no** (not after Holm)", "1", "0.03", "0.06"]
-    assert rows["`c2`"][2:] == ["**no** (not after Holm)", "1", "0.04", "0.06"]
-    assert rows["`order`"][2:] == ["yes", "1", "0.3", "—"]   # a descriptive p is not adjusted
-    assert rows["`lone`"][2:] == ["yes", "1", "0.04", "0.04"]
-    assert "3 of 5 claims hold" in report
+    assert verdict_p("`c0`") == ["**reproduced**", "0.01", "0.03"]
+    assert verdict_p("`c1`") == ["inconclusive", "0.03", "0.06"]
+    assert verdict_p("`c2`") == ["inconclusive", "0.04", "0.06"]
+    assert verdict_p("`order`") == ["holds", "0.3", "—"]   # a descriptive p is not adjusted
+    assert verdict_p("`lone`") == ["**reproduced**", "0.04", "0.04"]
+    assert "**2 reproduced, 0 contradicted, 2 inconclusive of 4 tested claims; 1 descriptive checks (1 hold).**" in report
+    assert "Ran this time: x, y." in report
+
+
+def _write_summary(root, paper, claims, profile="quick", manifest=None):
+    (root / paper).mkdir(parents=True, exist_ok=True)
+    (root / paper / "summary.json").write_text(json.dumps({"paper": paper, "profile": profile, "tables": {}, "claims": claims}))
+    if manifest: (root / paper / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_report_gives_each_claim_a_verdict(tmp_path):
+    "Constructed cases: a true effect on many users, the opposite, a tiny n, all-zero arms, and a descriptive check."
+    import numpy as np
+    from llmrec_nb.reproduce import NotebookRun, write_report
+    from llmrec_nb.stats import claim_statistics, compare
+    rng = np.random.default_rng(0)
+    base = rng.normal(0.5, 0.2, 500)
+    def claim(cid, a, b, **kw):
+        c = compare(a, b, n_boot=500)
+        return {"id": cid, "text": f"{cid} (NDCG@10)", "holds": bool(c["effect"] > 0 and c["p_ttest"] <= 0.05), "effect": c["effect"],
+                "p": c["p_ttest"], **claim_statistics(c), **kw}
+    claims = [claim("true_effect", base + rng.normal(0.05, 0.2, 500), base, paper_effect=0.05, paper_source="Table 1"),
+              claim("opposite", base - 0.05 + rng.normal(0, 0.2, 500), base, paper_effect=0.05),
+              claim("tiny_n", base[:6] + rng.normal(0.05, 0.2, 6), base[:6], paper_effect=0.05),
+              claim("zeros", np.zeros(40), np.zeros(40), paper_effect=0.05),
+              claim("short_of_paper", base + rng.normal(0.01, 0.2, 500), base, paper_effect=0.2),
+              {"id": "size", "text": "943 users", "holds": True, "effect": 943.0, "p": None}]
+    _write_summary(tmp_path, "toy", claims)
+    report = write_report(tmp_path, [NotebookRun("toy", True, 1.0, "")], "quick").read_text()
+    rows = {l.split("|")[1].strip(): [c.strip() for c in l.split("|")[1:-1]] for l in report.splitlines() if l.startswith("| `")}
+    assert rows["`true_effect`"][2] == "**reproduced**"
+    assert rows["`opposite`"][2] == "**contradicted** (significant in the opposite direction)"
+    assert rows["`tiny_n`"][2] == "inconclusive"
+    assert rows["`zeros`"][2] == "inconclusive (all zeros)"
+    assert rows["`short_of_paper`"][2] == "**contradicted** (the CI excludes the paper's effect)"
+    assert rows["`size`"][2] == "holds"
+    assert "**1 reproduced, 2 contradicted, 2 inconclusive of 5 tested claims; 1 descriptive checks (1 hold).**" in report
+    tiny = rows["`tiny_n`"]
+    assert float(tiny[7]) > 0.05 and int(tiny[9].replace(",", "")) > 6   # MDE above the paper's effect; n needed above 6
+    assert "`tiny_n`: n ≈" in report and "Paper effects: `true_effect`: Table 1" in report
+
+
+def test_report_rebuilt_from_the_committed_summaries(tmp_path):
+    "The committed summaries alone give a report: every claim with a verdict, which runs it keeps and from when, no notebook run."
+    import shutil
+    from llmrec_nb.reproduce import rebuild_report
+    papers = sorted(p.parent.name for p in (ROOT / "figures").glob("*/summary.json"))
+    for paper in papers: shutil.copytree(ROOT / "figures" / paper, tmp_path / paper)
+    report = rebuild_report(tmp_path).read_text()
+    assert "notebooks ran" not in report and "rebuilt from the summaries on disk" in report
+    kept = report.split("Kept from earlier runs: ")[1].split("\n")[0]
+    for paper in papers:
+        created = json.loads((tmp_path / paper / "manifest.json").read_text())["created"][:10]
+        assert f"{paper} (" in kept and created in kept
+        for c in json.loads((tmp_path / paper / "summary.json").read_text())["claims"]:
+            row = next(l for l in report.splitlines() if l.startswith(f"| `{c['id']}` |"))
+            verdict = row.split("|")[3].strip()
+            assert verdict.split(" (")[0].strip("*") in {"reproduced", "contradicted", "inconclusive", "holds", "does not hold"}
+            assert "**no**" not in row
+
+
+def test_paper_effect_registry_covers_every_committed_tested_claim():
+    from llmrec_nb.reproduce import PAPER_EFFECTS, paper_effect
+    for path in (ROOT / "figures").glob("*/summary.json"):
+        for c in json.loads(path.read_text())["claims"]:
+            if c.get("p") is None or c.get("alpha", 0.05) is None: continue
+            assert c["id"] in PAPER_EFFECTS, f"{path.parent.name}/{c['id']} has no entry in PAPER_EFFECTS"
+            effect, source = paper_effect(c)
+            assert source, c["id"]
+
+
+def test_old_summaries_get_ci_n_and_sd_derived():
+    "A summary written before claims carried CI, n and sd: they are recovered from effect, p and the detail, and marked."
+    from llmrec_nb.reproduce import assess_claim, holm_claims
+    c = holm_claims([{"id": "llama4rec_beats_base_rating", "text": "lowers RMSE", "holds": False, "effect": 0.022, "p": 0.37,
+                      "detail": "method 0.9990 vs baseline 1.0210; n=32 users"}])[0]
+    a = assess_claim(c)
+    assert a["n"] == 32 and {"CI", "n", "sd"} <= set(a["derived"])
+    assert a["ci_low"] < 0 < a["ci_high"] and a["verdict"] == "inconclusive" and a["n_needed"] > 32
+    assert a["paper_effect"] == pytest.approx(((1.0487 - 1.0306) + (1.0500 - 1.0369)) / 2)
 
 
 def test_unknown_profile_and_notebook_are_clear_errors(tmp_path):
@@ -135,7 +215,7 @@ def test_failing_notebook_is_reported_and_others_run(tmp_path):
     by_name = {r.name: r for r in runs}
     assert by_name["good"].ok and not by_name["bad"].ok and "planted failure" in by_name["bad"].error
     report = (tmp_path / "out" / "REPORT.md").read_text()
-    assert "failed: bad" in report and "`c`" in report
+    assert "Failed this time: bad." in report and "`c`" in report
 
 
 def test_data_stats_json_for_bundled_ml100k():
@@ -191,3 +271,76 @@ def test_report_says_how_each_run_computed(tmp_path):
     (tmp_path / "soft" / "manifest.json").write_text(json.dumps(m))
     text = write_report(tmp_path, [], "quick").read_text()
     assert "Computed in 471 s on AMD EPYC (avx2), 2 cores, float32, kernels: float32 stock." in text
+
+
+def test_claim_records_ci_power_and_paper_fields(tmp_path):
+    from llmrec_nb.reproduce import PaperReport
+    r = PaperReport("toy", profile="smoke", out_dir=tmp_path)
+    r.claim("old_style", "a beats b", True, 0.2, 0.01)   # positional, as older notebooks call it
+    r.claim("new_style", "a beats b", False, 0.0, 1.0, "detail", 0.05, ci_low=-0.1, ci_high=0.1, n=40, n_effective=20,
+            sd=0.3, paper_effect=0.05, paper_source="Table 2", degenerate="both arms constant")
+    claims = {c["id"]: c for c in json.loads(r.save().read_text())["claims"]}
+    assert claims["old_style"]["ci_low"] is None and claims["old_style"]["paper_effect"] is None
+    assert {k: claims["new_style"][k] for k in ("ci_low", "ci_high", "n", "n_effective", "sd", "paper_effect", "paper_source", "degenerate")} == \
+        {"ci_low": -0.1, "ci_high": 0.1, "n": 40, "n_effective": 20, "sd": 0.3, "paper_effect": 0.05, "paper_source": "Table 2",
+         "degenerate": "both arms constant"}
+
+
+def _toy_paper_notebook(path, parameters, body="from llmrec_nb.reproduce import PaperReport\nr = PaperReport('toy', profile, out_dir)\n"
+                        "r.claim('c', 'it works', True, 1.0, 0.01); r.save()\nassert not fail"):
+    import nbformat
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell(parameters); params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(body)]
+    nbformat.write(nb, path)
+
+
+@pytest.mark.parametrize("profile", ["smoke", "quick", "paper"])
+def test_committed_profiles_match_the_notebooks_parameters(profile):
+    from llmrec_nb.reproduce import load_profile
+    load_profile(profile)   # raises on an unknown section or key, or a value of the wrong type
+
+
+def test_profile_typos_are_errors_before_any_kernel_starts(tmp_path):
+    from llmrec_nb.core import DataFormatError
+    from llmrec_nb.reproduce import load_profile, run_papers
+    nbs = tmp_path / "nbs"; nbs.mkdir()
+    _toy_paper_notebook(nbs / "toy.ipynb", 'profile = "quick"\nout_dir = None\nfail = False\nn_test = 24\nlr = 1e-3\nks = [1, 3]\ncols = ["a"]')
+    def check(text, *needles):
+        path = tmp_path / "p.yaml"; path.write_text(text)
+        with pytest.raises(DataFormatError) as e: load_profile(path, nbs_dir=nbs)
+        for needle in ("p.yaml", *needles): assert needle in str(e.value), str(e.value)
+    check("common: {}\ntyo: {n_test: 3}\n", "unknown section 'tyo'", "toy")
+    check("toy: {n_tset: 3}\n", "section 'toy'", "'n_tset'", "n_test")                 # names the known keys
+    check("common: {sed: 1}\n", "section 'common'", "'sed'")
+    check("toy: {n_test: '24'}\n", "toy.n_test", "an integer")
+    check("toy: {n_test: 2.5}\n", "toy.n_test", "an integer")
+    check("toy: {fail: 1}\n", "toy.fail", "a boolean")
+    check("toy: {ks: 3}\n", "toy.ks", "a list")
+    check("", "empty")
+    check("toy: [1, 2]\n", "toy", "sections")
+    ok = tmp_path / "ok.yaml"
+    ok.write_text("toy: {n_test: null, lr: 1, ks: [5], cols: {bookcrossing: [x], default: [y]}}\n")   # None, int for float, per-dataset map
+    assert load_profile(ok, nbs_dir=nbs)["toy"]["lr"] == 1
+    (tmp_path / "bad.yaml").write_text("toy: {n_tset: 3}\n")
+    with pytest.raises(DataFormatError):
+        run_papers(str(tmp_path / "bad.yaml"), out=tmp_path / "out", runs_dir=tmp_path / "runs", nbs_dir=nbs, verbose=False)
+    assert not (tmp_path / "runs").exists()   # no notebook started
+
+
+def test_a_failing_run_leaves_the_previous_results_whole(tmp_path):
+    from llmrec_nb.reproduce import run_papers
+    nbs = tmp_path / "nbs"; nbs.mkdir()
+    _toy_paper_notebook(nbs / "toy.ipynb", 'profile = "quick"\nout_dir = None\nfail = False')
+    kw = dict(out=tmp_path / "out", runs_dir=tmp_path / "runs", nbs_dir=nbs, verbose=False)
+    (tmp_path / "good.yaml").write_text("toy: {fail: false}\n")
+    (tmp_path / "bad.yaml").write_text("toy: {fail: true}\n")   # the notebook writes its summary, then fails
+    assert run_papers(str(tmp_path / "good.yaml"), **kw)[0].ok
+    before = (tmp_path / "out" / "toy" / "summary.json").read_text()
+    manifest = json.loads((tmp_path / "out" / "toy" / "manifest.json").read_text())
+    assert not run_papers(str(tmp_path / "bad.yaml"), **kw)[0].ok
+    assert (tmp_path / "out" / "toy" / "summary.json").read_text() == before
+    assert json.loads((tmp_path / "out" / "toy" / "manifest.json").read_text()) == manifest
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["REPORT.md", "toy"]   # no staging left behind
+    report = (tmp_path / "out" / "REPORT.md").read_text()
+    assert "Failed this time: toy." in report and "stale" in report and "Kept from earlier runs: toy (" in report

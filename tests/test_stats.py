@@ -454,3 +454,190 @@ def test_correct_comparisons_and_description():
     lst = correct_comparisons([dict(comps["a"]), dict(comps["b"])], correction="bh")
     assert lst[0]["correction"] == "bh"
     with pytest.raises(DataFormatError): correct_comparisons([comps["a"]], correction="bonferroni")
+
+
+def _users_world(seed=0, users=30, per_user=10, mean_lift=0.1, user_sd=0.3):
+    "Per-instance values where the method's lift depends mostly on the user (strong within-user correlation)."
+    rng = np.random.default_rng(seed)
+    ids = np.repeat([f"u{i}" for i in range(users)], per_user)
+    lift = np.repeat(rng.normal(mean_lift, user_sd, users), per_user) + rng.normal(0, 0.05, users * per_user)
+    base = rng.normal(0.5, 0.1, users * per_user)
+    return base + lift, base, ids
+
+
+def test_compare_clustered_is_wider_than_naive_with_correlated_users():
+    from llmrec_nb.stats import compare_clustered
+    for seed in range(3):
+        a, b, users = _users_world(seed)
+        naive, clustered = compare(a, b, n_boot=2000), compare_clustered(a, b, users, n_boot=2000)
+        assert set(clustered) == set(naive) | {"n_clusters"}
+        assert clustered["n_clusters"] == 30 and clustered["n"] == 300
+        assert clustered["effect"] == pytest.approx(naive["effect"])
+        assert clustered["p_ttest"] > 10 * naive["p_ttest"] and clustered["p_bootstrap"] > naive["p_bootstrap"]
+        assert clustered["ci_high"] - clustered["ci_low"] > 2 * (naive["ci_high"] - naive["ci_low"])
+        # the tests run over the per-user mean differences
+        d = pd.Series(a - b).groupby(users).mean()
+        assert clustered["p_ttest"] == pytest.approx(st.ttest_1samp(d, 0).pvalue)
+        assert clustered["sd"] == pytest.approx(d.std(ddof=1))
+
+
+def test_compare_clustered_with_singletons_equals_compare(pair):
+    from llmrec_nb.stats import compare_clustered
+    a, b = pair
+    c = compare_clustered(a, b, np.arange(len(a)), seed=3, n_boot=1000)
+    assert c.pop("n_clusters") == len(a)
+    assert c == compare(a, b, seed=3, n_boot=1000)
+
+
+def test_compare_clustered_cluster_bootstrap_is_calibrated():
+    "Under no true lift, the cluster bootstrap CI covers 0 about 95% of the time; the naive one far less often."
+    from llmrec_nb.stats import compare_clustered
+    cover_c = cover_n = 0
+    for seed in range(60):
+        a, b, users = _users_world(seed, users=20, per_user=8, mean_lift=0.0)
+        c, n = compare_clustered(a, b, users, n_boot=400, seed=seed), compare(a, b, n_boot=400, seed=seed)
+        cover_c += c["ci_low"] <= 0 <= c["ci_high"]; cover_n += n["ci_low"] <= 0 <= n["ci_high"]
+    assert cover_c >= 50 and cover_n <= 42   # 53 and 35 of 60 with these seeds
+
+
+def test_compare_clustered_refuses_bad_clusters(pair):
+    from llmrec_nb.stats import compare_clustered
+    a, b = pair
+    with pytest.raises(DataFormatError, match="clusters"): compare_clustered(a, b, ["u"] * 3)
+    with pytest.raises(DataFormatError, match="clusters"): compare_clustered(a, b, [None] * len(a))
+
+
+def test_claim_statistics_and_degenerate_reason(pair):
+    from llmrec_nb.stats import claim_statistics, compare_clustered, degenerate_reason
+    a, b, users = _users_world(1)
+    c = compare_clustered(a, b, users, n_boot=200)
+    assert claim_statistics(c) == {"ci_low": c["ci_low"], "ci_high": c["ci_high"], "n": 300, "n_effective": 30, "sd": c["sd"],
+                                   "mean": c["mean"], "baseline_mean": c["baseline_mean"]}
+    assert claim_statistics(compare(*pair, n_boot=100))["n_effective"] == 150
+    assert degenerate_reason(np.zeros(5), np.zeros(5)) == "all zeros"
+    assert degenerate_reason(np.full(5, 0.5), np.full(5, 0.5)) == "both arms constant"
+    assert degenerate_reason(*pair) is None
+
+
+def _simulated_mde(sd, n, sims=20000, seed=0, alpha=0.05, power=0.8):
+    "The mean difference the paired t-test detects `power` of the time, found by simulation (common random numbers, bisection)."
+    z = np.random.default_rng(seed).normal(size=(sims, n))
+    zbar, s = z.mean(1), z.std(1, ddof=1)
+    crit = st.t.ppf(1 - alpha / 2, n - 1)
+    rate = lambda e: np.mean(np.abs(e / sd + zbar) * np.sqrt(n) / s > crit)
+    lo, hi = 0.0, 10 * sd
+    for _ in range(50):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if rate(mid) < power else (lo, mid)
+    return hi
+
+
+@pytest.mark.parametrize("sd,n", [(1.0, 8), (0.25, 40), (0.5, 300)])
+def test_min_detectable_effect_matches_simulation(sd, n):
+    from llmrec_nb.stats import min_detectable_effect, n_needed, paired_power
+    mde = min_detectable_effect(sd, n)
+    assert mde == pytest.approx(_simulated_mde(sd, n), rel=0.10)
+    assert paired_power(mde, sd, n) == pytest.approx(0.8, abs=1e-6)
+    assert n_needed(mde * 1.001, sd) <= n < n_needed(mde * 0.95, sd)
+
+
+def test_n_needed_for_hit_rates_by_the_binomial_approximation():
+    "Two independent hit-rate arms (0.10 vs 0.16): at the n the bounded sd gives, a paired t-test rejects about 80% of the time."
+    from llmrec_nb.stats import bounded_sd, n_needed
+    base, lift = 0.10, 0.06
+    n = n_needed(lift, bounded_sd(base + lift, base))
+    rng = np.random.default_rng(1)
+    a = (rng.random((4000, n)) < base + lift).astype(float); b = (rng.random((4000, n)) < base).astype(float)
+    d = a - b
+    t = d.mean(1) / (d.std(1, ddof=1) / np.sqrt(n))
+    assert np.mean(np.abs(t) > st.t.ppf(0.975, n - 1)) == pytest.approx(0.8, rel=0.10)
+
+
+def test_ci_and_sd_recovered_from_effect_and_p():
+    from llmrec_nb.stats import normal_ci, sd_from_p
+    rng = np.random.default_rng(2)
+    x = rng.normal(0.1, 0.5, 80)
+    r = st.ttest_1samp(x, 0)
+    assert sd_from_p(x.mean(), r.pvalue, 80) == pytest.approx(x.std(ddof=1), rel=1e-6)
+    lo, hi = normal_ci(x.mean(), r.pvalue)
+    se = x.std(ddof=1) / np.sqrt(80)
+    assert (lo + hi) / 2 == pytest.approx(x.mean()) and (hi - lo) / 2 == pytest.approx(1.96 * se, rel=0.05)
+    assert math.isnan(sd_from_p(0.0, 1.0, 30)) and normal_ci(0.0, 1.0) == (-math.inf, math.inf)
+
+
+# --- An independent oracle: the hand-written ranking metrics and the paired t-test against ranx (test-only dependency,
+# installed by the `dev` extra). Scores are continuous, so no ties: tie handling is a convention that differs between tools.
+ranx = pytest.importorskip("ranx", reason="ranx (the dev extra's independent check of metrics and tests) is not installed")
+
+
+def _ranx_world(seed=0, users=60, items=40):
+    rng = np.random.default_rng(seed)
+    scores = rng.random((users, items))
+    targets = rng.integers(0, items, users)
+    seen = rng.random((users, items)) < 0.3
+    seen[np.arange(users), targets] = False
+    return scores, targets, seen
+
+
+def _ranx_eval(scores, targets, metrics, mask=None):
+    from ranx import Qrels, Run, evaluate
+    qrels = Qrels({f"u{u}": {f"i{t}": 1} for u, t in enumerate(targets)})
+    run = Run({f"u{u}": {f"i{i}": float(s) for i, s in enumerate(row) if mask is None or not mask[u, i]} for u, row in enumerate(scores)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        per_query = evaluate(qrels, run, metrics, return_mean=False, make_comparable=True)
+    order = sorted(range(len(targets)), key=lambda u: f"u{u}")   # ranx returns queries in sorted id order
+    back = np.argsort(order)
+    return {m: np.asarray(v)[back] for m, v in per_query.items()}
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_ranking_metrics_match_ranx(masked):
+    from llmrec_nb.metrics import hit_rate, mrr, ndcg, precision, rank_of_target, topk_ranks
+    scores, targets, seen = _ranx_world()
+    ranks = topk_ranks(scores, targets, seen_mask=seen) if masked else rank_of_target(scores, targets)
+    if not masked: np.testing.assert_array_equal(ranks, topk_ranks(scores, targets))
+    ks = (1, 3, 5, 10)
+    ref = _ranx_eval(scores, targets, [f"{m}@{k}" for k in ks for m in ("hit_rate", "ndcg", "precision")] + ["mrr"],
+                     mask=seen if masked else None)
+    for k in ks:
+        np.testing.assert_allclose(hit_rate(ranks, k), ref[f"hit_rate@{k}"], atol=1e-12)
+        np.testing.assert_allclose(ndcg(ranks, k), ref[f"ndcg@{k}"], atol=1e-12)
+        np.testing.assert_allclose(precision(ranks, k), ref[f"precision@{k}"], atol=1e-12)
+    np.testing.assert_allclose(mrr(ranks), ref["mrr"], atol=1e-12)
+
+
+def test_ranked_lists_match_ranx():
+    "Generated lists (a target may be missing) scored by position: the same per-user values."
+    from llmrec_nb.metrics import hit_rate, mrr, ndcg, ranks_from_lists
+    rng = np.random.default_rng(3)
+    lists = [list(rng.permutation(20)[:10]) for _ in range(50)]
+    targets = rng.integers(0, 20, 50)
+    ranks = ranks_from_lists(lists, list(targets))
+    scores = np.full((50, 20), -1.0)
+    for u, lst in enumerate(lists): scores[u, lst] = 10.0 - np.arange(len(lst))
+    listed = scores > -1
+    ref = _ranx_eval(scores, targets, ["hit_rate@5", "ndcg@10", "mrr"], mask=~listed)
+    np.testing.assert_allclose(hit_rate(ranks, 5), ref["hit_rate@5"], atol=1e-12)
+    np.testing.assert_allclose(ndcg(ranks, 10), ref["ndcg@10"], atol=1e-12)
+    np.testing.assert_allclose(mrr(ranks), ref["mrr"], atol=1e-12)
+
+
+def test_paired_ttest_matches_ranx_compare():
+    from ranx import Qrels, Run, compare as ranx_compare
+    from llmrec_nb.metrics import ndcg, rank_of_target
+    rng = np.random.default_rng(4)
+    users, items = 80, 30
+    targets = rng.integers(0, items, users)
+    base = rng.random((users, items))
+    better = base.copy(); better[np.arange(users), targets] += rng.random(users) * 0.5   # a method that lifts the target
+    qrels = Qrels({f"u{u}": {f"i{t}": 1} for u, t in enumerate(targets)})
+    runs = [Run({f"u{u}": {f"i{i}": float(s) for i, s in enumerate(row)} for u, row in enumerate(m)}, name=name)
+            for name, m in (("better", better), ("base", base))]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        report = ranx_compare(qrels, runs, metrics=["ndcg@10"], stat_test="student")
+    p_ranx = float(report.to_dict()["better"]["comparisons"]["base"]["ndcg@10"])
+    a, b = ndcg(rank_of_target(better, targets), 10), ndcg(rank_of_target(base, targets), 10)
+    assert paired_ttest(a, b).p == pytest.approx(p_ranx, rel=1e-9)
+    assert compare(a, b, n_boot=200)["p_ttest"] == pytest.approx(p_ranx, rel=1e-9)

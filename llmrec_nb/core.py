@@ -12,10 +12,19 @@ from typing import Any, Iterable
 import numpy as np
 
 # %% auto #0
-__all__ = ['MANIFEST_PACKAGES', 'ISA_FLAGS', 'ISA_LIMITS', 'LlmrecError', 'DataFormatError', 'set_seed', 'stable_hash',
-           'get_device', 'cache_dir', 'repo_root', 'figures_dir', 'atomic_path', 'write_text', 'write_json',
-           'read_json', 'progress', 'package_versions', 'git_commit', 'params_hash', 'environment', 'isa_limit',
-           'cpu_info', 'record_compute', 'compute_info', 'run_manifest']
+__all__ = ['LAYERS', 'MANIFEST_PACKAGES', 'ISA_FLAGS', 'ISA_LIMITS', 'layer_order', 'LlmrecError', 'DataFormatError', 'set_seed',
+           'stable_hash', 'get_device', 'cache_dir', 'repo_root', 'figures_dir', 'atomic_path', 'write_text',
+           'write_json', 'read_json', 'progress', 'package_versions', 'git_commit', 'params_hash', 'environment',
+           'isa_limit', 'cpu_info', 'record_compute', 'compute_info', 'run_manifest']
+
+# %% ../nbs/00_core.ipynb #e35cdc9c
+LAYERS = (("core",), ("runs", "data", "kernels"), ("loaders", "templates"), ("llm",), ("served", "lora"),
+          ("conventional", "metrics"), ("stats",), ("report",), ("curriculum", "mixing", "aggregation"),
+          ("tallrec", "itdr", "soft", "molorec", "llama4rec"), ("reproduce", "bench"), ("cli",))
+
+def layer_order() -> str:
+    "The layers as one line, lowest first: `core → runs / data / kernels → …`."
+    return " → ".join(" / ".join(f"`{m}`" for m in layer) for layer in LAYERS)
 
 # %% ../nbs/00_core.ipynb #47f85616
 class LlmrecError(Exception):

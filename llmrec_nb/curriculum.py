@@ -19,7 +19,7 @@ from .templates import Instruction, next_item_instruction, render_prompt
 from .llm import generate, last_token_embeddings, normalise_title, score_candidates, _clean
 from .lora import LoraTrainConfig, TrainResult, train_lora
 from .metrics import hit_rate, ndcg, topk_ranks, mean_report
-from .tallrec import split_samples
+from .data import split_samples
 
 # %% auto #0
 __all__ = ['KS', 'next_item_windows', 'sample_splits', 'to_instructions', 'guidance_examples', 'Catalogue', 'item_categories',

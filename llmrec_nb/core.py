@@ -18,7 +18,7 @@ __all__ = ['LAYERS', 'MANIFEST_PACKAGES', 'ISA_FLAGS', 'ISA_LIMITS', 'layer_orde
            'isa_limit', 'cpu_info', 'record_compute', 'compute_info', 'run_manifest']
 
 # %% ../nbs/00_core.ipynb #e35cdc9c
-LAYERS = (("core",), ("runs", "data", "kernels"), ("loaders", "templates"), ("llm",), ("served", "lora"),
+LAYERS = (("core",), ("runs", "data", "kernels"), ("loaders", "templates", "grounding"), ("llm",), ("served", "lora"),
           ("conventional", "metrics"), ("stats",), ("report",), ("curriculum", "mixing", "aggregation"),
           ("tallrec", "itdr", "soft", "molorec", "llama4rec"), ("reproduce", "bench"), ("cli",))
 

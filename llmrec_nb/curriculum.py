@@ -16,7 +16,8 @@ import pandas as pd
 from .core import DataFormatError, atomic_path, cache_dir, read_json, stable_hash, write_json
 from .data import RecData, sort_by_time
 from .templates import Instruction, next_item_instruction, render_prompt
-from .llm import generate, last_token_embeddings, normalise_title, score_candidates, _clean
+from .grounding import clean_answer, normalise_title
+from .llm import generate, last_token_embeddings, score_candidates
 from .lora import LoraTrainConfig, TrainResult, train_lora
 from .metrics import hit_rate, ndcg, topk_ranks, mean_report
 from .data import split_samples
@@ -189,7 +190,7 @@ def exact_matches(texts: Sequence[str], catalogue: Catalogue) -> np.ndarray:
     raw, norms = set(catalogue.titles), {n for n in catalogue.norms if n}
     out = []
     for t in texts:
-        s = str(t).strip(); c = _clean(s); n = normalise_title(c)
+        s = str(t).strip(); c = clean_answer(s); n = normalise_title(c)
         out.append(float(s in raw or c in raw or (bool(n) and n in norms)))
     return np.array(out)
 

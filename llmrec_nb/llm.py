@@ -4,22 +4,23 @@
 
 # %% ../nbs/03_llm.ipynb #5b570fd2
 from __future__ import annotations
-import contextlib, copy, dataclasses, functools, importlib.util, inspect, os, re, shutil, tempfile, time, unicodedata
+import contextlib, copy, dataclasses, functools, importlib.util, inspect, os, re, shutil, tempfile, time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
 from .core import LlmrecError, cache_dir, get_device, progress, read_json, record_compute, stable_hash, write_json
 from .kernels import cpu_auto_dtype, fast_cpu_kernels, last_position_only, _positions
+# grounding is its own layer; its names stay importable from here
+from .grounding import Grounded, ground, ground_list, normalise_title, valid_rate  # noqa: F401
 
 # %% auto #0
 __all__ = ['BUNDLED_MODELS', 'BACKENDS', 'bundled_gguf', 'resolve_dtype', 'dequantised_cache', 'LLM', 'register_backend',
            'backend_loader', 'float32_head', 'cast_llm', 'load_llm', 'check_model_source', 'encode', 'continuation_ids',
            'answer_token_id', 'Backend', 'TransformersBackend', 'engine_generate', 'score_binary', 'score_candidates',
-           'rank_candidates', 'generate', 'last_token_embeddings', 'Grounded', 'normalise_title', 'ground',
-           'ground_list', 'valid_rate', 'VLLMBackend']
+           'rank_candidates', 'generate', 'last_token_embeddings', 'VLLMBackend']
 
 # %% ../nbs/03_llm.ipynb #1295f8e3
 BUNDLED_MODELS = {
@@ -769,101 +770,6 @@ def last_token_embeddings(llm: LLM, texts: Sequence[str], batch_size: int = 32, 
                 h = inner(input_ids=b_ids, attention_mask=b_mask, position_ids=_positions(b_mask), output_hidden_states=True).hidden_states[-1]
             chunks.append(h[:, -1].float().cpu().numpy())
     return np.concatenate(chunks) if chunks else np.zeros((0, model.config.hidden_size), np.float32)
-
-# %% ../nbs/03_llm.ipynb #472d6ff1
-@dataclass(frozen=True)
-class Grounded:
-    "A generated answer snapped to a candidate: `item` (id, or index for a list; None when nothing matched)."
-    item: Any
-    title: str | None
-    rule: str    # exact | normalised | contained | fuzzy | none
-    score: float
-
-    @property
-    def valid(self) -> bool: return self.item is not None
-
-_NO_MATCH = Grounded(None, None, "none", 0.0)
-_ARTICLES = r"(the|a|an|les|le|la|il|el|der|die|das)"
-
-def _clean(text: str) -> str:
-    "Strip list numbering, bullets, quotes and a final full stop around an answer."
-    t = re.sub(r"^(\d{1,3}[.)\]]|[-*•]|#+)\s*", "", text.strip())
-    for _ in range(2): t = t.strip().strip("\"'“”‘’`*").rstrip(".")
-    return t.strip()
-
-def normalise_title(title: str) -> str:
-    "Lowercase, accents, punctuation, a year in parentheses and leading/trailing articles removed."
-    t = unicodedata.normalize("NFKD", str(title)).encode("ascii", "ignore").decode()
-    t = re.sub(r"\(\s*\d{4}\s*\)", " ", t.lower())
-    t = re.sub(rf",\s*{_ARTICLES}\s*$", " ", t.strip())           # "Usual Suspects, The"
-    t = re.sub(rf",\s*{_ARTICLES}\s*(\(|$)", r" \2", t)
-    t = re.sub(r"[^\w\s]", " ", t)
-    t = re.sub(rf"^\s*{_ARTICLES}\s+", "", t)
-    return re.sub(r"\s+", " ", t).strip()
-
-def _as_dict(candidates) -> dict:
-    return dict(candidates) if isinstance(candidates, Mapping) else dict(enumerate(candidates))
-
-def ground(text: str, candidates: Sequence[str] | Mapping[Any, str], threshold: float = 85.0,
-           rules: Sequence[str] = ("exact", "normalised", "contained", "fuzzy")) -> Grounded:
-    "Snap one generated answer to a candidate (exact → normalised → contained → fuzzy), or an invalid `Grounded`."
-    from rapidfuzz import fuzz, process
-    cands = _as_dict(candidates)
-    if text is None or not str(text).strip() or not cands: return _NO_MATCH
-    raw, clean = str(text).strip(), _clean(str(text))
-    if "exact" in rules:
-        for key, title in cands.items():
-            if title == raw or title == clean: return Grounded(key, title, "exact", 100.0)
-    norm = {key: normalise_title(t) for key, t in cands.items()}
-    nt = normalise_title(clean)
-    if "normalised" in rules and nt:
-        for key, n in norm.items():
-            if n == nt: return Grounded(key, cands[key], "normalised", 100.0)
-    if "contained" in rules and nt:
-        inside = [(len(n), key) for key, n in norm.items() if len(n) >= 4 and re.search(rf"\b{re.escape(n)}\b", nt)]
-        if inside:
-            key = max(inside, key=lambda x: x[0])[1]
-            return Grounded(key, cands[key], "contained", 100.0 * len(norm[key]) / max(len(nt), 1))
-    if "fuzzy" in rules and nt:
-        best = process.extractOne(nt, norm, scorer=fuzz.ratio, score_cutoff=threshold)
-        if best is not None: return Grounded(best[2], cands[best[2]], "fuzzy", float(best[1]))
-    return _NO_MATCH
-
-# %% ../nbs/03_llm.ipynb #7be44130
-def _split_entries(text: str) -> list[str]:
-    lines = [l for l in (x.strip() for x in str(text).splitlines()) if l]
-    if len(lines) == 1:
-        line = lines[0]
-        if re.search(r"(^|\s)\d+[.)]\s", line): lines = [p for p in re.split(r"\s*(?:^|\s)\d+[.)]\s+", line) if p.strip()]
-        elif ";" in line or " | " in line: lines = [p for p in re.split(r";|\s\|\s", line) if p.strip()]
-    return lines
-
-def ground_list(text: str, candidates: Sequence[str] | Mapping[Any, str], top_n: int | None = None,
-                threshold: float = 85.0) -> list[Grounded]:
-    "Parse a ranked-list answer into grounded, distinct candidates, best first (at most `top_n`)."
-    cands = _as_dict(candidates)
-    out, seen = [], set()
-    def add(g):
-        if g.valid and g.item not in seen: seen.add(g.item); out.append(g)
-    for entry in _split_entries(text or ""):
-        g = ground(entry, cands, threshold)
-        if g.rule in ("exact", "normalised") or "," not in entry:
-            add(g); continue
-        pieces = [p.strip() for p in entry.split(",")]  # "A, B, C" on one line; titles may hold commas
-        i = 0
-        while i < len(pieces):
-            for j in range(min(len(pieces), i + 4), i, -1):
-                sub = ground(", ".join(pieces[i:j]), cands, threshold, rules=("exact", "normalised"))
-                if sub.valid: add(sub); i = j; break
-            else:
-                add(ground(pieces[i], cands, threshold)); i += 1
-    return out[:top_n] if top_n else out
-
-def valid_rate(groundings: Sequence) -> float:
-    "Share of answers that grounded to a candidate (a list answer counts when it grounded at least one item)."
-    if not len(groundings): return float("nan")
-    ok = [(len(g) > 0) if isinstance(g, (list, tuple)) else (g is not None and g.valid) for g in groundings]
-    return float(np.mean(ok))
 
 # %% ../nbs/03_llm.ipynb #5d0a2f88
 def _require_vllm():

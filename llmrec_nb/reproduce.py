@@ -343,6 +343,8 @@ def assess_claim(claim: dict, alpha: float = 0.05) -> dict:
     pe, source = paper_effect(c)
     out = {**c, "tested": tested, "paper_effect": pe, "paper_source": source, "derived": [], "mde": None, "n_needed": None,
            "reason": None}
+    if not tested and c.get("degenerate"):   # a test the run could not carry out (e.g. no values): never "does not hold"
+        return {**out, "tested": True, "verdict": "inconclusive", "reason": c["degenerate"]}
     if not tested:
         return {**out, "verdict": "holds" if c.get("holds") else "does not hold"}
     a, e, p = c.get("alpha", alpha) or alpha, float(c["effect"] or 0.0), float(c["p"])

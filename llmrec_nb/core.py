@@ -20,7 +20,7 @@ __all__ = ['LAYERS', 'MANIFEST_PACKAGES', 'ISA_FLAGS', 'ISA_LIMITS', 'layer_orde
 # %% ../nbs/00_core.ipynb #e35cdc9c
 LAYERS = (("core",), ("runs", "data", "kernels"), ("loaders", "templates", "grounding"), ("llm",), ("served", "lora"),
           ("conventional", "metrics"), ("stats",), ("report",), ("curriculum", "mixing", "aggregation"),
-          ("tallrec", "itdr", "soft", "molorec", "llama4rec"), ("reproduce", "bench"), ("cli",))
+          ("tallrec", "itdr", "soft", "molorec", "llama4rec"), ("reproduce", "bench", "preflight"), ("cli",))
 
 def layer_order() -> str:
     "The layers as one line, lowest first: `core → runs / data / kernels → …`."
@@ -244,6 +244,7 @@ def compute_info() -> dict:
 def run_manifest(params: dict, seeds: Iterable[int] = (), wall_seconds: float | None = None, device: str | None = None) -> dict:
     "What produced a result: commit, package versions, parameters (and their hash), seeds, device, how it computed, wall time."
     return {"git_commit": git_commit(), "packages": package_versions(), "python": sys.version.split()[0],
+            "python_executable": sys.executable,
             "platform": platform.platform(), "params": params, "params_hash": params_hash(params),
             "seeds": list(seeds), "device": device or get_device(), "cpu_count": os.cpu_count(),
             "compute": compute_info(), "wall_seconds": wall_seconds, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

@@ -15,10 +15,10 @@ import pandas as pd
 from .core import DataFormatError, LlmrecError, stable_hash, atomic_path, write_text
 
 # %% auto #0
-__all__ = ['INTERACTION_COLUMNS', 'SYNTH_GENRES', 'SYNTH_OCCUPATIONS', 'DataFilterError', 'sort_by_time', 'RecData',
-           'load_synthetic', 'kcore', 'Split', 'leave_one_out', 'temporal_split', 'cold_item_split', 'split_samples',
-           'sample_candidates', 'save_candidates', 'load_candidates', 'few_shot', 'dataset_stats', 'split_by_genre',
-           'domain_view']
+__all__ = ['INTERACTION_COLUMNS', 'SYNTH_GENRES', 'SYNTH_OCCUPATIONS', 'DataFilterError', 'isin_strings', 'sort_by_time',
+           'RecData', 'load_synthetic', 'kcore', 'Split', 'leave_one_out', 'temporal_split', 'cold_item_split',
+           'split_samples', 'sample_candidates', 'save_candidates', 'load_candidates', 'few_shot', 'dataset_stats',
+           'split_by_genre', 'domain_view']
 
 # %% ../nbs/01_data.ipynb #6b972acf
 class DataFilterError(LlmrecError, ValueError):
@@ -73,7 +73,7 @@ def _keyed_table(table: pd.DataFrame | None, key: str, ids: pd.Series, where: st
 
 def _require_known(it: pd.DataFrame, key: str, table: pd.DataFrame, name: str):
     "Every interaction's `key` (user or item) must have a row in `table`."
-    missing = ~_isin(it[key], table[key])
+    missing = ~isin_strings(it[key], table[key])
     if missing.any():
         raise DataFormatError(f"{name}: interactions table", f"{key} {it[key][missing].iloc[0]!r} is not in the {key}s table "
                               f"({int(missing.sum())} interactions affected)", field=key, expected=f"every interaction's {key} in {key}s")
@@ -92,7 +92,7 @@ def _arrow_strings(x):
     x = x if isinstance(x, pd.Series) else pd.Series(x, dtype=str)
     return pa.array(x.astype(str)).cast(pa.large_string())
 
-def _isin(s: pd.Series, values) -> pd.Series:
+def isin_strings(s: pd.Series, values) -> pd.Series:
     "`s.isin(values)` for string ids through pyarrow (pandas' own `isin` is slow on long string columns)."
     import pyarrow.compute as pc
     mask = pc.is_in(_arrow_strings(s), value_set=_arrow_strings(values)).to_numpy(zero_copy_only=False)
@@ -161,8 +161,8 @@ class RecData:
 
     def subset(self, interactions: pd.DataFrame, name: str | None = None) -> RecData:
         "A new RecData with these interactions; users and items restricted to those that occur in them."
-        items = self.items[_isin(self.items["item"], interactions["item"].astype(str))]
-        users = self.users[_isin(self.users["user"], interactions["user"].astype(str))]
+        items = self.items[isin_strings(self.items["item"], interactions["item"].astype(str))]
+        users = self.users[isin_strings(self.users["user"], interactions["user"].astype(str))]
         return RecData(name or self.name, interactions, items, users)
 
     def kcore(self, k: int | None = None, k_user: int | None = None, k_item: int | None = None) -> RecData:
@@ -319,14 +319,14 @@ def cold_item_split(interactions: pd.DataFrame, frac_items: float = 0.1, seed: i
     rng = np.random.default_rng(seed)
     n_cold = max(1, int(round(frac_items * len(items))))
     cold = set(items[rng.choice(len(items), size=n_cold, replace=False)].tolist())
-    is_cold = _isin(df["item"], cold).to_numpy()
+    is_cold = isin_strings(df["item"], cold).to_numpy()
     warm = df[~is_cold].reset_index(drop=True)
     back, size = _timed_pos_from_end(warm, _history_rows(warm)), _pos_from_end(warm)[1]
     valid_m = (back == 0) & (size >= 2)
     train, valid = warm[~valid_m].reset_index(drop=True), warm[valid_m].reset_index(drop=True)
     cold_df = df[is_cold & ~hist]
     test = cold_df.groupby("user", sort=False).tail(1)  # df is time-sorted, so tail(1) is the last
-    test = test[_isin(test["user"], train["user"])].reset_index(drop=True)
+    test = test[isin_strings(test["user"], train["user"])].reset_index(drop=True)
     return Split(train, valid, test, "cold_item", {"cold_items": sorted(cold), "seed": seed})
 
 # %% ../nbs/01_data.ipynb #89c2b359
@@ -342,7 +342,7 @@ def split_samples(samples: pd.DataFrame, ratios: Sequence[float] = (0.8, 0.1, 0.
 def _seen_by_user(interactions: pd.DataFrame, item_index: pd.Index, users: Iterable[str]) -> dict[str, np.ndarray]:
     "For each of `users`: the sorted catalogue codes of the items they interacted with."
     uu = interactions["user"].astype(str)
-    mask = _isin(uu, list(users)).to_numpy()
+    mask = isin_strings(uu, list(users)).to_numpy()
     ucodes, uniq = pd.factorize(uu[mask])
     icodes = item_index.get_indexer(interactions["item"].astype(str)[mask])
     keep = icodes >= 0
@@ -462,7 +462,7 @@ def split_by_genre(data: RecData, genres_a: Iterable[str], genres_b: Iterable[st
     items = items[items["domain"].notna()]
     inter = data.interactions.drop(columns=["domain"], errors="ignore").merge(items[["item", "domain"]], on="item", how="inner")
     if len(inter) == 0: raise DataFilterError(f"{data.name}: no interaction falls in either genre group")
-    return RecData(f"{data.name}[{names[0]}|{names[1]}]", inter, items, data.users[_isin(data.users["user"], inter["user"])])
+    return RecData(f"{data.name}[{names[0]}|{names[1]}]", inter, items, data.users[isin_strings(data.users["user"], inter["user"])])
 
 def domain_view(data: RecData, domain: str) -> RecData:
     "The part of a domain-labelled RecData (see `split_by_genre`) in one domain."

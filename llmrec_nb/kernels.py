@@ -10,13 +10,13 @@ from typing import Callable
 
 from .core import DataFormatError, cache_dir, cpu_info, read_json, record_compute, stable_hash, write_json
 
-def _positions(mask):
+def token_positions(mask):
     "Position ids of left-padded rows: 0 at each row's first real token."
     return (mask.cumsum(-1) - 1).clamp(min=0)
 
 # %% auto #0
-__all__ = ['calibration_file', 'calibrated', 'cpu_auto_dtype', 'onednn_linear_kernel', 'fast_cpu_kernels', 'cpu_kernel_path',
-           'last_position_only']
+__all__ = ['token_positions', 'calibration_file', 'calibrated', 'cpu_auto_dtype', 'onednn_linear_kernel', 'fast_cpu_kernels',
+           'cpu_kernel_path', 'last_position_only']
 
 # %% ../nbs/03a_kernels.ipynb #9239ccba
 _CALIBRATIONS: dict = {}   # question -> its answer, for this process
@@ -423,7 +423,7 @@ def _measure_fast_kernels(reps: int = 7) -> dict:
         model = LlamaForCausalLM(config).eval()
     ids = torch.randint(0, 512, (4, 96), generator=torch.Generator().manual_seed(0))
     mask = torch.ones_like(ids); mask[1:, :8] = 0
-    kw = dict(input_ids=ids, attention_mask=mask, position_ids=_positions(mask), logits_to_keep=1)
+    kw = dict(input_ids=ids, attention_mask=mask, position_ids=token_positions(mask), logits_to_keep=1)
     def stand_ins():
         with fast_cpu_kernels(model, enabled=True): model(**kw)
     with torch.inference_mode(): speedup, t = _speedup(lambda: model(**kw), stand_ins, reps)
@@ -487,7 +487,7 @@ def _last_position_agrees(model, layer) -> bool:
     ids = torch.randint(0, model.get_input_embeddings().num_embeddings, (2, 20), generator=torch.Generator().manual_seed(0))
     mask = torch.ones_like(ids); mask[1, :3] = 0
     device = next(model.parameters()).device
-    kw = dict(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=_positions(mask).to(device))
+    kw = dict(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=token_positions(mask).to(device))
     was_training = model.training
     model.eval()
     try:

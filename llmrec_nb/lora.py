@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_lora.ipynb #4d499cd3
 from __future__ import annotations
-import contextlib, json, math, os, shutil, time, warnings
+import contextlib, hashlib, json, math, os, shutil, time, warnings
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from typing import Callable, Sequence
@@ -14,25 +14,33 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .core import set_seed, write_json, write_text, atomic_path, progress
-from .templates import Instruction, render_prompt, render_response, fit_prompt
-from .llm import encode, continuation_ids, _pad_id
+from .core import DataFormatError, LlmrecError, set_seed, stable_hash, atomic_path, progress
+from .core import read_json, write_json, write_text
+from .templates import HISTORY_SPANS, Instruction, render_prompt, render_response, fit_prompt
+from .llm import encode, continuation_ids, pad_id_of
 from .kernels import fast_cpu_kernels
 
 # %% auto #0
-__all__ = ['LoraTrainConfig', 'encode_instruction', 'collate_right_padded', 'response_loss', 'batch_loss', 'MixState',
-           'save_adapter', 'load_adapter', 'set_active_adapter', 'adapter_names', 'remove_lora', 'TrainResult',
-           'TrainingPrecision', 'training_precision', 'train_lora', 'lora_layers', 'adapter_scaling', 'merge_adapters',
-           'delta_weight', 'AdapterMixer']
+__all__ = ['LoraConfigError', 'LoraTrainConfig', 'encode_instruction', 'collate_right_padded', 'response_loss', 'batch_loss',
+           'MixState', 'SeededLengthGroupedSampler', 'run_fingerprint', 'RunMismatchError', 'resumable_checkpoint',
+           'clear_run', 'save_adapter', 'load_adapter', 'set_active_adapter', 'adapter_names', 'remove_lora',
+           'TrainResult', 'TrainingPrecision', 'training_precision', 'train_lora', 'lora_layers', 'adapter_scaling',
+           'merge_adapters', 'delta_weight', 'AdapterMixer']
 
 # %% ../nbs/04_lora.ipynb #b549e7a4
+class LoraConfigError(LlmrecError, ValueError):
+    "A `LoraTrainConfig` field (or `llmrec train-lora` option) holds a value training cannot use."
+    def __init__(self, field: str, value, expected: str):
+        self.field, self.value, self.expected = field, value, expected
+        super().__init__(f"{field}={value!r}: expected {expected}")
+
 @dataclass
 class LoraTrainConfig:
     "Every knob of `train_lora`; defaults follow TALLRec (r=8, alpha=16, dropout 0.05, q/v projections, lr 1e-4)."
     r: int = 8
     alpha: int = 16
     dropout: float = 0.05
-    target_modules: tuple = ("q_proj", "v_proj")
+    target_modules: tuple = ("q_proj", "v_proj")   # module names, or ("all-linear",) / ("all",): every linear layer
     lr: float = 1e-4
     epochs: float = 1.0
     max_steps: int = -1                 # > 0: at most this many optimiser steps (and never more than `epochs` give)
@@ -58,6 +66,36 @@ class LoraTrainConfig:
     adapter_name: str = "default"
     precision: str = "auto"             # a bf16 base: "float32" trains it on float32 copies of its frozen weights (restored
                                         # after), "model" in bf16 under autocast; "auto": float32 on a CPU, "model" elsewhere
+
+    def validate(self) -> "LoraTrainConfig":
+        "Raise a `LoraConfigError` naming the first field that training cannot use; returns the config."
+        from transformers.trainer_utils import SchedulerType
+        at_least = lambda lo: lambda v: v >= lo
+        optional = lambda ok: lambda v: v is None or ok(v)
+        checks = [("r", at_least(1), "an integer >= 1"), ("alpha", lambda v: v > 0, "a number > 0"),
+                  ("dropout", lambda v: 0 <= v < 1, "a number in [0, 1)"),
+                  ("target_modules", lambda v: isinstance(v, str) and bool(v) or len(v) > 0, "at least one module name"),
+                  ("lr", lambda v: v > 0, "a number > 0"), ("epochs", lambda v: v > 0, "a number > 0"),
+                  ("batch_size", at_least(1), "an integer >= 1"), ("grad_accum", at_least(1), "an integer >= 1"),
+                  ("weight_decay", at_least(0), "a number >= 0"), ("warmup_ratio", lambda v: 0 <= v < 1, "a number in [0, 1)"),
+                  ("scheduler", lambda v: v in {s.value for s in SchedulerType},
+                   "one of " + ", ".join(s.value for s in SchedulerType)),
+                  ("max_length", at_least(2), "an integer >= 2"),
+                  ("loss_average", lambda v: v in ("token", "example"), "'token' or 'example'"),
+                  ("style", lambda v: v in ("chat", "alpaca"), "'chat' or 'alpaca'"),
+                  ("save_steps", optional(at_least(1)), "an integer >= 1 (or none: every epoch)"),
+                  ("save_total_limit", optional(at_least(1)), "an integer >= 1 (or none: keep all)"),
+                  ("eval_steps", optional(at_least(1)), "an integer >= 1 (or none: every epoch)"),
+                  ("patience", optional(at_least(1)), "an integer >= 1 (or none: no early stopping)"),
+                  ("min_delta", at_least(0), "a number >= 0"), ("logging_steps", at_least(1), "an integer >= 1"),
+                  ("adapter_name", lambda v: bool(v) and "." not in v, "a name without dots"),
+                  ("precision", lambda v: v in ("auto", "float32", "model"), "'auto', 'float32' or 'model'")]
+        for name, ok, expected in checks:
+            value = getattr(self, name)
+            try: good = ok(value)
+            except TypeError: good = False
+            if not good: raise LoraConfigError(name, value, expected)
+        return self
 
 # %% ../nbs/04_lora.ipynb #fd0cf8bf
 def _response_ids(tokenizer, prompt: str, response: str, prompt_ids=None) -> list[int]:
@@ -176,9 +214,113 @@ class MixState:
         n = self.n_main + self.n_aux
         return torch.tensor([(1 - self.lam) * n / self.n_main, self.lam * n / self.n_aux])
 
-# %% ../nbs/04_lora.ipynb #0458d33c
-_STATE_FILE = "llmrec_train_state.json"
+# %% ../nbs/04_lora.ipynb #67ed1f31
+class SeededLengthGroupedSampler(torch.utils.data.Sampler):
+    """Length-grouped order (`transformers`' `get_length_grouped_indices`: shuffled, then sorted by length within
+    mega-batches) drawn from `seed` and the epoch alone. The `Trainer`'s own sampler draws from the global random
+    state, which a resumed run reaches by another path, so its later epochs would see other batches."""
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0):
+        self.lengths, self.batch_size, self.seed, self.epoch = list(lengths), batch_size, seed, 0
 
+    def set_epoch(self, epoch: int): self.epoch = epoch     # the Trainer calls it before each epoch's iteration
+    def __len__(self): return len(self.lengths)
+
+    def __iter__(self):
+        from transformers.trainer_pt_utils import get_length_grouped_indices
+        generator = torch.Generator().manual_seed(stable_hash("length-groups", self.seed, self.epoch, mod=2**62))
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
+
+# %% ../nbs/04_lora.ipynb #7b3b995e
+_STATE_FILE = "llmrec_train_state.json"
+_RUN_FILE = "llmrec_run.json"     # the run's fingerprint; written last, so a folder without it is incomplete
+# options that change neither the adapter nor the batches it sees: a rerun may change them and still resume
+_BOOKKEEPING = ("save_steps", "save_total_limit", "logging_steps", "response_logits_only", "share_prefix")
+
+def _data_digest(insts: Sequence[Instruction] | None) -> str | None:
+    "A hash of what training reads from each instruction: the texts, the weight and the history spans."
+    if not insts: return None
+    h = hashlib.sha256()
+    for i in insts:
+        meta = i.meta or {}
+        h.update(json.dumps([i.instruction, i.input, i.output, float(meta.get("weight", 1.0)), meta.get(HISTORY_SPANS)],
+                            default=str).encode()); h.update(b"\n")
+    return h.hexdigest()
+
+def run_fingerprint(cfg: LoraTrainConfig, train, valid=None, aux=None, mix_lambda=None, eval_fn=None, model: str | None = None) -> dict:
+    """What decides the outcome of a training run: its settings (bookkeeping options such as `save_steps` left out),
+    the base model's name and a hash of each dataset. A run resumes only from checkpoints with the same fingerprint."""
+    settings = {k: v for k, v in asdict(cfg).items() if k not in _BOOKKEEPING}
+    settings["target_modules"] = _target_modules(cfg.target_modules)
+    settings.update(model=model, mix_lambda=None if not aux else "a function" if callable(mix_lambda) else mix_lambda,
+                    eval="a function" if eval_fn is not None else "validation loss" if valid else None)
+    return {"settings": json.loads(json.dumps(settings, default=str)),
+            "data": {"train": _data_digest(train), "valid": _data_digest(valid), "aux": _data_digest(aux)}}
+
+def _fingerprint_differences(old: dict | None, new: dict) -> list[str]:
+    "What differs between two fingerprints, in words (empty when they match)."
+    if not old: return ["settings that were not recorded"]
+    settings = [f"{k} {old['settings'].get(k)!r} (now {v!r})" for k, v in new["settings"].items() if old["settings"].get(k) != v]
+    data = [f"other {k} data" for k, v in new["data"].items() if old.get("data", {}).get(k) != v]
+    return settings + data
+
+class RunMismatchError(LlmrecError, ValueError):
+    "`output_dir` holds checkpoints or adapters of a run with other data or settings (`differences`)."
+    def __init__(self, output_dir, where: str, differences: list[str]):
+        self.output_dir, self.where, self.differences = Path(output_dir), where, differences
+        super().__init__(f"{output_dir}: its {where} comes from a run with {'; '.join(differences)}; "
+                         "resume=False starts afresh, replacing it")
+
+def _step_of(folder: Path) -> int:
+    return int(folder.name.rsplit("-", 1)[1]) if folder.name.rsplit("-", 1)[-1].isdigit() else -1
+
+def resumable_checkpoint(output_dir: Path | str, fingerprint: dict) -> Path | None:
+    """The latest complete checkpoint in `output_dir` (None if there is none), after checking that every checkpoint,
+    `best/`, `final/` and `train_result.json` there come from a run with `fingerprint` (else `RunMismatchError`).
+    An incomplete checkpoint (its save was interrupted) is skipped with a warning."""
+    out = Path(output_dir)
+    if not out.is_dir(): return None
+    for name in ("best", "final"): _finish_swap(out / name)
+    complete, recorded = [], []
+    for ckpt in sorted((p for p in out.glob("checkpoint-*") if p.is_dir() and _step_of(p) >= 0), key=_step_of):
+        if (ckpt / _RUN_FILE).exists(): complete.append(ckpt); recorded.append((ckpt.name, read_json(ckpt / _RUN_FILE)))
+        else: warnings.warn(f"{ckpt}: skipped, its save did not finish (no {_RUN_FILE})")
+    for name in ("best", "final"):
+        if (out / name).is_dir(): recorded.append((f"{name}/ adapter", read_json(out / name / _RUN_FILE) if (out / name / _RUN_FILE).exists() else None))
+    if (out / "train_result.json").exists(): recorded.append(("train_result.json", read_json(out / "train_result.json").get("fingerprint")))
+    for where, old in recorded:
+        if differences := _fingerprint_differences(old, fingerprint): raise RunMismatchError(out, where, differences)
+    return complete[-1] if complete else None
+
+def clear_run(output_dir: Path | str) -> None:
+    "Remove what `train_lora` wrote into `output_dir` (checkpoints, adapters, results); other files stay."
+    out = Path(output_dir)
+    if not out.is_dir(): return
+    for p in [*out.glob("checkpoint-*"), *out.glob(".best.*"), *out.glob(".final.*"), out / "best", out / "final"]:
+        if p.is_dir(): shutil.rmtree(p, ignore_errors=True)
+    for name in ("train_result.json", "loss_curve.csv", "loss_curve.png"): (out / name).unlink(missing_ok=True)
+
+def _finish_swap(folder: Path) -> None:
+    "After an interrupted `_save_run_adapter`: put back the previous adapter if the new one never took its place."
+    previous = folder.with_name(f".{folder.name}.previous")
+    if not previous.is_dir(): return
+    try:
+        if folder.is_dir(): shutil.rmtree(previous, ignore_errors=True)
+        else: os.replace(previous, folder)
+    except OSError: pass          # another process of the same launch got there first
+
+def _save_run_adapter(model, folder: Path, name: str, fingerprint: dict) -> Path:
+    """Save adapter `name` with the run's fingerprint into a fresh folder beside `folder`, then swap it in: a kill at
+    any moment leaves either the previous adapter or the new one, never a mix or a half-written one."""
+    partial, previous = folder.with_name(f".{folder.name}.partial"), folder.with_name(f".{folder.name}.previous")
+    shutil.rmtree(partial, ignore_errors=True)
+    save_adapter(model, partial, name)
+    write_json(partial / _RUN_FILE, fingerprint)
+    if folder.exists(): shutil.rmtree(previous, ignore_errors=True); os.replace(folder, previous)
+    os.replace(partial, folder)
+    shutil.rmtree(previous, ignore_errors=True)
+    return folder
+
+# %% ../nbs/04_lora.ipynb #e58aa3ed
 def _trainer_classes():
     from transformers import Trainer, TrainerCallback
 
@@ -191,6 +333,12 @@ def _trainer_classes():
             # "token": the Trainer counts the response tokens of the whole accumulated batch (num_items_in_batch) and the
             # loss, divided by that count, is used as is; "example": a micro-batch mean the Trainer divides by grad_accum
             self.model_accepts_loss_kwargs = self.loss_is_scaled_for_ga = loss_average == "token"
+
+        def _get_train_sampler(self, train_dataset=None):
+            if self.args.train_sampling_strategy != "group_by_length": return super()._get_train_sampler(train_dataset)
+            data = train_dataset if train_dataset is not None else self.train_dataset
+            return SeededLengthGroupedSampler([len(f["input_ids"]) for f in data],
+                                              self.args.train_batch_size * self.args.gradient_accumulation_steps, self.args.data_seed)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             w = inputs["weight"] * self.mix.source_weights().to(inputs["weight"].device)[inputs["source"]]
@@ -220,8 +368,9 @@ def _trainer_classes():
             return (loss, {"per_example": sums / n_tok.clamp(min=1)}) if return_outputs else loss
 
     class EvalStopCallback(TrainerCallback):
-        def __init__(self, cfg: LoraTrainConfig, eval_fn, mix: MixState, best_dir: Path, save_best):
+        def __init__(self, cfg: LoraTrainConfig, eval_fn, mix: MixState, best_dir: Path, save_best, fingerprint: dict):
             self.cfg, self.eval_fn, self.mix, self.best_dir, self.save_best = cfg, eval_fn, mix, best_dir, save_best
+            self.fingerprint = fingerprint
             self.best, self.best_step, self.bad, self.evals, self.stopped_early = None, None, 0, [], False
             self.eval_precision = contextlib.nullcontext
 
@@ -265,7 +414,9 @@ def _trainer_classes():
 
         def on_save(self, args, state, control, **kw):
             ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            if ckpt.exists() and state.is_world_process_zero: write_json(ckpt / _STATE_FILE, self.state_dict())
+            if ckpt.exists() and state.is_world_process_zero:
+                write_json(ckpt / _STATE_FILE, self.state_dict())
+                write_json(ckpt / _RUN_FILE, self.fingerprint)      # last: marks the checkpoint complete
 
     return ResponseLossTrainer, EvalStopCallback
 
@@ -315,7 +466,7 @@ def remove_lora(llm):
     if getattr(llm, "adapter", None) is not None: llm.adapter = None
     return llm.model
 
-# %% ../nbs/04_lora.ipynb #e5e9ccfe
+# %% ../nbs/04_lora.ipynb #412c078a
 @dataclass
 class TrainResult:
     "What `train_lora` returns."
@@ -337,25 +488,35 @@ class TrainResult:
     loss_curve: Path
     truncated: int = 0             # training prompts (train + aux) that lost history entries to fit max_length
 
+def _target_modules(target_modules) -> str | list[str]:
+    "PEFT's `target_modules`: 'all-linear' for every linear layer (also spelt 'all'), else the sorted module names."
+    names = [target_modules] if isinstance(target_modules, str) else list(target_modules)
+    return "all-linear" if names in (["all"], ["all-linear"]) else sorted(names)
+
 def _wrap_for_training(llm, cfg: LoraTrainConfig):
     from peft import LoraConfig, PeftModel, get_peft_model
-    lcfg = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=list(cfg.target_modules),
+    lcfg = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=_target_modules(cfg.target_modules),
                       bias="none", task_type="CAUSAL_LM")
     set_seed(cfg.seed)
-    if isinstance(llm.model, PeftModel):
-        if cfg.adapter_name in llm.model.peft_config: raise ValueError(f"adapter {cfg.adapter_name!r} exists already")
-        llm.model.add_adapter(cfg.adapter_name, lcfg)
-        llm.model.set_adapter(cfg.adapter_name)     # only this adapter trains; the others stay frozen and inactive
-    else:
-        llm.model = get_peft_model(llm.model, lcfg, adapter_name=cfg.adapter_name)
+    try:
+        if isinstance(llm.model, PeftModel):
+            if cfg.adapter_name in llm.model.peft_config: raise ValueError(f"adapter {cfg.adapter_name!r} exists already")
+            llm.model.add_adapter(cfg.adapter_name, lcfg)
+            llm.model.set_adapter(cfg.adapter_name)     # only this adapter trains; the others stay frozen and inactive
+        else:
+            llm.model = get_peft_model(llm.model, lcfg, adapter_name=cfg.adapter_name)
+    except ValueError as e:
+        if "not found in the base model" not in str(e): raise       # PEFT's NoMatchingPeftModuleError
+        linear = sorted({n.rsplit(".", 1)[-1] for n, m in _causal_lm(llm.model).named_modules()
+                         if isinstance(m, torch.nn.Linear) and m is not _causal_lm(llm.model).get_output_embeddings()})
+        raise LoraConfigError("target_modules", tuple(cfg.target_modules),
+                              f"names of the model's linear layers ({', '.join(linear)}), 'all-linear' or 'all'") from None
     return llm.model
 
 def _write_loss_curve(log: pd.DataFrame, evals: list, out: Path) -> Path:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure   # a figure of its own: the caller's pyplot backend and figures stay as they are
     write_text(out / "loss_curve.csv", log.to_csv(index=False))
-    fig, ax = plt.subplots(figsize=(5, 3))
+    fig = Figure(figsize=(5, 3)); ax = fig.subplots()
     if len(log): ax.plot(log["step"], log["loss"], label="train loss")
     ax.set_xlabel("step"); ax.set_ylabel("loss")
     if evals:
@@ -363,7 +524,6 @@ def _write_loss_curve(log: pd.DataFrame, evals: list, out: Path) -> Path:
         ax2.set_ylabel("eval metric")
     fig.tight_layout()
     with atomic_path(out / "loss_curve.png") as tmp: fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
     return out / "loss_curve.png"
 
 def _check_precision(precision: str):
@@ -410,16 +570,20 @@ def train_lora(llm, train: Sequence[Instruction], valid: Sequence[Instruction] |
 
     `eval_fn(model) -> float` is evaluated every epoch (or `eval_steps`) for early stopping; without it and with
     `valid`, the validation loss is used (lower is better). `aux` + `mix_lambda` mix a second dataset with a
-    per-epoch weight. With `resume`, training continues from the last checkpoint in `output_dir`."""
+    per-epoch weight. `resume=True` continues from the last complete checkpoint in `output_dir` when that run had the
+    same data and settings (`run_fingerprint`) and raises `RunMismatchError` when it had others; `resume=False`
+    starts afresh, replacing the previous run's outputs."""
     from transformers import TrainingArguments
-    from transformers.trainer_utils import get_last_checkpoint
-    cfg = config or LoraTrainConfig()
-    _check_precision(cfg.precision)
+    cfg = (config or LoraTrainConfig()).validate()
     if not train: raise ValueError("train is empty")
-    if cfg.loss_average not in ("token", "example"): raise ValueError(f"loss_average must be 'token' or 'example', not {cfg.loss_average!r}")
-    out = Path(output_dir); out.mkdir(parents=True, exist_ok=True)
+    out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise DataFormatError(out, "is a file", field="output_dir", expected="a folder (new or from an earlier run) for checkpoints and adapters")
+    if eval_fn is None and valid: cfg = LoraTrainConfig(**{**asdict(cfg), "greater_is_better": False})
+    fingerprint = run_fingerprint(cfg, train, valid, aux, mix_lambda, eval_fn, getattr(llm, "name", None))
+    last = resumable_checkpoint(out, fingerprint) if resume else None
     tok = llm.tokenizer
-    pad_id = _pad_id(tok)
+    pad_id = pad_id_of(tok)
     enc = lambda insts, src: [dict(encode_instruction(tok, i, cfg.style, cfg.max_length), source=src) for i in insts]
     features = enc(train, 0) + (enc(aux, 1) if aux else [])
     truncated = sum(1 for f in features if f.pop("dropped"))
@@ -440,14 +604,13 @@ def train_lora(llm, train: Sequence[Instruction], valid: Sequence[Instruction] |
                 sums.append(response_loss(model, b["input_ids"], b["attention_mask"], b["labels"], True, reduction="sum"))
                 counts.append((b["labels"][:, 1:] != -100).sum(1)); weights.append(b["weight"])
             return float(batch_loss(torch.cat(sums), torch.cat(counts), torch.cat(weights), cfg.loss_average))
-        cfg = LoraTrainConfig(**{**asdict(cfg), "greater_is_better": False})
 
     steps = math.ceil(math.ceil(len(features) / cfg.batch_size) / cfg.grad_accum * cfg.epochs)
     max_steps = min(cfg.max_steps, steps) if cfg.max_steps > 0 else -1
     model = _wrap_for_training(llm, cfg)
     name = cfg.adapter_name
     Trainer_, Callback_ = _trainer_classes()
-    cb = Callback_(cfg, eval_fn, mix, out / "best", lambda m, d: save_adapter(m, d, name))
+    cb = Callback_(cfg, eval_fn, mix, out / "best", lambda m, d: _save_run_adapter(m, d, name, fingerprint), fingerprint)
     quiet = os.environ.get("LLMREC_PROGRESS", "1") == "0"
     args = TrainingArguments(
         output_dir=str(out), per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
@@ -459,44 +622,50 @@ def train_lora(llm, train: Sequence[Instruction], valid: Sequence[Instruction] |
         remove_unused_columns=False, report_to=[], disable_tqdm=quiet, dataloader_num_workers=0, dataloader_pin_memory=False,
         eval_strategy="no", save_only_model=False,
         use_cpu=model.device.type == "cpu")     # a CPU model under torchrun / accelerate: gloo processes, not one
-    trainer = Trainer_(model=model, args=args, train_dataset=features,
-                       data_collator=lambda fs: collate_right_padded(fs, pad_id),
-                       callbacks=[cb, *callbacks], mix=mix, logits_only=cfg.response_logits_only,
-                       share_prefix=cfg.share_prefix, loss_average=cfg.loss_average)
-    if quiet:
-        from transformers.trainer_callback import PrinterCallback
-        trainer.remove_callback(PrinterCallback)
-    last = get_last_checkpoint(str(out)) if resume and out.exists() else None
-    if last and (Path(last) / _STATE_FILE).exists():
-        from llmrec_nb.core import read_json
-        cb.load_state_dict(read_json(Path(last) / _STATE_FILE))
-    t0 = time.perf_counter()
-    model.train()
-    # A bf16 base in bf16 learns slowly: each projection's output is already on the bf16 grid, and an adapter's update
-    # smaller than half a bf16 step rounds away when added to it, so on a CPU the run computes in float32 by default.
-    # Under precision="model" it trains under autocast: adapters, gradients and optimiser state stay float32 (the
-    # Trainer's own `bf16=True` would do the same on a GPU but refuses the CPU, and misses the decoder calls of the loss).
-    # No cast cache: one autocast block spans every step, and a cached bf16 copy would hide the adapters' updates
-    # Evaluations run in the precision the adapter is used in afterwards (a bf16 base: bf16, which is also faster); the
-    # float32 CPU kernels switched on for training step aside for bf16 weights.
-    with training_precision(model, cfg.precision) as precision, \
-            torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=precision.autocast, cache_enabled=False), \
-            fast_cpu_kernels(model):
-        cb.eval_precision = precision.inference
-        trainer.train(resume_from_checkpoint=last)
+    writer = args.process_index == 0
+    if not resume and writer: clear_run(out)
+    created = not out.exists()
+    try:
+        trainer = Trainer_(model=model, args=args, train_dataset=features,
+                           data_collator=lambda fs: collate_right_padded(fs, pad_id),
+                           callbacks=[cb, *callbacks], mix=mix, logits_only=cfg.response_logits_only,
+                           share_prefix=cfg.share_prefix, loss_average=cfg.loss_average)
+        if quiet:
+            from transformers.trainer_callback import PrinterCallback
+            trainer.remove_callback(PrinterCallback)
+        if last and (last / _STATE_FILE).exists(): cb.load_state_dict(read_json(last / _STATE_FILE))
+        t0 = time.perf_counter()
+        model.train()
+        # A bf16 base in bf16 learns slowly: each projection's output is already on the bf16 grid, and an adapter's update
+        # smaller than half a bf16 step rounds away when added to it, so on a CPU the run computes in float32 by default.
+        # Under precision="model" it trains under autocast: adapters, gradients and optimiser state stay float32 (the
+        # Trainer's own `bf16=True` would do the same on a GPU but refuses the CPU, and misses the decoder calls of the loss).
+        # No cast cache: one autocast block spans every step, and a cached bf16 copy would hide the adapters' updates
+        # Evaluations run in the precision the adapter is used in afterwards (a bf16 base: bf16, which is also faster); the
+        # float32 CPU kernels switched on for training step aside for bf16 weights.
+        with training_precision(model, cfg.precision) as precision, \
+                torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=precision.autocast, cache_enabled=False), \
+                fast_cpu_kernels(model):
+            cb.eval_precision = precision.inference
+            trainer.train(resume_from_checkpoint=str(last) if last else None)
+    except BaseException:
+        # a run that fails before its first checkpoint leaves no folder behind it created (a later one can resume)
+        if created and writer and out.is_dir() and not any((p / _RUN_FILE).exists() for p in out.glob("checkpoint-*")):
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     secs = time.perf_counter() - t0
     model.eval()
     # under `accelerate launch` rank 0 alone writes adapters, checkpoints and results; the others wait for its writes
     trainer.accelerator.wait_for_everyone()
     writer = trainer.is_world_process_zero()
 
-    if eval_fn is not None and (out / "best" / "adapter_config.json").exists():
+    if eval_fn is not None and (out / "best" / _RUN_FILE).exists():
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
         set_peft_model_state_dict(model, load_file(str(out / "best" / "adapter_model.safetensors")), adapter_name=name)
         adapter_dir = out / "best"
     else:
-        adapter_dir = save_adapter(model, out / "final", name) if writer else out / "final"
+        adapter_dir = _save_run_adapter(model, out / "final", name, fingerprint) if writer else out / "final"
     if hasattr(llm, "adapter"): llm.adapter = str(adapter_dir)      # where the trained adapter lives (vLLM loads it by path)
     hist = trainer.state.log_history
     log = pd.DataFrame([{"step": h["step"], "epoch": h.get("epoch"), "loss": h["loss"],
@@ -509,9 +678,9 @@ def train_lora(llm, train: Sequence[Instruction], valid: Sequence[Instruction] |
                    "best_step": cb.best_step, "stopped_early": cb.stopped_early, "evals": cb.evals,
                    "lambdas": mix.history, "train_seconds": secs, "tokens": trainer.tokens_seen,
                    "truncated_prompts": truncated, "truncated_valid_prompts": truncated_valid,
-                   "resumed_from": Path(last).name if last else None, "world_size": trainer.args.world_size,
+                   "resumed_from": last.name if last else None, "world_size": trainer.args.world_size,
                    "written_by_process": trainer.args.process_index,
-                   "config": asdict(cfg)})
+                   "config": asdict(cfg), "fingerprint": fingerprint})
     return TrainResult(model, name, out, adapter_dir, trainer.state.global_step, trainer.state.epoch, cb.best,
                        cb.best_step, cb.stopped_early, list(cb.evals), dict(mix.history), log, secs,
                        trainer.tokens_seen, trainer.tokens_seen / max(secs, 1e-9), curve, truncated)

@@ -13,8 +13,8 @@ from .core import DataFormatError
 
 # %% auto #0
 __all__ = ['BLEU_SMOOTHING', 'rank_of_target', 'ranks_from_lists', 'hit_rate', 'ndcg', 'precision', 'mrr', 'ranking_report',
-           'mean_report', 'topk_ranks', 'auc', 'grouped_auc', 'squared_errors', 'rmse', 'absolute_errors', 'mae',
-           'correct', 'accuracy', 'tokenize', 'bleu', 'rouge', 'text_report']
+           'mean_report', 'topk_ranks', 'binary_labels', 'auc', 'grouped_auc', 'squared_errors', 'rmse',
+           'absolute_errors', 'mae', 'correct', 'accuracy', 'tokenize', 'bleu', 'rouge', 'text_report']
 
 # %% ../nbs/06_metrics.ipynb #7a178c46
 def _as_ranks(ranks) -> np.ndarray:
@@ -115,7 +115,7 @@ def topk_ranks(score_matrix, target_items, seen_mask=None, chunk_size: int = 102
     return out
 
 # %% ../nbs/06_metrics.ipynb #82bd06e5
-def _binary_labels(labels) -> np.ndarray:
+def binary_labels(labels) -> np.ndarray:
     y = np.asarray(labels)
     if y.ndim != 1: raise DataFormatError("labels", f"got shape {y.shape}", expected="a 1-D vector")
     if y.dtype != bool:
@@ -126,7 +126,7 @@ def _binary_labels(labels) -> np.ndarray:
 def auc(labels, scores) -> float:
     "Area under the ROC curve (ties count 1/2); equals sklearn's `roc_auc_score`."
     from scipy.stats import rankdata
-    y = _binary_labels(labels)
+    y = binary_labels(labels)
     s = np.asarray(scores, dtype=float)
     if s.shape != y.shape: raise DataFormatError("scores", f"shape {s.shape} vs labels {y.shape}", expected="one score per label")
     if np.isnan(s).any(): raise DataFormatError("scores", "NaN score", expected="finite scores (map invalid outputs to a score first)")
@@ -137,7 +137,7 @@ def auc(labels, scores) -> float:
 
 def grouped_auc(labels, scores, groups, weighted: bool = False) -> float:
     "Mean AUC over the groups that contain both classes (weighted by group size when `weighted`)."
-    y = _binary_labels(labels); s = np.asarray(scores, dtype=float); g = np.asarray(groups)
+    y = binary_labels(labels); s = np.asarray(scores, dtype=float); g = np.asarray(groups)
     if not (len(y) == len(s) == len(g)): raise DataFormatError("groups", "lengths differ", expected="labels, scores and groups of equal length")
     order = np.argsort(g, kind="stable")
     _, starts = np.unique(g[order], return_index=True)

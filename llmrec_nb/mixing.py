@@ -17,7 +17,7 @@ from .core import LlmrecError, DataFormatError, stable_hash, set_seed, progress
 from .data import (RecData, Split, sort_by_time, leave_one_out, cold_item_split, sample_candidates,
                             save_candidates, load_candidates)
 from .templates import Instruction, listwise_instruction, render_prompt
-from .llm import encode, generate, ground_list, fast_cpu_kernels, _pad_left, _pad_id, _positions
+from .llm import encode, generate, ground_list, fast_cpu_kernels, pad_left, pad_id_of, token_positions
 from .lora import LoraTrainConfig, TrainResult, train_lora, lora_layers, save_adapter, load_adapter, adapter_names
 from .metrics import ranks_from_lists, ranking_report
 
@@ -214,12 +214,12 @@ def generate_rankings(llm, instructions: Sequence[Instruction], titles: Mapping[
     from transformers import GenerationConfig, LogitsProcessorList
     tok, model = llm.tokenizer, llm.model
     ids = encode(tok, prompts)
-    cfg = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, pad_token_id=_pad_id(tok),
+    cfg = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, pad_token_id=pad_id_of(tok),
                            eos_token_id=tok.eos_token_id)
     texts = []
     with torch.inference_mode(), fast_cpu_kernels(model):
         for s in progress(range(0, len(ids), batch_size), desc="constrained generate"):
-            b_ids, b_mask = _pad_left(ids[s:s + batch_size], _pad_id(tok), llm.device)
+            b_ids, b_mask = pad_left(ids[s:s + batch_size], pad_id_of(tok), llm.device)
             cands = [list(_titles_of(i, titles).values()) for i in instructions[s:s + batch_size]]
             proc = RankedListProcessor(tok, cands, b_ids.shape[1], top_n)
             gen = model.generate(input_ids=b_ids, attention_mask=b_mask, generation_config=cfg,
@@ -420,8 +420,8 @@ def _row_entropies(llm, mixture: LoraMixture, ids: Sequence[Sequence[int]], n_to
     """Per row, the mean entropy of the first title tokens of its greedy answer (differentiable in the mixture, and in
     `shift`), and the rows whose answers have title tokens (the others' entries are 0)."""
     tok, model = llm.tokenizer, llm.model
-    pad = _pad_id(tok)
-    b_ids, b_mask = _pad_left(ids, pad, llm.device)
+    pad = pad_id_of(tok)
+    b_ids, b_mask = pad_left(ids, pad, llm.device)
     with torch.no_grad(), mixture.applied():
         gen = model.generate(input_ids=b_ids, attention_mask=b_mask, max_new_tokens=gen_tokens, do_sample=False,
                              pad_token_id=pad, eos_token_id=tok.eos_token_id)
@@ -433,7 +433,7 @@ def _row_entropies(llm, mixture: LoraMixture, ids: Sequence[Sequence[int]], n_to
     mask = torch.cat([b_mask, torch.ones_like(new)], 1)
     lm = model.get_base_model()
     with mixture.applied(shift):
-        hidden = lm.get_decoder()(input_ids=gen, attention_mask=mask, position_ids=_positions(mask)).last_hidden_state
+        hidden = lm.get_decoder()(input_ids=gen, attention_mask=mask, position_ids=token_positions(mask)).last_hidden_state
     r_idx = torch.tensor([r for r in rows for _ in pos[r]], device=hidden.device)
     c_idx = torch.tensor([width + j - 1 for r in rows for j in pos[r]], device=hidden.device)   # the logits that chose token j
     logp = torch.log_softmax(lm.get_output_embeddings()(hidden[r_idx, c_idx]).float(), -1)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_report.ipynb #142d73ee
 from __future__ import annotations
-import math, time
+import math, os, time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -16,8 +16,8 @@ from .core import (LlmrecError, DataFormatError, atomic_path, figures_dir, read_
                             write_json, write_text)
 
 # %% auto #0
-__all__ = ['PROFILES', 'plain_table_files', 'Claim', 'PaperReport', 'notebook_defaults', 'validate_profile', 'load_profile',
-           'notebook_parameters']
+__all__ = ['PROFILES', 'plain_table_files', 'Claim', 'in_notebook', 'PaperReport', 'notebook_defaults', 'validate_profile',
+           'load_profile', 'notebook_parameters']
 
 # %% ../nbs/08_report.ipynb #c369b806
 def _records(df: pd.DataFrame) -> list[dict]:
@@ -86,12 +86,23 @@ class Claim:
                 "paper_effect": num(self.paper_effect), "paper_source": self.paper_source, "degenerate": self.degenerate,
                 "mean": num(self.mean), "baseline_mean": num(self.baseline_mean)}
 
+def in_notebook() -> bool:
+    "Whether this code runs in a Jupyter kernel (where figures can be shown inline)."
+    try:
+        from IPython import get_ipython
+        return type(get_ipython()).__name__ == "ZMQInteractiveShell"
+    except ImportError: return False
+
 class PaperReport:
     "Collects one paper notebook's tables, figures and claims, and writes them (atomically) under `out_dir`."
     def __init__(self, paper: str, profile: str = "quick", out_dir: str | Path | None = None, params: dict | None = None,
-                 seeds: Iterable[int] = ()):
+                 seeds: Iterable[int] = (), show_figures: bool = True):
         self.paper, self.profile, self.params, self.seeds = paper, profile, dict(params or {}), list(seeds)
-        self.out = Path(out_dir) if out_dir else figures_dir(paper)
+        self.show_figures = show_figures
+        # no folder given (Run All in JupyterLab): runs/<profile>/<paper>, never over the committed figures/ unless
+        # LLMREC_FIGURES asks for it; `llmrec reproduce` passes its folder
+        self.out = Path(out_dir) if out_dir else (figures_dir(paper) if os.environ.get("LLMREC_FIGURES")
+                                                  else repo_root() / "runs" / profile / paper)
         self.out.mkdir(parents=True, exist_ok=True)
         self.tables: dict[str, list[dict]] = {}
         self.figures: list[str] = []
@@ -109,8 +120,9 @@ class PaperReport:
         else: plain_table_files(df, self.out / name)
         return df
 
-    def figure(self, name: str, fig=None, close: bool = True) -> list[Path]:
-        "Save a matplotlib figure as `name.png` (150 dpi) and `name.pdf`."
+    def figure(self, name: str, fig=None, close: bool = True, show: bool | None = None) -> list[Path]:
+        """Save a matplotlib figure as `name.png` (150 dpi) and `name.pdf`; in a notebook it is also shown inline (the
+        saved png, whatever the matplotlib backend) unless `show` (default: the report's `show_figures`) is False."""
         import matplotlib.pyplot as plt
         fig = fig or plt.gcf()
         paths = []
@@ -119,6 +131,9 @@ class PaperReport:
             with atomic_path(path) as tmp: fig.savefig(tmp, format=ext, bbox_inches="tight", **kw)
             paths.append(path)
         self.figures.append(name)
+        if (self.show_figures if show is None else show) and in_notebook():
+            from IPython.display import Image, display
+            display(Image(filename=str(paths[0])))
         if close: plt.close(fig)
         return paths
 

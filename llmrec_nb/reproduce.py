@@ -4,22 +4,22 @@
 
 # %% ../nbs/20_reproduce.ipynb #2465e041
 from __future__ import annotations
-import math, os, time
+import json, math, os, time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
-from .core import LlmrecError, environment, figures_dir, read_json, repo_root, write_text
+from .core import DataFormatError, LlmrecError, environment, figures_dir, read_json, repo_root, write_text
 # the report layer's names, also importable from here as before
 from .report import (PROFILES, Claim, PaperReport, load_profile, notebook_defaults, notebook_parameters,  # noqa: F401
                               plain_table_files, validate_profile)
 
 # %% auto #0
-__all__ = ['PAPER_EFFECTS', 'SAMPLE_SIZE_PARAMETERS', 'NotebookRun', 'paper_notebooks', 'run_notebook', 'computed_on',
-           'holm_claims', 'default_out', 'what_it_would_take', 'write_report', 'rebuild_report', 'run_papers',
-           'paper_effect', 'assess_claim']
+__all__ = ['PAPER_EFFECTS', 'SAMPLE_SIZE_PARAMETERS', 'NotebookRun', 'paper_notebooks', 'project_kernel', 'run_notebook',
+           'computed_on', 'holm_claims', 'default_out', 'what_it_would_take', 'write_report', 'rebuild_report',
+           'run_papers', 'library_papers', 'paper_module', 'paper_config', 'run_paper', 'paper_effect', 'assess_claim']
 
 # %% ../nbs/20_reproduce.ipynb #7b9d72a3
 @dataclass
@@ -39,14 +39,32 @@ def paper_notebooks(nbs_dir: Path | None = None, only: Iterable[str] | None = No
     if missing: raise LlmrecError(f"no paper notebook named {', '.join(missing)} in {nbs_dir} (available: {', '.join(found)})")
     return [found[Path(o).stem] for o in only]
 
-def run_notebook(nb: Path, params: dict, executed: Path, timeout: int | None = None) -> NotebookRun:
-    "Execute one notebook with papermill; never raises for a failure inside the notebook."
+def project_kernel(folder: Path | str) -> Path:
+    """A `python3` kernelspec under `folder/kernels/` that starts this interpreter (`sys.executable`): with `folder`
+    first on `JUPYTER_PATH`, notebooks run in the project's environment whatever kernelspecs the user has installed."""
+    import sys
+    spec = Path(folder) / "kernels" / "python3"
+    spec.mkdir(parents=True, exist_ok=True)
+    write_text(spec / "kernel.json", json.dumps({"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                                                 "display_name": "Python 3 (llmrec_nb)", "language": "python"}))
+    return Path(folder)
+
+def run_notebook(nb: Path, params: dict, executed: Path, timeout: int | None = None, progress: bool = False) -> NotebookRun:
+    """Execute one notebook with papermill; never raises for a failure inside the notebook. `progress`: papermill's
+    bar of cells done and the notebook's own output lines, as they come."""
+    import logging
     import papermill as pm
     executed.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
+    if progress:   # papermill logs each cell's output at INFO: show those lines, prefixed with the notebook
+        log = logging.getLogger("papermill")
+        if not any(getattr(h, "llmrec", False) for h in log.handlers):
+            h = logging.StreamHandler(); h.llmrec = True
+            h.setFormatter(logging.Formatter(f"  {nb.stem}: %(message)s")); log.addHandler(h)
+        log.setLevel(logging.INFO)
     try:
         pm.execute_notebook(str(nb), str(executed), parameters=params, kernel_name="python3", language="python", cwd=str(nb.parent),
-                            progress_bar=False, execution_timeout=timeout)
+                            progress_bar=progress, log_output=progress, execution_timeout=timeout)
         return NotebookRun(nb.stem, True, time.time() - t0, str(executed))
     except Exception as e:  # papermill wraps cell errors; keep the last line, the executed copy has the rest
         text = str(e).strip()
@@ -235,8 +253,9 @@ def run_papers(profile: str = "quick", only: Iterable[str] | None = None, out: P
     so a failure leaves the previous results whole (the report marks them stale). `jobs` > 1 runs that many notebooks
     at once (each in its own kernel): for the smoke profile, whose tiny runs spend most of their time starting up;
     timed profiles should run one at a time."""
-    import shutil
+    import shutil, tempfile
     if jobs < 1: raise ValueError(f"jobs must be at least 1, not {jobs}")
+    progress = verbose and jobs == 1 and os.environ.get("LLMREC_PROGRESS", "1") != "0"
     cfg = load_profile(profile, nbs_dir=nbs_dir)   # a typo in the profile stops here, before any kernel starts
     name = Path(profile).stem
     out = Path(out) if out else default_out(name)
@@ -246,23 +265,73 @@ def run_papers(profile: str = "quick", only: Iterable[str] | None = None, out: P
         shutil.rmtree(staging, ignore_errors=True)
         params = notebook_parameters(cfg, nb.stem, name, staging.resolve())
         if verbose: print(f"[{name}] {nb.stem} ...", flush=True)
-        r = run_notebook(nb, params, runs_dir / f"{nb.stem}.ipynb", timeout)
+        r = run_notebook(nb, params, runs_dir / f"{nb.stem}.ipynb", timeout, progress)
         if r.ok: _swap_in(staging, out / nb.stem)
         else: shutil.rmtree(staging, ignore_errors=True)
         if verbose: print(f"[{name}] {nb.stem}: {'ok' if r.ok else 'FAILED ' + r.error} ({r.seconds:.1f} s)", flush=True)
         return r
     notebooks = paper_notebooks(nbs_dir, only)
     out.mkdir(parents=True, exist_ok=True)
-    if jobs == 1: runs = [run(nb) for nb in notebooks]
-    else:
-        from concurrent.futures import ThreadPoolExecutor
-        # the cores shared out among the kernels: two-thread kernels side by side on two cores run several times slower
-        threads = str(max(1, (os.cpu_count() or 1) // jobs))
-        with environment(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads), ThreadPoolExecutor(jobs) as pool:
-            runs = list(pool.map(run, notebooks))   # in notebook order
+    kernels = tempfile.mkdtemp(prefix="llmrec-kernels-")
+    # this interpreter's kernelspec first: a user-level `python3` kernelspec (ipykernel install --user, conda) never runs them
+    jupyter_path = os.pathsep.join(p for p in (str(project_kernel(kernels)), os.environ.get("JUPYTER_PATH", "")) if p)
+    try:
+        if jobs == 1:
+            with environment(JUPYTER_PATH=jupyter_path): runs = [run(nb) for nb in notebooks]
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+            # the cores shared out among the kernels: two-thread kernels side by side on two cores run several times slower
+            threads = str(max(1, (os.cpu_count() or 1) // jobs))
+            with environment(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, JUPYTER_PATH=jupyter_path), ThreadPoolExecutor(jobs) as pool:
+                runs = list(pool.map(run, notebooks))   # in notebook order
+    finally: shutil.rmtree(kernels, ignore_errors=True)
     report = write_report(out, runs, name)
     if verbose: print(f"report: {report}")
     return runs
+
+# %% ../nbs/20_reproduce.ipynb #6d819c1c
+def library_papers() -> list[str]:
+    "The papers that are library runs: modules of the papers' layer with a `Config` and a `run`."
+    import importlib
+    from llmrec_nb.core import LAYERS
+    papers = next(layer for layer in LAYERS if "soft" in layer)
+    out = []
+    for name in papers:
+        try: mod = importlib.import_module(f"llmrec_nb.{name}")
+        except ImportError: continue
+        if hasattr(mod, "Config") and hasattr(mod, "run") and hasattr(mod, "save"): out.append(name)
+    return out
+
+def paper_module(paper: str):
+    "The module of library run `paper`; a one-line error naming the known ones otherwise."
+    import importlib
+    known = library_papers()
+    if paper not in known: raise LlmrecError(f"unknown paper '{paper}' (library runs: {', '.join(known)})")
+    return importlib.import_module(f"llmrec_nb.{paper}")
+
+def paper_config(paper: str, profile: str = "quick", config: str | Path | None = None, sets: Iterable[str] = ()):
+    "The `Config` of `paper`: the paper's settings, then `profile`, then the YAML file `config`, then `key=value` strings."
+    import yaml
+    mod = paper_module(paper)
+    cfg = mod.Config.from_profile(profile)
+    if config:
+        path = Path(config)
+        try: values = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e: raise DataFormatError(path, f"invalid YAML: {getattr(e, 'problem', e)}") from None
+        if not isinstance(values, dict): raise DataFormatError(path, "not a mapping of settings", expected="key: value lines")
+        if set(values) & {"common", paper}: values = {**(values.get("common") or {}), **(values.get(paper) or {})}
+        cfg = cfg.override(values, str(path))
+    overrides = {}
+    for item in sets:
+        key, eq, text = item.partition("=")
+        if not eq or not key.strip(): raise DataFormatError("--set", f"got {item!r}", expected="key=value")
+        overrides[key.strip()] = yaml.safe_load(text) if text.strip() else None
+    return cfg.override(overrides, "--set")
+
+def run_paper(paper: str, cfg, out_dir: Path | str | None = None, work_dir: Path | str | None = None, profile: str = "custom"):
+    "Run library run `paper` with `cfg` and write its outputs (default `runs/<profile>/<paper>`); returns the `PaperReport`."
+    mod = paper_module(paper)
+    return mod.save(mod.run(cfg, work_dir), out_dir, profile)
 
 # %% ../nbs/20_reproduce.ipynb #f334bd05
 # The papers' effects in each claim's units and direction. A dict value is keyed by a piece of the claim's text
@@ -308,8 +377,10 @@ SAMPLE_SIZE_PARAMETERS: dict[str, str | None] = {
 }
 
 def paper_effect(claim: dict) -> tuple[float | None, str | None]:
-    "The paper's effect for a claim and where it comes from: the claim's own `paper_effect`, else `PAPER_EFFECTS`."
+    """The paper's effect for a claim and where it comes from: the claim's own `paper_effect`, else `PAPER_EFFECTS`
+    (for summaries that predate the field: a claim that names its `paper_source` has said all there is)."""
     if claim.get("paper_effect") is not None: return float(claim["paper_effect"]), claim.get("paper_source")
+    if claim.get("paper_source"): return None, claim["paper_source"]
     entry = PAPER_EFFECTS.get(claim.get("id"))
     if isinstance(entry, dict):   # the variant named in the claim's text; the longest matching key wins
         keys = sorted((k for k in entry if k in claim.get("text", "")), key=len, reverse=True)

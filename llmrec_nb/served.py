@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .core import DataFormatError, LlmrecError, cache_dir, progress, read_json, record_compute, write_json
-from .llm import BUNDLED_MODELS, LLM, _bundled_tokenizer, continuation_ids, encode
+from .llm import BUNDLED_MODELS, LLM, bundled_tokenizer, continuation_ids, encode
 
 _log = logging.getLogger(__name__)
 
@@ -445,7 +445,7 @@ def _resolve_tokenizer(tokenizer, name: str, trust_remote_code: bool = False):
     "A tokenizer from an object, a bundled model name, a local folder or a hub id; None tries `name` (bundled or a local folder only)."
     if tokenizer is not None and not isinstance(tokenizer, (str, Path)): return tokenizer
     spec = str(tokenizer) if tokenizer is not None else str(name)
-    if spec in BUNDLED_MODELS or spec == "tiny": return _bundled_tokenizer("smollm2-135m" if spec == "tiny" else spec)
+    if spec in BUNDLED_MODELS or spec == "tiny": return bundled_tokenizer("smollm2-135m" if spec == "tiny" else spec)
     local = Path(spec).is_dir()
     if tokenizer is None and not local: return None
     from transformers import AutoTokenizer

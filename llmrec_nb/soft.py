@@ -390,9 +390,8 @@ def claims(res: Results, main=None) -> list[dict]:
 def save(res: Results, out_dir: Path | str | None = None, profile: str = "custom"):
     "Write `res`'s tables, figures and claims under `out_dir` (default `runs/<profile>/soft`); returns the `PaperReport`."
     from llmrec_nb.report import PaperReport
-    out_dir = Path(out_dir) if out_dir else repo_root() / "runs" / profile / "soft"
     report = PaperReport("soft", profile=profile, out_dir=out_dir, params={"profile": profile, **res.cfg.as_dict()},
-                         seeds=res.cfg.train_seeds())
+                         seeds=res.cfg.train_seeds(), show_figures=False)   # the notebook shows each in its section
     report.started -= res.seconds
     main = main_table(res)
     report.table("main", main.numbers(), marked=main)

@@ -124,8 +124,8 @@ def _auc_placements(y: np.ndarray, scores: np.ndarray):
     return v_pos, v_neg, v_pos.mean(axis=1)
 
 def _auc_inputs(labels, scores_a, scores_b):
-    from llmrec_nb.metrics import _binary_labels
-    y = _binary_labels(labels)
+    from llmrec_nb.metrics import binary_labels
+    y = binary_labels(labels)
     s = np.vstack([np.asarray(scores_a, dtype=float), np.asarray(scores_b, dtype=float)])
     if s.shape[1] != len(y): raise DataFormatError("scores", f"{s.shape[1]} scores for {len(y)} labels", expected="one score per label")
     if np.isnan(s).any(): raise DataFormatError("scores", "NaN score", expected="finite scores")
@@ -673,7 +673,7 @@ def compare_over_seeds(
     higher_is_better: bool = True,
 ) -> dict[str, Any]:
     "Method vs baseline by a paired bootstrap over test samples of the seed-averaged metric: effect, CI, p and per-seed results."
-    from llmrec_nb.metrics import _binary_labels
+    from llmrec_nb.metrics import binary_labels
     ms, bs = _by_seed(method_scores, "method_scores"), _by_seed(baseline_scores, "baseline_scores")
     if ms.shape[1] != bs.shape[1]:
         raise DataFormatError("baseline_scores", f"{bs.shape[1]} samples vs the method's {ms.shape[1]}", expected="the same test samples, in the same order")

@@ -4,15 +4,16 @@
 
 # %% ../nbs/10_tallrec.ipynb #c5665a27
 from __future__ import annotations
-import warnings
+import dataclasses, time, warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from .core import DataFormatError, stable_hash
+from .core import DataFormatError, repo_root, set_seed, stable_hash
+from .runs import RunConfig, RunFolder, setting
 from .data import RecData, sort_by_time, few_shot, split_samples
 from .templates import Instruction, TALLREC_ANSWERS, fit_prompts, tallrec_instruction
 from .llm import score_binary
@@ -20,11 +21,14 @@ from .lora import LoraTrainConfig, TrainResult, train_lora
 from .metrics import auc
 
 # %% auto #0
-__all__ = ['SEQUENTIAL_CTR', 'MIXED', 'tallrec_samples', 'to_instructions', 'labels_of', 'prompts_of', 'score', 'auc_of',
-           'tallrec_config', 'tune', 'item_genres', 'TallrecStats', 'popularity_scores', 'ctr_features',
-           'oof_ctr_features', 'logistic_ctr_scores', 'sequential_ctr_scores', 'few_shot_baselines', 'book_samples',
-           'genre_domains', 'Domain', 'domain_of', 'CrossDomainGrid', 'cross_domain_grid', 'cross_domain_table',
-           'transfer_comparison']
+__all__ = ['SEQUENTIAL_CTR', 'MIXED', 'PAPER_AUC', 'PAPER_ZERO_SHOT_AUC', 'PAPER_BASELINE_AUC', 'MOVIE_GENRE_GROUPS', 'FIGURES',
+           'tallrec_samples', 'to_instructions', 'labels_of', 'prompts_of', 'score', 'auc_of', 'tallrec_config', 'tune',
+           'item_genres', 'TallrecStats', 'popularity_scores', 'ctr_features', 'oof_ctr_features',
+           'logistic_ctr_scores', 'sequential_ctr_scores', 'few_shot_baselines', 'weighted_aucs',
+           'compare_auc_over_users', 'describe_auc_comparison', 'book_samples', 'genre_domains', 'Domain', 'domain_of',
+           'CrossDomainGrid', 'cross_domain_grid', 'cross_domain_table', 'transfer_comparison', 'Config', 'Results',
+           'run', 'comparisons', 'auc_table', 'cross_domain_tables', 'auc_vs_k_figure', 'cross_domain_figure', 'claims',
+           'save']
 
 # %% ../nbs/10_tallrec.ipynb #23e812cc
 def tallrec_samples(data: RecData, like_threshold: float = 3.0, history_len: int = 10,
@@ -213,6 +217,71 @@ def few_shot_baselines(pool: pd.DataFrame, k: int, seed: int, test: pd.DataFrame
         out[name] = sequential_ctr_scores(name, few, test, data, valid=valid, seed=seed, **seq_kw)
     return out
 
+# %% ../nbs/10_tallrec.ipynb #55aaabf5
+def weighted_aucs(labels, scores, weights) -> np.ndarray:
+    """AUC of each row of `scores` (rows × samples) under each row of sample `weights` (resamples × samples): a sample of
+    weight w counts as w copies of itself, ties count one half. Returns (resamples × rows), NaN where a class weighs 0."""
+    y = np.asarray(labels).astype(bool)
+    rows, w_all = np.atleast_2d(np.asarray(scores, dtype=float)), np.atleast_2d(np.asarray(weights, dtype=float))
+    out = np.empty((len(w_all), len(rows)))
+    for j, s in enumerate(rows):
+        order = np.argsort(s, kind="stable")
+        ss, yy, w = s[order], y[order], w_all[:, order]
+        starts = np.flatnonzero(np.r_[True, ss[1:] != ss[:-1]])      # groups of tied scores
+        pos, neg = np.add.reduceat(w * yy, starts, axis=1), np.add.reduceat(w * ~yy, starts, axis=1)
+        below = np.cumsum(neg, axis=1) - neg
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[:, j] = (pos * (below + 0.5 * neg)).sum(axis=1) / (pos.sum(axis=1) * neg.sum(axis=1))
+    return out
+
+def compare_auc_over_users(labels, method_scores, baseline_scores, users=None, n_boot: int = 2000, seed: int = 0,
+                           level: float = 0.95) -> dict[str, Any]:
+    """Method vs baseline AUC on the same test samples (each the mean over its seeds: rows of scores), by a bootstrap
+    over `users` (None: one user per sample): effect, CI, p, the method's AUC with its CI (`mean_ci_low/high`), `n`
+    samples, `n_clusters` users, `sd` per user, and DeLong's test over samples per seed and on seed-averaged scores."""
+    from llmrec_nb.stats import auc_test
+    y = np.asarray(labels)
+    ms, bs = (np.atleast_2d(np.asarray(v, dtype=float)) for v in (method_scores, baseline_scores))
+    if ms.shape[1] != len(y) or bs.shape[1] != len(y):
+        raise DataFormatError("scores", f"{ms.shape[1]} method and {bs.shape[1]} baseline scores for {len(y)} labels",
+                              expected="one score per test sample")
+    if not np.isin(y, (0, 1)).all() or len(np.unique(y)) < 2:
+        raise DataFormatError("labels", f"labels {sorted(set(y.tolist()))[:5]}", expected="0/1 labels with both classes present")
+    if not (np.isfinite(ms).all() and np.isfinite(bs).all()):
+        raise DataFormatError("scores", "NaN or infinite score", expected="finite scores")
+    groups = np.arange(len(y)) if users is None else np.asarray(users, dtype=object)
+    if len(groups) != len(y):
+        raise DataFormatError("users", f"{len(groups)} users for {len(y)} samples", expected="one user per test sample")
+    codes = pd.factorize(pd.Series(groups).astype(str))[0]
+    n_users, S, B = int(codes.max()) + 1, len(ms), len(bs)
+    draws = np.random.default_rng(seed).multinomial(n_users, np.full(n_users, 1 / n_users), size=n_boot)[:, codes]
+    rows = np.vstack([ms, bs])
+    obs, boot = weighted_aucs(y, rows, np.ones((1, len(y))))[0], weighted_aucs(y, rows, draws)
+    m_boot, diff = boot[:, :S].mean(axis=1), boot[:, :S].mean(axis=1) - boot[:, S:].mean(axis=1)
+    ok = np.isfinite(diff)                       # resamples with both classes
+    effect, q = float(obs[:S].mean() - obs[S:].mean()), [(1 - level) / 2, (1 + level) / 2]
+    (lo, hi), (m_lo, m_hi) = np.quantile(diff[ok], q), np.quantile(m_boot[ok], q)
+    p = (1 + int(np.sum(np.abs(diff[ok] - effect) >= abs(effect) - 1e-12 * max(1.0, abs(effect))))) / (1 + int(ok.sum()))
+    pair = lambda i: bs[i] if B == S else bs[0] if B == 1 else bs.mean(axis=0)
+    per_seed = [{"seed": i, "auc": float(obs[i]), "p_delong": auc_test(y, ms[i], pair(i))["p"]} for i in range(S)]
+    return {"metric": "auc", "effect": effect, "ci_low": float(lo), "ci_high": float(hi), "p": float(p),
+            "test": "bootstrap over users", "mean": float(obs[:S].mean()), "baseline_mean": float(obs[S:].mean()),
+            "mean_ci_low": float(m_lo), "mean_ci_high": float(m_hi), "higher_is_better": True, "n": len(y),
+            "n_clusters": n_users, "sd": float(np.std(diff[ok], ddof=1) * np.sqrt(n_users)) if ok.sum() > 1 else float("nan"),
+            "n_boot": int(n_boot), "n_seeds": S, "n_seeds_baseline": B, "seed_values": [float(v) for v in obs[:S]],
+            "baseline_seed_values": [float(v) for v in obs[S:]], "per_seed": per_seed,
+            "p_delong": auc_test(y, ms.mean(axis=0), bs.mean(axis=0))["p"]}
+
+def describe_auc_comparison(c: Mapping[str, Any]) -> str:
+    "One line for a claim's detail: AUCs, effect with CI, the user-level p (and its adjusted value), DeLong beside it."
+    f = lambda v: f"{v:.4f}"
+    text = (f"AUC {f(c['mean'])} vs {f(c['baseline_mean'])} (mean over {c['n_seeds']} vs {c['n_seeds_baseline']} seeds); "
+            f"effect {f(c['effect'])} [{f(c['ci_low'])}, {f(c['ci_high'])}]; bootstrap over {c['n_clusters']} users "
+            f"({c['n']} test samples) p={c['p']:.3g}")
+    if "p_adj" in c: text += f" ({c.get('correction', 'holm')}-adjusted {c['p_adj']:.3g})"
+    seeds = ", ".join(f"{f(r['auc'])} (DeLong {r['p_delong']:.3g})" for r in c["per_seed"])
+    return text + f"; DeLong over samples on seed-averaged scores p={c['p_delong']:.3g}; per seed: {seeds}"
+
 # %% ../nbs/10_tallrec.ipynb #84db7f90
 def book_samples(data: RecData, like_threshold: float = 5.0, min_ratings: int = 4, history_len: int = 10,
                  seed: int = 0, n_samples: int | None = None, drop_implicit: bool = False) -> pd.DataFrame:
@@ -266,7 +335,7 @@ def genre_domains(data: RecData, groups: Mapping[str, Sequence[str]], disjoint_u
         out[name] = data.subset(it[keep], name=f"{data.name}:{name}")
     return out
 
-# %% ../nbs/10_tallrec.ipynb #371a888a
+# %% ../nbs/10_tallrec.ipynb #77c5e5f1
 @dataclass
 class Domain:
     "One domain of the cross-domain grid: `data` (titles), the training `pool`, and the evaluated `valid` / `test` samples."
@@ -298,6 +367,7 @@ class CrossDomainGrid:
     zero_shot: dict[str, np.ndarray]
     scores: dict[tuple, np.ndarray]       # (train domain, test domain, seed) → P(Yes) on the test domain's samples
     runs: pd.DataFrame
+    users: dict[str, np.ndarray] | None = None   # the user of each test sample, by test domain
 
     def seed_scores(self, train: str, test: str) -> np.ndarray:
         "(seeds × test samples) scores of the models tuned on `train`, on `test`."
@@ -306,60 +376,73 @@ class CrossDomainGrid:
 MIXED = "both"
 
 def cross_domain_grid(llm, domains: Sequence[Domain], k: int, seeds: Sequence[int], config: LoraTrainConfig | None = None,
-                      work_dir: Path | str = "tallrec_xdomain", mixed: bool = True, batch_size: int = 16) -> CrossDomainGrid:
+                      work_dir: Path | str = "tallrec_xdomain", mixed: bool = True, batch_size: int = 16,
+                      key: Any = None) -> CrossDomainGrid:
     """Zero-shot scores on every domain's test samples, then per training domain (each domain, and `both` when `mixed`)
-    and seed: `tune` on K samples of the domain's pool, score every test domain, `remove_lora`."""
-    from llmrec_nb.core import set_seed
+    and seed: `tune` on K samples of the domain's pool, score every test domain, `remove_lora`. With `key` (JSON: what
+    decides the domains and the model) each scoring and run is a unit of `RunFolder(work_dir)`, reused on a rerun."""
     from llmrec_nb.lora import remove_lora
     names = [d.name for d in domains]
     if len(set(names)) != len(names) or MIXED in names: raise ValueError(f"domain names must be distinct and not {MIXED!r}: {names}")
     cfg = config or tallrec_config()
+    folder = RunFolder(work_dir) if key is not None else None
+    def unit(name, inputs, compute):
+        return compute() if folder is None else folder.json_unit(name, {"grid": key, **inputs}, compute)
     by_name = {d.name: d for d in domains}
     tests = {d.name: to_instructions(d.test, d.data) for d in domains}
     valids = {d.name: to_instructions(d.valid, d.data) for d in domains}
-    zero = {n: score(llm, tests[n], cfg.style, batch_size, cfg.max_length) for n in names}
+    evaluation = {"style": cfg.style, "max_length": cfg.max_length, "batch_size": batch_size}
+    zero = {n: np.asarray(unit(f"zero_shot_{n}", {"test": n, **evaluation},
+                               lambda n=n: score(llm, tests[n], cfg.style, batch_size, cfg.max_length).tolist())) for n in names}
     train_domains = names + ([MIXED] if mixed else [])
     scores, runs = {}, []
     for t in train_domains:
         members = names if t == MIXED else [t]
         valid = [v for n in members for v in valids[n]]
         for s in seeds:
-            set_seed(s)
-            train = [x for n in members for x in to_instructions(few_shot(by_name[n].pool, k, seed=s), by_name[n].data)]
-            res = tune(llm, train, valid, replace(cfg, seed=s), output_dir=Path(work_dir) / f"{t}_k{k}_s{s}", resume=False,
-                       batch_size=batch_size)
-            for n in names:
-                scores[(t, n, s)] = score(llm, tests[n], cfg.style, batch_size, cfg.max_length)
-            remove_lora(llm)
-            runs.append({"train": t, "K": k, "seed": s, "n_train": len(train), "valid_auc": res.best_metric,
-                         "best_step": res.best_step, "steps": res.global_step, "train_seconds": res.train_seconds,
-                         **{f"test_auc_{n}": auc(by_name[n].labels, scores[(t, n, s)]) for n in names}})
-    return CrossDomainGrid(k, names, train_domains, {n: by_name[n].labels for n in names}, zero, scores, pd.DataFrame(runs))
+            c = replace(cfg, seed=s)
+            inputs = {"train": t, "k": k, "seed": s, "config": dataclasses.asdict(c), **evaluation}
+            out = Path(work_dir) / (f"{t}_k{k}_s{s}" + (f"-{folder.key_of({'grid': key, **inputs})[:8]}" if folder else ""))
+            def tune_and_score(t=t, s=s, c=c, members=members, valid=valid, out=out):
+                set_seed(s)
+                train = [x for n in members for x in to_instructions(few_shot(by_name[n].pool, k, seed=s), by_name[n].data)]
+                res = tune(llm, train, valid, c, output_dir=out, resume=folder is not None, batch_size=batch_size)
+                got = {n: score(llm, tests[n], cfg.style, batch_size, cfg.max_length).tolist() for n in names}
+                remove_lora(llm)
+                return {"scores": got, "run": {"train": t, "K": k, "seed": s, "n_train": len(train), "valid_auc": res.best_metric,
+                                               "best_step": res.best_step, "steps": res.global_step, "train_seconds": res.train_seconds,
+                                               **{f"test_auc_{n}": auc(by_name[n].labels, got[n]) for n in names}}}
+            done = unit(f"{t}_k{k}_s{s}", inputs, tune_and_score)
+            for n in names: scores[(t, n, s)] = np.asarray(done["scores"][n])
+            runs.append(done["run"])
+    return CrossDomainGrid(k, names, train_domains, {n: by_name[n].labels for n in names}, zero, scores, pd.DataFrame(runs),
+                           users={n: by_name[n].test["user"].to_numpy() for n in names})
 
 def cross_domain_table(grid: CrossDomainGrid, n_boot: int = 2000, seed: int = 0) -> tuple[pd.DataFrame, dict]:
     """One row per (train domain, test domain), zero-shot rows first: AUC mean ± std over seeds with its 95% CI, and
-    the difference from zero-shot on that test domain (`compare_over_seeds`). Also returns the comparisons by (train, test)."""
-    from llmrec_nb.stats import compare_over_seeds
+    the difference from zero-shot on that test domain (`compare_auc_over_users`, over the test domain's users). Also
+    returns the comparisons by (train, test)."""
     rows, comparisons = [], {}
-    def auc_ci(y, s):
-        c = compare_over_seeds(y, s, np.zeros(len(y)), n_boot=n_boot, seed=seed)
-        return c["mean"], c["ci_low"] + 0.5, c["ci_high"] + 0.5
+    users = grid.users or {}
     for te in grid.domains:
-        y = grid.labels[te]
-        m, lo, hi = auc_ci(y, grid.zero_shot[te])
-        rows.append({"train": "none (zero-shot)", "test": te, "K": 0, "n_seeds": 1, "auc_mean": m, "auc_std": 0.0,
-                     "auc_ci_low": lo, "auc_ci_high": hi})
+        z = grid.zero_shot[te]
+        c = compare_auc_over_users(grid.labels[te], z, z, users.get(te), n_boot=n_boot, seed=seed)
+        rows.append({"train": "none (zero-shot)", "test": te, "K": 0, "n_seeds": 1, "auc_mean": c["mean"], "auc_std": 0.0,
+                     "auc_ci_low": c["mean_ci_low"], "auc_ci_high": c["mean_ci_high"], "n_users": c["n_clusters"]})
     for tr in grid.train_domains:
         for te in grid.domains:
-            y, s = grid.labels[te], grid.seed_scores(tr, te)
-            m, lo, hi = auc_ci(y, s)
-            c = comparisons[(tr, te)] = compare_over_seeds(y, s, grid.zero_shot[te], n_boot=n_boot, seed=seed)
+            c = comparisons[(tr, te)] = compare_auc_over_users(grid.labels[te], grid.seed_scores(tr, te), grid.zero_shot[te],
+                                                               users.get(te), n_boot=n_boot, seed=seed)
             a = np.array(c["seed_values"])
-            rows.append({"train": tr, "test": te, "K": grid.k, "n_seeds": len(a), "auc_mean": m,
-                         "auc_std": a.std(ddof=1) if len(a) > 1 else 0.0, "auc_ci_low": lo, "auc_ci_high": hi,
-                         "effect_vs_zero_shot": c["effect"], "ci_low": c["ci_low"], "ci_high": c["ci_high"],
-                         "p_bootstrap": c["p"], "p_delong_seed_avg": c["p_delong"]})
-    return pd.DataFrame(rows), comparisons
+            rows.append({"train": tr, "test": te, "K": grid.k, "n_seeds": len(a), "auc_mean": c["mean"],
+                         "auc_std": a.std(ddof=1) if len(a) > 1 else 0.0, "auc_ci_low": c["mean_ci_low"],
+                         "auc_ci_high": c["mean_ci_high"], "n_users": c["n_clusters"], "effect_vs_zero_shot": c["effect"],
+                         "ci_low": c["ci_low"], "ci_high": c["ci_high"], "p_bootstrap": c["p"], "p_delong_seed_avg": c["p_delong"]})
+    table = pd.DataFrame(rows)
+    table["AUC"] = [f"{m:.4f} ± {s:.4f} [{lo:.4f}, {hi:.4f}]" for m, s, lo, hi in
+                    zip(table["auc_mean"], table["auc_std"], table["auc_ci_low"], table["auc_ci_high"])]
+    return table, comparisons
+
 
 def transfer_comparison(comparisons: Mapping[tuple, dict], domains: Sequence[str]) -> dict:
     """Tuned on the other domain vs zero-shot on the target, every direction: the weakest direction's comparison (a
@@ -371,3 +454,343 @@ def transfer_comparison(comparisons: Mapping[tuple, dict], domains: Sequence[str
     worst = max(pairs, key=lambda p: (comparisons[p]["effect"] <= 0, comparisons[p]["p"], -comparisons[p]["effect"]))
     return {**comparisons[worst], "direction": f"{worst[0]} → {worst[1]}",
             "directions": {f"{a} → {b}": {"effect": comparisons[(a, b)]["effect"], "p": comparisons[(a, b)]["p"]} for a, b in pairs}}
+
+# %% ../nbs/10_tallrec.ipynb #9b0c5037
+PAPER_AUC = {16: 0.672, 64: 0.675, 256: 0.720}   # TALLRec's table: LLaMA-7B, movies, test AUC by K
+PAPER_ZERO_SHOT_AUC = 0.50                          # in-context LLMs in the same table
+PAPER_BASELINE_AUC = 0.54                           # the best sequential baseline (the table's range is 0.49–0.54)
+MOVIE_GENRE_GROUPS = {
+    "action": ["Action", "Adventure", "Sci-Fi", "Thriller", "Crime", "Horror", "War", "Western", "Mystery", "Film-Noir", "Fantasy"],
+    "drama": ["Drama", "Comedy", "Romance", "Children's", "Animation", "Musical", "Documentary"]}
+
+@dataclass
+class Config(RunConfig):
+    "TALLRec's settings; the defaults are the paper's."
+    seed: int = setting(0, "seed of the evaluated subsets, the BookCrossing order, the all-label references and the resampling")
+    dataset: str = setting("ml-100k", "dataset name (its loader in `loaders.load_dataset`)")
+    dataset_kw: dict[str, Any] = setting({}, "keyword arguments of the dataset's loader")
+    model: str = setting("huggyllama/llama-7b", "base model: a local folder, a hub id, smollm2-135m or tiny")
+    dtype: str = setting("auto", "auto, float32 or bfloat16 (see llm.load_llm)")
+    n_samples: int | None = setting(10000, "last samples kept, split 8:1:1 in time order (None: all)")
+    history_len: int = setting(10, "interactions in each sample's history")
+    like_threshold: float = setting(3.0, "a rating above this is a like")
+    ks: list[int] = setting([16, 64, 256], "few-shot training sizes K")
+    seeds: list[int] = setting([0, 1, 2, 3, 4], "seeds of the K-sample draws and of training")
+    n_valid: int | None = setting(None, "validation samples used for early stopping (None: all)")
+    n_test: int | None = setting(None, "test samples scored (None: all)")
+    epochs: int = setting(200, "most epochs (early stopping on validation AUC)")
+    max_steps: int = setting(-1, "cap on optimiser steps per run (-1: epochs decide)")
+    batch_size: int = setting(32, "prompts per step (the paper's batch of 128 with 4 accumulation steps)")
+    grad_accum: int = setting(4, "gradient accumulation steps")
+    lr: float = setting(1e-4, "learning rate")
+    patience: int = setting(10, "evaluations without improvement before stopping")
+    lora_r: int = setting(8, "LoRA rank")
+    lora_alpha: int = setting(16, "LoRA alpha")
+    lora_dropout: float = setting(0.05, "LoRA dropout")
+    eval_batch_size: int = setting(16, "prompts per scoring batch")
+    seq_baselines: list[str] = setting(["SASRec", "GRU4Rec"], "sequential CTR baselines (paper: GRU4Rec, Caser, SASRec, DROS, ...)")
+    seq_epochs: int = setting(200, "most epochs of the sequential baselines (the epoch chosen on validation AUC)")
+    seq_dim: int = setting(64, "embedding size of the sequential baselines")
+    n_boot: int = setting(2000, "bootstrap resamples of each comparison")
+    full_data_reference: bool = setting(True, "also fit popularity and CTR-LR on all training labels (never the best baseline)")
+    cross_domain: bool = setting(True, "run the train-domain × test-domain grid")
+    book_path: str | None = setting("/data/bookcrossing", "BookCrossing folder: domains `dataset` × books (None: two genre groups)")
+    book_like_threshold: float = setting(5.0, "BookCrossing: a rating above this is a like")
+    book_min_ratings: int = setting(4, "BookCrossing: users with at least this many ratings")
+    xd_genre_groups: dict[str, list[str]] = setting(MOVIE_GENRE_GROUPS, "without book_path: two disjoint genre groups as the domains")
+    xd_k: int = setting(64, "training samples per domain (both: K of each)")
+    xd_seeds: list[int] = setting([0, 1, 2, 3, 4], "seeds of the cross-domain runs")
+    xd_max_steps: int = setting(-1, "optimiser-step cap of each grid run (-1: epochs decide)")
+    xd_mixed: bool = setting(True, "also tune on both domains' samples")
+    xd_n_valid: int | None = setting(None, "validation samples per domain (None: all)")
+    xd_n_test: int | None = setting(None, "test samples per domain (None: all)")
+
+    @classmethod
+    def from_profile(cls, profile: str = "quick", **overrides):
+        "The paper's settings overridden by `params/<profile>.yaml` (its `common` and `tallrec` sections), then `overrides`."
+        from llmrec_nb.report import load_profile, notebook_parameters
+        prof = load_profile(profile)
+        params = {k: v for k, v in notebook_parameters(prof, "tallrec", str(profile), "").items() if k in cls.names()}
+        return cls().override(params, f"profile {profile}, section tallrec").override(overrides)
+
+    def lora(self) -> LoraTrainConfig:
+        "The LoRA training settings of every run (the seed is set per run)."
+        return tallrec_config(r=self.lora_r, alpha=self.lora_alpha, dropout=self.lora_dropout, lr=self.lr, epochs=self.epochs,
+                              max_steps=self.max_steps, batch_size=self.batch_size, grad_accum=self.grad_accum, patience=self.patience)
+
+# %% ../nbs/10_tallrec.ipynb #f622bf9d
+@dataclass
+class Results:
+    "What `run` measured: test scores per (method, K, seed), the tuning runs, and the cross-domain grid."
+    cfg: Config
+    labels: np.ndarray           # the test samples' 0/1 labels
+    users: np.ndarray            # the user of each test sample
+    scores: dict                 # (method, K, seed) → P(like) per test sample; K 0: zero-shot, K = pool size: all labels
+    baselines: list[str]         # the few-shot baselines, fitted at every (K, seed)
+    references: list[str]        # the all-label reference rows
+    runs: pd.DataFrame           # one row per (K, seed) tuning run
+    sizes: dict
+    grid: CrossDomainGrid | None = None
+    xd_setting: str = ""
+    seconds: float = 0.0
+
+    def seed_scores(self, name: str, k: int) -> np.ndarray:
+        "(seeds × test samples) scores of `name` at K."
+        return np.stack([v for (n, kk, _), v in self.scores.items() if n == name and kk == k])
+
+    def aucs(self, name: str, k: int) -> np.ndarray:
+        "Test AUC of `name` at K, one per seed."
+        return np.array([auc(self.labels, v) for v in self.seed_scores(name, k)])
+
+    def best_baseline(self, k: int) -> str:
+        "The few-shot baseline with the highest mean AUC at K (the all-label references are never candidates)."
+        means = {name: self.aucs(name, k).mean() for name in self.baselines}
+        return max(means, key=means.get)
+
+def _as_lists(scores: Mapping[str, np.ndarray]) -> dict[str, list[float]]:
+    return {name: np.asarray(v, dtype=float).tolist() for name, v in scores.items()}
+
+# %% ../nbs/10_tallrec.ipynb #acfffa37
+def _baseline_units(dom: Domain, cfg: Config, folder: RunFolder, key: dict) -> tuple[dict, list[str]]:
+    "Every few-shot baseline at every (K, seed), and the all-label references: test scores by (name, K, seed)."
+    scores, seq = {}, {"names": cfg.seq_baselines, "dim": cfg.seq_dim, "epochs": cfg.seq_epochs}
+    for k in cfg.ks:
+        for s in cfg.seeds:
+            got = folder.json_unit(f"baselines/k{k}_s{s}", {**key, "k": k, "seed": s, "sequential": seq}, lambda k=k, s=s: _as_lists(
+                few_shot_baselines(dom.pool, k, s, dom.test, dom.data, valid=dom.valid, sequential=cfg.seq_baselines,
+                                   dim=cfg.seq_dim, epochs=cfg.seq_epochs)))
+            scores.update({(name, k, s): np.asarray(v) for name, v in got.items()})
+    references = []
+    if cfg.full_data_reference:
+        got = folder.json_unit("baselines/all_labels", key, lambda: _as_lists(
+            few_shot_baselines(dom.pool, len(dom.pool), cfg.seed, dom.test, dom.data, sequential=())))
+        for name, v in got.items():
+            references.append(f"{name} (all {len(dom.pool):,} labels)")
+            scores[(references[-1], len(dom.pool), 0)] = np.asarray(v)
+    return scores, references
+
+def _tallrec_units(llm, dom: Domain, cfg: Config, folder: RunFolder, key: dict) -> tuple[dict, pd.DataFrame]:
+    "One trained adapter per (K, seed) and its test scores, each a unit; returns the scores and one row per run."
+    from llmrec_nb.lora import load_adapter, remove_lora
+    valid, test = to_instructions(dom.valid, dom.data), to_instructions(dom.test, dom.data)
+    scores, runs = {}, []
+    for k in cfg.ks:
+        for s in cfg.seeds:
+            c = replace(cfg.lora(), seed=s)
+            train_key = {**key, "k": k, "train": dataclasses.asdict(c), "eval_batch_size": cfg.eval_batch_size}
+            # the training folder is named by its inputs: a changed setting never resumes an old run
+            out = folder.root / f"k{k}_s{s}-{folder.key_of(train_key)[:8]}"
+            def train_unit(k=k, s=s, c=c, out=out):
+                set_seed(s)
+                t0 = time.time()
+                res = tune(llm, to_instructions(few_shot(dom.pool, k, seed=s), dom.data), valid, c, output_dir=out, resume=True,
+                           batch_size=cfg.eval_batch_size)
+                remove_lora(llm)
+                return {"adapter": str(res.adapter_dir), "valid_auc": res.best_metric, "best_step": res.best_step,
+                        "steps": res.global_step, "stopped_early": res.stopped_early,
+                        "train_tokens_per_s": res.tokens_per_second, "seconds": time.time() - t0}
+            rec = folder.json_unit(f"k{k}_s{s}/train", train_key, train_unit)
+            def eval_unit(rec=rec):
+                t0 = time.time()
+                load_adapter(llm, rec["adapter"])
+                got = np.asarray(score(llm, test, batch_size=cfg.eval_batch_size), dtype=float).tolist()
+                remove_lora(llm)
+                return {"scores": got, "seconds": time.time() - t0}
+            ev = folder.json_unit(f"k{k}_s{s}/eval_test", {**train_key, "trained": rec}, eval_unit)
+            scores[("TALLRec", k, s)] = np.asarray(ev["scores"])
+            kept = ("valid_auc", "best_step", "steps", "stopped_early", "train_tokens_per_s")
+            runs.append({"K": k, "seed": s, **{f: rec[f] for f in kept},
+                         "test_auc": auc(labels_of(test), scores[("TALLRec", k, s)]), "seconds": rec["seconds"] + ev["seconds"]})
+            print({kk: v for kk, v in runs[-1].items() if kk != "train_tokens_per_s"})
+    return scores, pd.DataFrame(runs)
+
+def _cross_domain(llm, data: RecData, samples: pd.DataFrame, books: RecData | None, cfg: Config, folder: RunFolder,
+                  key: dict) -> tuple[CrossDomainGrid, str]:
+    "The domains (`dataset` × BookCrossing, or two genre groups of `dataset`) and their grid; also says which domains."
+    if books is not None:
+        named = {cfg.dataset: (data, samples), "books": (books, book_samples(
+            books, like_threshold=cfg.book_like_threshold, min_ratings=cfg.book_min_ratings, history_len=cfg.history_len, seed=cfg.seed))}
+        where = f"{cfg.dataset} × BookCrossing"
+    else:
+        named = {name: (d, tallrec_samples(d, like_threshold=cfg.like_threshold, history_len=cfg.history_len, n_samples=cfg.n_samples))
+                 for name, d in genre_domains(data, cfg.xd_genre_groups).items()}
+        where = (f"two disjoint genre groups of {cfg.dataset} ({' | '.join(cfg.xd_genre_groups)}; no shared items or users), "
+                 "standing in for movies × books: no BookCrossing data bundled (set book_path)")
+    domains = [domain_of(name, d, s, n_valid=cfg.xd_n_valid, n_test=cfg.xd_n_test, seed=cfg.seed) for name, (d, s) in named.items()]
+    for dm in domains:
+        print(f"{dm.name}: {len(named[dm.name][1]):,} samples, pool {len(dm.pool):,}, valid {len(dm.valid)}, test {len(dm.test)}")
+    grid_key = {**key, "domains": [cfg.book_path, cfg.book_like_threshold, cfg.book_min_ratings, cfg.xd_genre_groups,
+                                   cfg.xd_n_valid, cfg.xd_n_test]}
+    grid = cross_domain_grid(llm, domains, cfg.xd_k, cfg.xd_seeds, replace(cfg.lora(), max_steps=cfg.xd_max_steps),
+                             folder.root / "xdomain", mixed=cfg.xd_mixed, batch_size=cfg.eval_batch_size, key=grid_key)
+    return grid, where
+
+# %% ../nbs/10_tallrec.ipynb #e4dc3fdf
+def run(cfg: Config, work_dir: Path | str | None = None) -> Results:
+    "The whole TALLRec experiment for `cfg`; finished units under `work_dir` (default `runs/work/tallrec`) are reused."
+    from llmrec_nb.llm import load_llm
+    from llmrec_nb.loaders import load_dataset
+    t_start = time.time()
+    folder = RunFolder(work_dir or repo_root() / "runs" / "work" / "tallrec")
+    data = load_dataset(cfg.dataset, **cfg.dataset_kw)
+    books = load_dataset("bookcrossing", cfg.book_path) if cfg.cross_domain and cfg.book_path else None
+    samples = tallrec_samples(data, like_threshold=cfg.like_threshold, history_len=cfg.history_len, n_samples=cfg.n_samples)
+    dom = domain_of(cfg.dataset, data, samples, cfg.n_valid, cfg.n_test, cfg.seed)
+    sizes = {"samples": len(samples), "train": len(dom.pool), "valid": len(dom.valid), "test": len(dom.test),
+             "test_users": int(dom.test["user"].nunique()), "like_rate": float(samples["label"].mean())}
+    print(sizes)
+    key = {"dataset": cfg.dataset, "dataset_kw": cfg.dataset_kw, "samples": [cfg.n_samples, cfg.history_len, cfg.like_threshold],
+           "evaluated": [cfg.n_valid, cfg.n_test, cfg.seed]}
+    scores, references = _baseline_units(dom, cfg, folder, key)
+    llm = load_llm(cfg.model, dtype=cfg.dtype)
+    key = {**key, "model": cfg.model, "dtype": cfg.dtype}
+    test = to_instructions(dom.test, data)
+    scores[("Zero-shot LLM", 0, 0)] = np.asarray(folder.json_unit("eval_zero_shot", {**key, "eval_batch_size": cfg.eval_batch_size},
+        lambda: np.asarray(score(llm, test, batch_size=cfg.eval_batch_size), dtype=float).tolist()))
+    print(f"zero-shot AUC {auc(labels_of(test), scores[('Zero-shot LLM', 0, 0)]):.4f}")
+    tuned, runs = _tallrec_units(llm, dom, cfg, folder, key)
+    grid, where = _cross_domain(llm, data, samples, books, cfg, folder, key) if cfg.cross_domain else (None, "")
+    return Results(cfg, labels_of(test), dom.test["user"].to_numpy(), {**scores, **tuned}, ["Popularity", "CTR-LR", *cfg.seq_baselines],
+                   references, runs, sizes, grid, where, time.time() - t_start)
+
+# %% ../nbs/10_tallrec.ipynb #70e85d4f
+def comparisons(res: Results) -> dict:
+    "TALLRec against the zero-shot model and the best few-shot baseline at each K, and the largest K against the smallest."
+    cmp = lambda a, b: compare_auc_over_users(res.labels, a, b, res.users, n_boot=res.cfg.n_boot, seed=res.cfg.seed)
+    out = {}
+    for k in res.cfg.ks:
+        best, tuned = res.best_baseline(k), res.seed_scores("TALLRec", k)
+        out[("baseline", k)] = {**cmp(tuned, res.seed_scores(best, k)), "vs": best}
+        out[("zero_shot", k)] = cmp(tuned, res.seed_scores("Zero-shot LLM", 0))
+    if len(res.cfg.ks) > 1:
+        out[("more_samples",)] = cmp(res.seed_scores("TALLRec", max(res.cfg.ks)), res.seed_scores("TALLRec", min(res.cfg.ks)))
+    return out
+
+def _std(a: np.ndarray) -> float: return float(a.std(ddof=1)) if len(a) > 1 else 0.0
+
+def auc_table(res: Results, comps: dict | None = None) -> pd.DataFrame:
+    "Test AUC (mean ± std over seeds) of every row; TALLRec's rows with their comparisons, tested over users."
+    comps = comps or comparisons(res)
+    rows = [{"method": "Zero-shot LLM", "K": 0, "auc_mean": res.aucs("Zero-shot LLM", 0)[0], "auc_std": 0.0}]
+    for k in res.cfg.ks:
+        for name in res.baselines:
+            a = res.aucs(name, k)
+            rows.append({"method": name, "K": k, "auc_mean": a.mean(), "auc_std": _std(a)})
+        c, z = comps[("baseline", k)], comps[("zero_shot", k)]
+        a = np.array(c["seed_values"])
+        rows.append({"method": "TALLRec", "K": k, "auc_mean": a.mean(), "auc_std": _std(a), "vs": f"{c['vs']} (K={k})",
+                     "effect": c["effect"], "ci_low": c["ci_low"], "ci_high": c["ci_high"], "p_bootstrap": c["p"],
+                     "p_delong_max_seed": max(r["p_delong"] for r in c["per_seed"]), "p_delong_seed_avg": c["p_delong"],
+                     "effect_vs_zero_shot": z["effect"], "p_vs_zero_shot": z["p"], "n_users": c["n_clusters"]})
+    n_pool = res.sizes["train"]
+    rows += [{"method": name, "K": n_pool, "auc_mean": res.aucs(name, n_pool)[0], "auc_std": 0.0} for name in res.references]
+    table = pd.DataFrame(rows)
+    table["AUC"] = [f"{m:.4f} ± {s:.4f}" for m, s in zip(table["auc_mean"], table["auc_std"])]
+    return table
+
+def cross_domain_tables(res: Results) -> tuple[pd.DataFrame, dict]:
+    "The cross-domain table and its comparisons (`cross_domain_table` on the run's grid)."
+    if res.grid is None: raise ValueError("this run has no cross-domain grid (cross_domain is False)")
+    return cross_domain_table(res.grid, n_boot=res.cfg.n_boot, seed=res.cfg.seed)
+
+# %% ../nbs/10_tallrec.ipynb #5046e63b
+def auc_vs_k_figure(res: Results):
+    "Test AUC against K: TALLRec and each few-shot baseline (mean ± std over seeds), the all-label and zero-shot lines."
+    import matplotlib.pyplot as plt
+    ks = res.cfg.ks
+    fig, ax = plt.subplots(figsize=(6.4, 3.2))
+    tl = np.array([res.aucs("TALLRec", k) for k in ks])
+    ax.errorbar(ks, tl.mean(1), yerr=tl.std(1), marker="o", capsize=3, label=f"TALLRec ({res.cfg.model})")
+    for name, marker in zip(res.baselines, "s^vDP"):
+        b = np.array([res.aucs(name, k) for k in ks])
+        ax.errorbar(ks, b.mean(1), yerr=b.std(1), marker=marker, capsize=3, alpha=0.8, label=name)
+    for name, ls in zip(res.references, ("--", "-.")):
+        ax.axhline(res.aucs(name, res.sizes["train"])[0], ls=ls, color="grey", lw=1, label=name)
+    ax.axhline(res.aucs("Zero-shot LLM", 0)[0], ls=":", color="C6", label="Zero-shot LLM")
+    ax.axhline(0.5, color="grey", lw=0.5)
+    ax.set_xscale("log", base=2); ax.set_xticks(ks); ax.set_xticklabels([str(k) for k in ks])
+    ax.set_xlabel("K (training samples)"); ax.set_ylabel("test AUC")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.tight_layout()
+    return fig
+
+def cross_domain_figure(res: Results):
+    "Test AUC per test domain (groups) and training domain (bars), with 95% CIs over users; the dashed line is chance."
+    import matplotlib.pyplot as plt
+    table, names = cross_domain_tables(res)[0], res.grid.domains
+    bars = ["none (zero-shot)", *res.grid.train_domains]
+    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    width = 0.8 / len(bars)
+    for j, tr in enumerate(bars):
+        rows = table[table["train"] == tr].set_index("test").loc[names]
+        x = np.arange(len(names)) + (j - (len(bars) - 1) / 2) * width
+        ax.bar(x, rows["auc_mean"], width, yerr=[rows["auc_mean"] - rows["auc_ci_low"], rows["auc_ci_high"] - rows["auc_mean"]],
+               capsize=3, color=f"C{j}", label="zero-shot" if j == 0 else f"tuned on {tr}" + (" (K of each)" if tr == MIXED else ""))
+    ax.axhline(0.5, ls="--", color="grey", lw=0.8)
+    ax.set_xticks(np.arange(len(names))); ax.set_xticklabels([f"test: {n}" for n in names])
+    ax.set_ylabel("test AUC"); ax.set_ylim(0, 1)
+    n_seeds = len(res.cfg.xd_seeds)
+    ax.set_title(f"TALLRec cross-domain transfer ({res.cfg.model}, K={res.grid.k}, {n_seeds} seed{'s' * (n_seeds > 1)})", fontsize=9)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.text(0.01, -0.02, "Domains: " + res.xd_setting + ".", fontsize=7, ha="left", va="top", wrap=True)
+    fig.tight_layout()
+    return fig
+
+# %% ../nbs/10_tallrec.ipynb #c192f1f5
+def _paper_gain(k: int, versus: float | None, what: str, k_low: int | None = None) -> tuple[float | None, str]:
+    "The paper's AUC gain at K over `versus` (or over K = `k_low`) and where it comes from; None where the table has no such K."
+    if k not in PAPER_AUC or (k_low is not None and k_low not in PAPER_AUC):
+        return None, f"TALLRec's table reports K in {sorted(PAPER_AUC)} only"
+    base = PAPER_AUC[k_low] if k_low is not None else versus
+    return PAPER_AUC[k] - base, f"TALLRec's table (LLaMA-7B, movies): AUC {PAPER_AUC[k]:.3f} at K={k} vs {base:.3f} {what}"
+
+def claims(res: Results, comps: dict | None = None) -> list[dict]:
+    "The paper's claims tested on `res` (over users), as keyword arguments of `PaperReport.claim`."
+    from llmrec_nb.stats import claim_from_comparison, claim_statistics, correct_comparisons
+    comps = comps or comparisons(res)
+    k, k0 = max(res.cfg.ks), min(res.cfg.ks)
+    found = {"tuned_beats_zero_shot": (f"TALLRec beats the zero-shot LLM (AUC, K={k})", comps[("zero_shot", k)],
+                                       _paper_gain(k, PAPER_ZERO_SHOT_AUC, "for in-context LLMs")),
+             "tuned_beats_baselines": (f"TALLRec beats the best few-shot baseline ({comps[('baseline', k)]['vs']}, K={k}) (AUC)",
+                                       comps[("baseline", k)], _paper_gain(k, PAPER_BASELINE_AUC, "at most for the sequential baselines"))}
+    if len(res.cfg.ks) > 1:
+        found["more_samples_help"] = (f"TALLRec tuned on K={k} beats TALLRec tuned on K={k0} (AUC)", comps[("more_samples",)],
+                                      _paper_gain(k, None, f"at K={k0}", k_low=k0))
+    if res.grid is not None:
+        a, b = res.grid.domains[:2]
+        found["cross_domain_transfer"] = (f"TALLRec tuned on the other domain beats the zero-shot LLM on the target domain "
+                                          f"({a} → {b} and {b} → {a}, K={res.grid.k}, AUC)",
+                                          transfer_comparison(cross_domain_tables(res)[1], res.grid.domains),
+                                          (None, "TALLRec's cross-domain results are a figure; no numbers in the available text"))
+    correct_comparisons({cid: c for cid, (_, c, _) in found.items()}, correction="holm")
+    out = []
+    for cid, (text, c, (paper_effect, source)) in found.items():
+        detail = describe_auc_comparison(c)
+        if cid == "cross_domain_transfer":
+            directions = ", ".join(f"{d}: effect {v['effect']:.4f}, p={v['p']:.3g}" for d, v in c["directions"].items())
+            detail += f"; weaker direction {c['direction']} of {directions}; domains: {res.xd_setting}"
+        out.append(dict(id=cid, text=text, **claim_from_comparison(c, adjusted=False), **claim_statistics(c),
+                        paper_effect=paper_effect, paper_source=source, detail=detail))
+    return out
+
+# %% ../nbs/10_tallrec.ipynb #01133d1f
+FIGURES = {"auc_vs_k": auc_vs_k_figure, "cross_domain": cross_domain_figure}
+
+def save(res: Results, out_dir: Path | str | None = None, profile: str = "custom"):
+    "Write `res`'s tables, figures and claims under `out_dir` (default `runs/<profile>/tallrec`); returns the `PaperReport`."
+    from llmrec_nb.report import PaperReport
+    out_dir = Path(out_dir) if out_dir else repo_root() / "runs" / profile / "tallrec"
+    report = PaperReport("tallrec", profile=profile, out_dir=out_dir, params={"profile": profile, **res.cfg.as_dict()},
+                         seeds=res.cfg.seeds, show_figures=False)   # the notebook shows each in its section
+    report.started -= res.seconds
+    comps = comparisons(res)
+    report.table("auc", auc_table(res, comps))
+    report.table("runs", res.runs)
+    if res.grid is not None:
+        report.table("cross_domain", cross_domain_tables(res)[0])
+        report.table("cross_domain_runs", res.grid.runs)
+    for name, make in FIGURES.items():
+        if name != "cross_domain" or res.grid is not None: report.figure(name, make(res))
+    for c in claims(res, comps): report.claim(**c)
+    report.save()
+    return report

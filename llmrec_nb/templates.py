@@ -277,14 +277,49 @@ def export_alpaca(instructions: Iterable[Instruction], folder: Path | str, datas
     write_json(info_path, info)
     return path
 
+def _record_line(path: Path, index: int) -> int | None:
+    "The line on which record `index` of the JSON list in `path` starts (None when the file cannot be scanned)."
+    try:
+        text = path.read_text(encoding="utf-8")
+        decoder, pos = json.JSONDecoder(), text.index("[") + 1
+        for _ in range(index + 1):
+            while text[pos] in " \t\r\n,": pos += 1
+            start = pos
+            _, pos = decoder.raw_decode(text, pos)
+        return text.count("\n", 0, start) + 1
+    except (ValueError, IndexError, RecursionError): return None
+
+def _check_alpaca_record(path: Path, index: int, record) -> None:
+    "Raise a `DataFormatError` naming the record (1-based) and its line unless `record` is a usable Alpaca record."
+    def bad(message, field=None, expected="a JSON object {instruction, input, output} with string values"):
+        raise DataFormatError(path, f"record {index + 1}: {message}", line=_record_line(path, index), field=field, expected=expected)
+    if not isinstance(record, dict): bad(f"is a {type(record).__name__}, not an object")
+    for name in ("instruction", "output"):
+        if name not in record: bad(f"has no '{name}'", name)
+    for name in ("instruction", "input", "output"):
+        value = record.get(name)
+        if name == "input" and value is None: continue          # a missing or null input is an empty one
+        if not isinstance(value, str):
+            bad(f"'{name}' is {json.dumps(value)[:40]}", name, expected="a string")
+    for name in ("system", "history"):
+        # LLaMA-Factory's system prompt and earlier turns: training here renders one user turn, so they cannot be honoured
+        if record.get(name): bad(f"has a non-empty '{name}', which training here does not use", name,
+                                 expected="no system prompt or history: put that text into 'instruction' or 'input'")
+
 def load_alpaca(path: Path | str) -> list[Instruction]:
-    "Read an Alpaca JSON file (and its `.meta.jsonl` sidecar when present) back into `Instruction`s."
+    """Read an Alpaca JSON file (and its `.meta.jsonl` sidecar when present) back into `Instruction`s.
+
+    Every record needs string `instruction` and `output` values (and a string `input` when it has one); a record with
+    a `system` prompt or a `history` of earlier turns is refused rather than trained without them."""
     path = Path(path)
-    records = read_json(path)
+    try: records = read_json(path)
+    except UnicodeDecodeError as e:
+        line = e.object[:e.start].count(b"\n") + 1
+        raise DataFormatError(path, f"byte 0x{e.object[e.start]:02x} is not UTF-8", line=line, expected="a UTF-8 encoded JSON file") from None
+    except RecursionError:
+        raise DataFormatError(path, "JSON nested too deeply to read", expected="a JSON list of flat records") from None
     if not isinstance(records, list): raise DataFormatError(path, "top level is not a list", expected="a JSON list of {instruction, input, output}")
-    for n, r in enumerate(records):
-        if not isinstance(r, dict) or "instruction" not in r or "output" not in r:
-            raise DataFormatError(path, "record lacks 'instruction' or 'output'", line=n + 1, expected="{instruction, input, output}")
+    for n, r in enumerate(records): _check_alpaca_record(path, n, r)
     metas = [{}] * len(records)
     side = path.with_name(path.name[:-len(".json")] + ".meta.jsonl") if path.name.endswith(".json") else None
     if side is not None and side.exists():
@@ -292,5 +327,5 @@ def load_alpaca(path: Path | str) -> list[Instruction]:
         if len(lines) != len(records): raise DataFormatError(side, f"{len(lines)} lines for {len(records)} records", expected="one line per record")
         try: metas = [json.loads(l) for l in lines]
         except json.JSONDecodeError as e: raise DataFormatError(side, f"invalid JSON: {e.msg}", expected="one JSON object per line") from None
-    return [Instruction(str(r["instruction"]), str(r.get("input", "") or ""), str(r["output"]), str(m.get("id", "")),
+    return [Instruction(r["instruction"], r.get("input") or "", r["output"], str(m.get("id", "")),
                         str(m.get("task", "")), dict(m.get("meta", {}))) for r, m in zip(records, metas)]

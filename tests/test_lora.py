@@ -1,5 +1,5 @@
 "LoRA training: masking, truncation, loss averaging and mixing, gradient accumulation, bad input, checkpoints and resume, scores during training, exact adapter merging (tiny model); rule learning (slow)."
-import json, math, os
+import json, math, os, re
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +9,7 @@ import torch
 from llmrec_nb.llm import load_llm, score_binary
 from llmrec_nb.lora import (LoraTrainConfig, train_lora, encode_instruction, collate_right_padded, response_loss,
                             save_adapter, load_adapter, merge_adapters, delta_weight, lora_layers, adapter_names, AdapterMixer)
-from llmrec_nb.llm import continuation_ids, encode, _bundled_tokenizer
+from llmrec_nb.llm import continuation_ids, encode, bundled_tokenizer
 from llmrec_nb.templates import Instruction, render_prompt, tallrec_instruction, next_item_instruction, TALLREC_ANSWERS
 
 slow = pytest.mark.skipif(not os.environ.get("LLMREC_SLOW"), reason="slow: set LLMREC_SLOW=1")
@@ -92,7 +92,7 @@ def yes_no_tokenizers():
         def __call__(self, text, add_special_tokens=True):
             import re
             return {"input_ids": [2 + (sum(map(ord, w)) % 997) for w in re.findall(r"\w+\.?|[^\w\s]|\s+", text)]}
-    return {"tiny": load_llm("tiny").tokenizer, "smollm2": _bundled_tokenizer("smollm2-135m"), "words": _Words()}
+    return {"tiny": load_llm("tiny").tokenizer, "smollm2": bundled_tokenizer("smollm2-135m"), "words": _Words()}
 
 @pytest.mark.parametrize("name", ["tiny", "smollm2", "words"])
 @pytest.mark.parametrize("style", ["chat", "alpaca"])
@@ -305,3 +305,202 @@ def test_learns_a_rule_on_smollm2(tmp_path):
     res = train_lora(llm, toy(64), config=LoraTrainConfig(lr=1e-3, epochs=3, batch_size=8), output_dir=tmp_path)
     assert res.log["loss"].iloc[-3:].mean() < 0.5 * res.log["loss"].iloc[:3].mean()
     assert gap(p()) > before
+
+
+# --- reruns into the same output folder: fingerprints, incomplete checkpoints, interrupted saves ---------------------
+
+def test_rerun_with_other_data_or_settings_is_refused_and_overwrite_starts_afresh(tmp_path):
+    from dataclasses import replace
+    from llmrec_nb.lora import RunMismatchError
+    from safetensors.torch import load_file
+    cfg = LoraTrainConfig(**{**FAST, "save_steps": 1, "max_steps": 2})
+    train_lora(load_llm("tiny"), toy(8), config=cfg, output_dir=tmp_path)
+    for name in ("checkpoint-1", "checkpoint-2", "final"): assert (tmp_path / name / "llmrec_run.json").exists(), name
+    result_before = (tmp_path / "train_result.json").read_text()
+    adapter_before = load_file(tmp_path / "final" / "adapter_model.safetensors")
+    changes = {"lr 0.01 (now 0.001)": (toy(8), replace(cfg, lr=1e-3), None),
+               "style 'alpaca' (now 'chat')": (toy(8), replace(cfg, style="chat"), None),
+               "other train data": (toy(8, seed=1), cfg, None),
+               "other valid data": (toy(8), cfg, toy(4, seed=2))}
+    for what, (data, config, valid) in changes.items():
+        with pytest.raises(RunMismatchError, match=re.escape(what)):
+            train_lora(load_llm("tiny"), data, valid, config=config, output_dir=tmp_path)
+    assert (tmp_path / "train_result.json").read_text() == result_before     # a refused run writes nothing
+    # options that change neither the adapter nor the batches may differ: the finished run is resumed, no step is left
+    again = train_lora(load_llm("tiny"), toy(8), config=replace(cfg, save_steps=5, logging_steps=2), output_dir=tmp_path)
+    assert again.global_step == 2 and again.tokens == 0
+    afresh = train_lora(load_llm("tiny"), toy(8, seed=1), config=replace(cfg, lr=1e-3), output_dir=tmp_path, resume=False)
+    assert afresh.global_step == 2 and afresh.tokens > 0
+    result = json.loads((tmp_path / "train_result.json").read_text())
+    assert result["config"]["lr"] == 1e-3 and result["resumed_from"] is None
+    after = load_file(tmp_path / "final" / "adapter_model.safetensors")
+    assert any(not torch.equal(adapter_before[k], after[k]) for k in after)
+
+
+class _CrashAt:
+    "A trainer callback that raises after optimiser step `step`, as a crash would (before that step's checkpoint)."
+    def __new__(cls, step):
+        from transformers import TrainerCallback
+        class Crash(TrainerCallback):
+            def on_step_end(self, args, state, control, **kw):
+                if state.global_step == step: raise RuntimeError("simulated crash")
+        return Crash()
+
+
+def test_a_half_written_checkpoint_is_skipped(tmp_path):
+    cfg = LoraTrainConfig(**{**FAST, "save_steps": 1, "epochs": 2})       # 8 examples, batches of 4: 4 steps
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train_lora(load_llm("tiny"), toy(8), config=cfg, output_dir=tmp_path, callbacks=[_CrashAt(3)])
+    half = tmp_path / "checkpoint-3"          # what a kill -9 during its save leaves: some files, no trainer state
+    half.mkdir(); (half / "adapter_model.safetensors").write_bytes(b"\0" * 10)
+    with pytest.warns(UserWarning, match="checkpoint-3: skipped"):
+        res = train_lora(load_llm("tiny"), toy(8), config=cfg, output_dir=tmp_path)
+    assert res.global_step == 4
+    assert json.loads((tmp_path / "train_result.json").read_text())["resumed_from"] == "checkpoint-2"
+
+
+def test_a_kill_while_saving_the_final_adapter_leaves_the_previous_one(tmp_path, monkeypatch):
+    import llmrec_nb.lora as lora
+    from safetensors.torch import load_file, save_file
+    cfg = LoraTrainConfig(**{**FAST, "max_steps": 2})
+    train_lora(load_llm("tiny"), toy(8), config=cfg, output_dir=tmp_path)
+    before = load_file(tmp_path / "final" / "adapter_model.safetensors")
+    def killed_half_way(model, path, name=None):
+        Path(path).mkdir(parents=True, exist_ok=True)
+        save_file({k: torch.zeros_like(v) for k, v in before.items()}, str(Path(path) / "adapter_model.safetensors"))
+        raise KeyboardInterrupt                 # the weights are written, the rest is not
+    monkeypatch.setattr(lora, "save_adapter", killed_half_way)
+    with pytest.raises(KeyboardInterrupt):      # the same run again: resumed at its end, it saves final/ once more
+        train_lora(load_llm("tiny"), toy(8), config=cfg, output_dir=tmp_path)
+    after = load_file(tmp_path / "final" / "adapter_model.safetensors")
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert (tmp_path / "final" / "llmrec_run.json").exists() and (tmp_path / "final" / "adapter_config.json").exists()
+
+
+def test_a_run_resumed_mid_epoch_ends_with_the_uninterrupted_adapter(tmp_path):
+    from safetensors.torch import load_file
+    words = "apple river stone cloud tiger lemon piano forest".split()
+    data = [Instruction("Repeat.", " ".join(words[:1 + i % 8]), words[i % 8] + " x" * (i % 5), id=str(i)) for i in range(24)]
+    cfg = LoraTrainConfig(**{**FAST, "epochs": 3, "save_steps": 2, "dropout": 0.05})     # group_by_length: the default
+    ref = train_lora(load_llm("tiny"), data, config=cfg, output_dir=tmp_path / "ref")
+    with pytest.raises(RuntimeError, match="simulated crash"):   # 6 steps an epoch: killed in the second, resumed at 8
+        train_lora(load_llm("tiny"), data, config=cfg, output_dir=tmp_path / "run", callbacks=[_CrashAt(9)])
+    resumed = train_lora(load_llm("tiny"), data, config=cfg, output_dir=tmp_path / "run")
+    assert json.loads((tmp_path / "run" / "train_result.json").read_text())["resumed_from"] == "checkpoint-8"
+    assert resumed.global_step == ref.global_step == 18
+    a, b = load_file(ref.adapter_dir / "adapter_model.safetensors"), load_file(resumed.adapter_dir / "adapter_model.safetensors")
+    for k in a: torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=0)
+
+
+def test_failed_run_leaves_no_output_folder(tmp_path):
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        train_lora(load_llm("tiny"), toy(4), aux=toy(4), mix_lambda=2.0, config=LoraTrainConfig(**FAST), output_dir=tmp_path / "m")
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("spelling", ["all-linear", "all"])
+def test_target_modules_all_linear(tmp_path, spelling):
+    res = train_lora(load_llm("tiny"), toy(4), config=LoraTrainConfig(**{**FAST, "max_steps": 1, "target_modules": (spelling,)}),
+                     output_dir=tmp_path)
+    assert {n.rsplit(".", 1)[-1] for n in lora_layers(res.model)} == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+
+
+def test_bad_config_fails_before_any_work(tmp_path):
+    from llmrec_nb.lora import LoraConfigError
+    for change, match in ((dict(batch_size=0), "batch_size=0"), (dict(grad_accum=0), "grad_accum"),
+                          (dict(loss_average="bogus"), "loss_average"), (dict(precision="bogus"), "precision"),
+                          (dict(target_modules=("nope",)), "q_proj")):
+        with pytest.raises(LoraConfigError, match=match):
+            train_lora(load_llm("tiny"), toy(4), config=LoraTrainConfig(**{**FAST, **change}), output_dir=tmp_path / "x")
+        assert not (tmp_path / "x").exists()
+
+
+# --- the command line: one line on stderr, non-zero status, nothing left behind --------------------------------------
+
+BAD = Path(__file__).parent / "fixtures" / "lora_bad"
+
+
+def _cli_case(tmp_path, monkeypatch, case):
+    "argv for a bad-input case, and what its one error line must contain."
+    out = str(tmp_path / "out")
+    train = lambda data, *more: ["train-lora", "--data", str(data), "--model", "tiny", "--out", out, *more]
+    if case == "deep-json":
+        (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    if case == "permission":
+        import llmrec_nb.templates as templates
+        def denied(path): raise PermissionError(13, "Permission denied", str(path))
+        monkeypatch.setattr(templates, "read_json", denied)
+    if case in ("out-is-a-file", "itdr-out-is-a-file"): (tmp_path / "out").write_text("not a folder")
+    if case == "unknown-model": monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return {
+        "latin1": (train(BAD / "latin1.json"), "latin1.json, line 2: byte 0xe9 is not UTF-8"),
+        "deep-json": (train(tmp_path / "deep.json"), "nested too deeply"),
+        "null-output": (train(BAD / "null_output.json"), "line 3, field 'output': record 2: 'output' is null"),
+        "list-output": (train(BAD / "list_output.json"), "field 'output': record 1: 'output' is ["),
+        "system-prompt": (train(BAD / "system_prompt.json"), "field 'system': record 1"),
+        "empty": (train(BAD / "empty.json"), "holds no records"),
+        "data-is-a-folder": (train(BAD), f"{BAD}: is a directory"),
+        "permission": (train(BAD / "good.json"), "good.json: permission denied"),
+        "out-is-a-file": (train(BAD / "good.json"), "out, field '--out': is a file"),
+        "batch-size-0": (train(BAD / "good.json", "--batch-size", "0"), "--batch-size 0: expected an integer >= 1"),
+        "precision": (train(BAD / "good.json", "--precision", "bogus"), "--precision bogus: expected"),
+        "loss-average": (train(BAD / "good.json", "--loss-average", "bogus"), "--loss-average bogus: expected 'token' or 'example'"),
+        "target-modules": (train(BAD / "good.json", "--target-modules", "nope"), "--target-modules nope: expected names of the model's linear layers"),
+        "unknown-model": (["train-lora", "--data", str(BAD / "good.json"), "--model", "nobody/no-such-model", "--out", out],
+                          "not a local folder"),
+        "stats-missing-files": (["data", "stats", "ml-100k", "--path", str(BAD)], str(BAD)),
+        "reproduce-jobs-0": (["reproduce", "--jobs", "0", "--out", out], "--jobs: expected an integer >= 1"),
+        "itdr-out-is-a-file": (["itdr", "build", "--out", out, "--datasets", "synthetic"], "is a file"),
+    }[case]
+
+@pytest.mark.parametrize("case", ["latin1", "deep-json", "null-output", "list-output", "system-prompt", "empty",
+                                  "data-is-a-folder", "permission", "out-is-a-file", "batch-size-0", "precision",
+                                  "loss-average", "target-modules", "unknown-model", "stats-missing-files",
+                                  "reproduce-jobs-0", "itdr-out-is-a-file"])
+def test_cli_bad_input_is_one_line_and_a_failure(tmp_path, monkeypatch, capsys, case):
+    from llmrec_nb.cli import main
+    argv, expected = _cli_case(tmp_path, monkeypatch, case)
+    try: code = main(argv)
+    except SystemExit as e: code = e.code          # a usage error, from the argument parser
+    err = capsys.readouterr().err
+    assert code != 0 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert expected in err, err
+    assert (tmp_path / "out").is_file() if case in ("out-is-a-file", "itdr-out-is-a-file") else not (tmp_path / "out").exists()
+
+
+def _console(*argv, timeout=300):
+    import subprocess, sys
+    return subprocess.run([sys.executable, "-m", "llmrec_nb.cli", *argv], capture_output=True, text=True,
+                          env={**os.environ, "LLMREC_PROGRESS": "0"}, timeout=timeout)
+
+
+def test_cli_in_its_own_process_prints_one_line(tmp_path):
+    run = _console("reproduce", "--jobs", "0", "--out", str(tmp_path / "out"), timeout=60)
+    assert run.returncode == 2 and run.stderr == "llmrec reproduce: error: argument --jobs: expected an integer >= 1, not '0'\n"
+
+
+@slow
+def test_cli_in_its_own_process_prints_one_line_for_a_late_fault(tmp_path):
+    "A fault found once the model is loaded: no traceback and no library warning around the one line."
+    run = _console("train-lora", "--data", str(BAD / "good.json"), "--model", "tiny", "--out", str(tmp_path / "out"),
+                   "--target-modules", "nope")
+    assert run.returncode == 2 and run.stderr.count("\n") == 1 and "--target-modules nope" in run.stderr, run.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_resumes_a_rerun_or_refuses_one_with_other_settings(tmp_path, capsys):
+    from llmrec_nb.cli import main, train_lora_parser
+    base = ["--data", str(BAD / "good.json"), "--model", "tiny", "--out", str(tmp_path / "out"), "--batch-size", "2",
+            "--style", "alpaca", "--max-steps", "1"]
+    assert not train_lora_parser().parse_args(base).overwrite                          # resuming is the default
+    assert train_lora_parser().parse_args(base + ["--no-resume"]).overwrite            # the older spelling of --overwrite
+    assert main(["train-lora", *base]) == 0
+    capsys.readouterr()
+    assert main(["train-lora", *base, "--lr", "1e-3"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "lr 0.0001 (now 0.001)" in err and "--overwrite" in err, err
+    assert main(["train-lora", *base, "--resume"]) == 0                                # the same settings: resumed
+    assert json.loads((tmp_path / "out" / "train_result.json").read_text())["resumed_from"] == "checkpoint-1"
+    assert main(["train-lora", *base, "--lr", "1e-3", "--overwrite"]) == 0
+    result = json.loads((tmp_path / "out" / "train_result.json").read_text())
+    assert result["config"]["lr"] == 1e-3 and result["resumed_from"] is None

@@ -344,3 +344,32 @@ def test_a_failing_run_leaves_the_previous_results_whole(tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["REPORT.md", "toy"]   # no staging left behind
     report = (tmp_path / "out" / "REPORT.md").read_text()
     assert "Failed this time: toy." in report and "stale" in report and "Kept from earlier runs: toy (" in report
+
+
+def test_a_user_kernelspec_never_runs_the_notebooks(tmp_path, monkeypatch):
+    "A `python3` kernelspec of another environment first on JUPYTER_PATH (ipykernel install --user, conda) changes nothing."
+    from llmrec_nb.reproduce import run_papers
+    hostile = tmp_path / "hostile" / "kernels" / "python3"
+    hostile.mkdir(parents=True)
+    (hostile / "kernel.json").write_text(json.dumps({"argv": ["/bin/false", "{connection_file}"], "display_name": "other env",
+                                                     "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "hostile"))
+    nbs = tmp_path / "nbs"; nbs.mkdir()
+    _toy_paper_notebook(nbs / "toy.ipynb", 'profile = "quick"\nout_dir = None\nfail = False',
+                        body="import sys\nfrom llmrec_nb.report import PaperReport\nr = PaperReport('toy', profile, out_dir)\n"
+                             "r.claim('c', sys.executable, True, 1.0, 0.01); r.save()")
+    (tmp_path / "p.yaml").write_text("toy: {fail: false}\n")
+    run = run_papers(str(tmp_path / "p.yaml"), out=tmp_path / "out", runs_dir=tmp_path / "runs", nbs_dir=nbs, verbose=False)[0]
+    assert run.ok, run.error
+    summary = json.loads((tmp_path / "out" / "toy" / "summary.json").read_text())
+    manifest = json.loads((tmp_path / "out" / "toy" / "manifest.json").read_text())
+    assert summary["claims"][0]["text"] == sys.executable == manifest["python_executable"]
+
+
+def test_progress_streams_cells_and_output(tmp_path, capfd):
+    from llmrec_nb.reproduce import run_notebook
+    nb = tmp_path / "toy.ipynb"
+    _toy_paper_notebook(nb, "x = 1", body="print('hello from the notebook')")
+    assert run_notebook(nb, {}, tmp_path / "run.ipynb", progress=True).ok
+    err = capfd.readouterr().err
+    assert "toy: hello from the notebook" in err and "Executing" in err

@@ -1,5 +1,6 @@
-"TALLRec samples, splits, baselines, the tuning loop and the cross-domain grid (tiny model); the paper notebook's smoke profile (slow)."
-import os
+"""TALLRec samples, splits, baselines, the tuning loop and the cross-domain grid (tiny model); the library run (config,
+profiles, resuming, claims tested over users); the paper notebook's smoke profile (slow)."""
+import ast, json, os
 from pathlib import Path
 
 import numpy as np
@@ -7,11 +8,12 @@ import pandas as pd
 import pytest
 import torch
 
+from llmrec_nb import tallrec
 from llmrec_nb.core import DataFormatError
 from llmrec_nb.data import RecData, few_shot, SYNTH_GENRES
 from llmrec_nb.loaders import load_dataset
 from llmrec_nb.metrics import auc
-from llmrec_nb.tallrec import (tallrec_samples, split_samples, to_instructions, labels_of, TallrecStats,
+from llmrec_nb.tallrec import (tallrec_samples, split_samples, to_instructions, TallrecStats,
                                popularity_scores, logistic_ctr_scores, ctr_features, oof_ctr_features, few_shot_baselines,
                                tune, tallrec_config, auc_of, score, SEQUENTIAL_CTR, sequential_ctr_scores, item_genres,
                                book_samples, genre_domains, domain_of, cross_domain_grid, cross_domain_table,
@@ -251,8 +253,9 @@ def test_paper_notebook_smoke(tmp_path):
     root = Path(__file__).resolve().parents[1]
     pm.execute_notebook(str(root / "nbs/paper/tallrec.ipynb"), str(tmp_path / "out.ipynb"), parameters=dict(
         profile="smoke", dataset="synthetic", dataset_kw={"n_users": 80, "n_per_user": 30}, model="tiny",
-        n_samples=None, ks=[4, 8], seeds=[0, 1], n_valid=8, n_test=32, epochs=1, xd_genre_groups=GROUPS, xd_k=4,
-        xd_seeds=[0], xd_max_steps=-1, xd_mixed=True, xd_n_valid=8, xd_n_test=16, out_dir=str(tmp_path / "fig")),
+        n_samples=None, ks=[4, 8], seeds=[0, 1], n_valid=8, n_test=32, epochs=1, book_path=None, xd_genre_groups=GROUPS,
+        xd_k=4, xd_seeds=[0], xd_max_steps=-1, xd_mixed=True, xd_n_valid=8, xd_n_test=16, out_dir=str(tmp_path / "fig"),
+        work_dir=str(tmp_path / "work")),
         kernel_name="python3", progress_bar=False)
     import json
     summary = json.loads((tmp_path / "fig" / "summary.json").read_text())
@@ -261,3 +264,116 @@ def test_paper_notebook_smoke(tmp_path):
     assert (tmp_path / "fig" / "auc_vs_k.png").exists() and (tmp_path / "fig" / "auc.md").exists()
     assert all((tmp_path / "fig" / f"cross_domain.{ext}").exists() for ext in ("png", "pdf", "md"))
     assert {r["train"] for r in summary["tables"]["cross_domain"]} == {"none (zero-shot)", "a", "b", "both"}
+
+
+# --- the library run -------------------------------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# what the paper notebook ran at the quick profile before `tallrec.Config` existed: its parameters cell's defaults
+# overridden by the quick profile's `common` and `tallrec` sections
+QUICK_BEFORE = {
+    'seed': 0, 'dataset': 'ml-100k', 'dataset_kw': {}, 'model': 'smollm2-135m', 'dtype': 'auto', 'n_samples': 10000,
+    'history_len': 10, 'like_threshold': 3.0, 'ks': [16, 64], 'seeds': [0, 1], 'n_valid': 64, 'n_test': 256, 'epochs': 6,
+    'max_steps': 24, 'batch_size': 8, 'grad_accum': 1, 'lr': 0.001, 'patience': 2, 'lora_r': 8, 'lora_alpha': 16,
+    'lora_dropout': 0.05, 'eval_batch_size': 16, 'seq_baselines': ['SASRec', 'GRU4Rec'], 'seq_epochs': 50, 'seq_dim': 64,
+    'n_boot': 2000, 'full_data_reference': True, 'cross_domain': True, 'book_path': None, 'book_like_threshold': 5.0,
+    'book_min_ratings': 4, 'xd_genre_groups': {
+        'action': ['Action', 'Adventure', 'Sci-Fi', 'Thriller', 'Crime', 'Horror', 'War', 'Western', 'Mystery', 'Film-Noir', 'Fantasy'],
+        'drama': ['Drama', 'Comedy', 'Romance', "Children's", 'Animation', 'Musical', 'Documentary']},
+    'xd_k': 64, 'xd_seeds': [0], 'xd_max_steps': 8, 'xd_mixed': False, 'xd_n_valid': 32, 'xd_n_test': 96}
+
+
+def parameters_cell(nb: Path) -> dict:
+    cells = json.loads(nb.read_text())["cells"]
+    src = "".join(next(c for c in cells if "parameters" in c.get("metadata", {}).get("tags", []))["source"])
+    return {t.id: ast.literal_eval(n.value) for n in ast.parse(src).body if isinstance(n, ast.Assign) for t in n.targets}
+
+
+def test_profiles_are_overrides_of_the_paper_config():
+    paper = tallrec.Config()
+    assert (paper.model, paper.ks, paper.seeds, paper.n_samples) == ("huggyllama/llama-7b", [16, 64, 256], [0, 1, 2, 3, 4], 10000)
+    lora = paper.lora()
+    assert (lora.r, lora.alpha, lora.dropout, lora.target_modules, lora.lr) == (8, 16, 0.05, ("q_proj", "v_proj"), 1e-4)
+    assert (paper.book_path, paper.xd_mixed, paper.n_test) == ("/data/bookcrossing", True, None)
+    for profile in ("smoke", "quick", "paper"):
+        tallrec.Config.from_profile(profile)
+    assert tallrec.Config.from_profile("paper").ks == [16, 64, 256]
+
+
+def test_quick_profile_runs_what_the_notebook_ran():
+    assert tallrec.Config.from_profile("quick").as_dict() == QUICK_BEFORE
+
+
+def test_bad_override_names_the_source_and_key():
+    with pytest.raises(DataFormatError, match=r"my.yaml, section tallrec, field 'n_tset': unknown setting 'n_tset' \(expected one of n_test"):
+        tallrec.Config().override({"n_tset": 10}, "my.yaml, section tallrec")
+    with pytest.raises(DataFormatError, match=r"field 'ks': got 16 \(int\) \(expected list\[int\]\)"):
+        tallrec.Config().override({"ks": 16})
+
+
+def test_notebook_parameters_are_the_quick_profile():
+    "Run All in JupyterLab runs the quick profile: the parameters cell holds exactly its values, every setting listed."
+    cell = parameters_cell(ROOT / "nbs" / "paper" / "tallrec.ipynb")
+    assert cell.pop("profile") == "quick" and cell.pop("out_dir") is None and cell.pop("work_dir") is None
+    assert cell == tallrec.Config.from_profile("quick").as_dict()
+
+
+def test_rerun_reuses_finished_units(tmp_path, monkeypatch):
+    cfg = tallrec.Config.from_profile("smoke", ks=[4], seeds=[0], seq_baselines=["GRU4Rec"], full_data_reference=False)
+    first = tallrec.run(cfg, tmp_path / "work")
+    def nothing_again(*a, **k): raise AssertionError("a finished unit was computed again")
+    for name in ("train_lora", "score", "few_shot_baselines"): monkeypatch.setattr(tallrec, name, nothing_again)
+    again = tallrec.run(cfg, tmp_path / "work")
+    pd.testing.assert_frame_equal(tallrec.auc_table(again), tallrec.auc_table(first))
+    pd.testing.assert_frame_equal(tallrec.cross_domain_tables(again)[0], tallrec.cross_domain_tables(first)[0])
+    # another learning rate is another adapter: it trains
+    with pytest.raises(AssertionError, match="computed again"):
+        tallrec.run(cfg.override({"lr": cfg.lr / 2}), tmp_path / "work")
+
+
+def _results(n_users=10, per_user=4, seed=1):
+    "A hand-made `Results`: TALLRec clearly better than zero-shot at K=64, each user with `per_user` test samples."
+    rng = np.random.default_rng(seed)
+    n = n_users * per_user
+    y, users = rng.integers(0, 2, n), np.repeat([f"u{i}" for i in range(n_users)], per_user)
+    scores = {("Zero-shot LLM", 0, 0): rng.random(n)}
+    for k in (16, 64):
+        for s in (0, 1):
+            scores.update({("TALLRec", k, s): y * (0.2 if k == 16 else 1.0) + rng.random(n),
+                           ("Popularity", k, s): y * 0.1 + rng.random(n), ("CTR-LR", k, s): y * 0.3 + rng.random(n)})
+    cfg = tallrec.Config(ks=[16, 64], seeds=[0, 1], n_boot=500, cross_domain=False)
+    return tallrec.Results(cfg, y, users, scores, ["Popularity", "CTR-LR"], [], pd.DataFrame({"K": [16, 16, 64, 64]}), {"train": 100})
+
+
+def test_claims_are_tested_over_users_with_the_papers_effect():
+    res = _results()
+    found = {c["id"]: c for c in tallrec.claims(res)}
+    assert set(found) == {"tuned_beats_zero_shot", "tuned_beats_baselines", "more_samples_help"}
+    for c in found.values():
+        assert (c["n"], c["n_effective"]) == (40, 10) and c["ci_low"] <= c["effect"] <= c["ci_high"]
+        assert c["paper_source"].startswith("TALLRec's table")
+    assert found["tuned_beats_zero_shot"]["holds"]
+    assert found["tuned_beats_zero_shot"]["paper_effect"] == pytest.approx(0.675 - 0.50)
+    assert found["tuned_beats_baselines"]["paper_effect"] == pytest.approx(0.675 - 0.54)
+    assert found["more_samples_help"]["paper_effect"] == pytest.approx(0.675 - 0.672)
+    assert "bootstrap over 10 users (40 test samples)" in found["tuned_beats_zero_shot"]["detail"]
+    table = tallrec.auc_table(res)
+    assert table.loc[table["method"] == "TALLRec", "n_users"].tolist() == [10, 10]
+
+
+def test_auc_tests_do_not_count_a_users_repeated_samples_as_evidence():
+    "Five copies of every user's samples: the user-level CI stays put, where a bootstrap over samples narrows it."
+    from llmrec_nb.stats import compare_over_seeds
+    rng = np.random.default_rng(0)
+    y, users = rng.integers(0, 2, 60), np.repeat(np.arange(12), 5)
+    a, b = y * 0.3 + rng.random(60), rng.random(60)
+    tile = lambda v: np.tile(v, 5)
+    once = tallrec.compare_auc_over_users(y, a, b, users, n_boot=1000)
+    five = tallrec.compare_auc_over_users(tile(y), tile(a), tile(b), tile(users), n_boot=1000)
+    assert five["effect"] == pytest.approx(once["effect"]) and (five["n"], five["n_clusters"]) == (300, 12)
+    assert five["ci_high"] - five["ci_low"] == pytest.approx(once["ci_high"] - once["ci_low"], abs=0.05)
+    samples = compare_over_seeds(tile(y), tile(a), tile(b), n_boot=1000)
+    assert samples["ci_high"] - samples["ci_low"] < 0.6 * (five["ci_high"] - five["ci_low"])
+    assert tallrec.weighted_aucs(y, a, np.ones(60))[0, 0] == pytest.approx(auc(y, a))
+    with pytest.raises(DataFormatError, match="one user per test sample"): tallrec.compare_auc_over_users(y, a, b, users[:5])

@@ -12,8 +12,8 @@ from llmrec_nb.templates import (Instruction, export_alpaca, listwise_instructio
 @pytest.fixture(scope="module")
 def tokenizer():
     pytest.importorskip("transformers")
-    from llmrec_nb.llm import _bundled_tokenizer
-    return _bundled_tokenizer("smollm2-135m")
+    from llmrec_nb.llm import bundled_tokenizer
+    return bundled_tokenizer("smollm2-135m")
 
 
 def test_chat_prompt_uses_the_tokenizer_template(tokenizer):
@@ -90,12 +90,34 @@ def test_export_and_load_round_trip(tmp_path):
 
 @pytest.mark.parametrize("content,match", [
     ('{"instruction": "x"}', "not a list"),
-    ('[{"instruction": "x", "output": "y"}, {"input": "z"}]', "line 2"),
+    ('[{"instruction": "x", "output": "y"}, {"input": "z"}]', "line 1, field 'instruction': record 2: has no 'instruction'"),
+    ('[{"instruction": "x", "output": "y"},\n {"instruction": "x", "output": null}]', "line 2, field 'output': record 2: 'output' is null"),
+    ('[{"instruction": "x", "output": ["a", "b"]}]', r"field 'output': record 1: 'output' is \["),
+    ('[{"instruction": {"k": 1}, "output": "y"}]', "field 'instruction': record 1"),
+    ('[{"instruction": "x", "input": 3, "output": "y"}]', "field 'input': record 1: 'input' is 3"),
+    ('[{"instruction": "x", "output": "y", "system": "Be brief."}]', "field 'system': record 1: has a non-empty 'system'"),
+    ('[{"instruction": "x", "output": "y", "history": [["q", "a"]]}]', "field 'history'"),
+    ('["just text"]', "record 1: is a str"),
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
     ('[{"instruction": "x", ', "invalid JSON"),
 ])
 def test_load_alpaca_rejects_bad_files(tmp_path, content, match):
     p = tmp_path / "bad_train.json"; p.write_text(content)
     with pytest.raises(DataFormatError, match=match): load_alpaca(p)
+
+
+def test_load_alpaca_accepts_empty_extras_and_null_input(tmp_path):
+    p = tmp_path / "ok.json"
+    p.write_text(json.dumps([{"instruction": "x", "input": None, "output": "y", "system": "", "history": []},
+                             {"instruction": "x", "output": "z"}]))
+    assert [i.to_alpaca() for i in load_alpaca(p)] == [{"instruction": "x", "input": "", "output": "y"},
+                                                        {"instruction": "x", "input": "", "output": "z"}]
+
+
+def test_load_alpaca_names_a_file_that_is_not_utf8(tmp_path):
+    p = tmp_path / "latin1.json"
+    p.write_bytes('[{"instruction": "x",\n  "output": "Café"}]'.encode("latin-1"))
+    with pytest.raises(DataFormatError, match=r"latin1.json, line 2: byte 0xe9 is not UTF-8"): load_alpaca(p)
 
 
 def test_load_alpaca_rejects_mismatched_sidecar(tmp_path):

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 os.environ.setdefault("LLMREC_PROGRESS", "0")
-from llmrec_nb import itdr
+from llmrec_nb import itdr, runs
 from llmrec_nb.core import DataFormatError
 from llmrec_nb.data import RecData
 from llmrec_nb.loaders import load_dataset
@@ -372,5 +372,105 @@ def test_attribute_choices_scored_per_token(monkeypatch):
     monkeypatch.setattr(L, "score_candidates", fake)
     x = Instruction(instruction="", input="Items the user liked: ...", output="under 18", id="a", task="user_attribute_prediction",
                     meta=dict(attribute="age_group", value="under 18", choices=["55+", "under 18"], source="s"))
-    assert itdr.predict(types.SimpleNamespace(tokenizer=L._bundled_tokenizer()), [x]) == ["under 18"]
+    assert itdr.predict(types.SimpleNamespace(tokenizer=L.bundled_tokenizer()), [x]) == ["under 18"]
     assert calls == ["mean"]
+
+
+# --- grounding: the project's one rule set ----------------------------------------------------------------------------
+
+def test_ranked_lists_ground_like_every_other_paper():
+    "ITDR grounds ranked answers with `grounding.ground_list`; a one-line list of titles that hold commas is split at title ends."
+    from llmrec_nb.grounding import ground_list
+    titles = ["Matrix, The (1999)", "Alien (1979)", "Aliens (1986)", "Toy Story (1995)", "Star Wars (1977)"]
+    assert itdr.parse_ranked_list("Toy Story, Matrix, The (1999), Alien", titles) == [3, 0, 1]
+    assert itdr.parse_ranked_list("Star Wars (1977), Usual Suspects, The (1995), Toy Story (1995)", titles) == [4, 3]
+    fx = json.loads((FIX / "messy_outputs.json").read_text())
+    for case in fx["rankings"]:
+        assert itdr.parse_ranked_list(case["text"], fx["titles"]) == [g.item for g in ground_list(case["text"], fx["titles"])]
+
+
+# --- the library run: the paper's settings, profiles, the notebook's parameters, resuming ------------------------------
+
+def parameters_cell(nb: Path) -> dict:
+    import ast
+    cells = json.loads(nb.read_text())["cells"]
+    src = "".join(next(c for c in cells if "parameters" in c.get("metadata", {}).get("tags", []))["source"])
+    return {t.id: ast.literal_eval(n.value) for n in ast.parse(src).body if isinstance(n, ast.Assign) for t in n.targets}
+
+
+def test_config_defaults_are_the_papers_and_profiles_override_them():
+    paper = itdr.Config()
+    lcfg = paper.lora_config(0)
+    assert (paper.lr, paper.epochs, paper.scoring, len(paper.seeds), paper.n_train_per_task) == (1e-4, 2.0, False, 3, None)
+    assert (lcfg.lr, lcfg.epochs, lcfg.scheduler, lcfg.r, lcfg.alpha) == (1e-4, 2.0, "cosine", 8, 16)
+    for profile in ("smoke", "quick", "paper"):
+        itdr.Config.from_profile(profile)
+    quick = itdr.Config.from_profile("quick")
+    assert (quick.datasets, quick.n_eval_per_task, quick.max_length, quick.scoring, quick.n_boot) == (
+        ["ml-100k", "clothing-reviews"], 8, 512, True, 2000)
+    paths = ("model", "datasets")   # where the paper profile points at local copies
+    strip = lambda c: {k: v for k, v in c.as_dict().items() if k not in paths}
+    assert strip(itdr.Config.from_profile("paper")) == strip(itdr.Config())
+
+
+def test_bad_override_names_the_source_and_key():
+    with pytest.raises(DataFormatError, match=r"my.yaml, section itdr, field 'n_eval_per_tsk': unknown setting 'n_eval_per_tsk' \(expected one of n_eval_per_task"):
+        itdr.Config().override({"n_eval_per_tsk": 10}, "my.yaml, section itdr")
+    with pytest.raises(DataFormatError, match=r"field 'seeds': got 0 \(int\) \(expected list\[int\]\)"):
+        itdr.Config().override({"seeds": 0})
+
+
+def test_notebook_parameters_are_the_quick_profile():
+    "Run All in JupyterLab runs the quick profile: the parameters cell holds exactly its values, every setting listed."
+    cell = parameters_cell(Path(__file__).resolve().parents[1] / "nbs" / "paper" / "itdr.ipynb")
+    assert cell.pop("profile") == "quick" and cell.pop("out_dir") is None and cell.pop("work_dir") is None
+    assert cell == itdr.Config.from_profile("quick").as_dict()
+
+
+@pytest.fixture(scope="module")
+def one_adapter_run(tmp_path_factory):
+    "The smoke profile cut to one adapter (no data fractions, ablation or heatmap), and its run folder."
+    cfg = itdr.Config.from_profile("smoke", data_fracs=[1.0], run_no_description=False, run_correlation=False)
+    work = tmp_path_factory.mktemp("itdr") / "work"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(runs, "code_fingerprint", lambda: "fixed")   # units stay valid while the library's files are edited
+        yield cfg, work, itdr.run(cfg, work)
+
+
+@pytest.fixture
+def fixed_code(monkeypatch):
+    monkeypatch.setattr(runs, "code_fingerprint", lambda: "fixed")
+
+
+def test_rerun_reuses_finished_units(one_adapter_run, fixed_code, monkeypatch):
+    from llmrec_nb import lora
+    cfg, work, first = one_adapter_run
+    def no_training(*a, **k): raise AssertionError("a finished unit was trained again")
+    def no_answers(*a, **k): raise AssertionError("a finished unit answered again")
+    monkeypatch.setattr(lora, "train_lora", no_training)
+    monkeypatch.setattr(itdr, "predict", no_answers)
+    again = itdr.run(cfg, work)
+    pd.testing.assert_frame_equal(itdr.base_vs_tuned_table(again), itdr.base_vs_tuned_table(first))
+    assert again.runs["tuned-s0"]["answers"] == first.runs["tuned-s0"]["answers"]
+    # another setting is another adapter: it trains (the base model's answers are reused)
+    with pytest.raises(AssertionError, match="trained again"):
+        itdr.run(cfg.override({"lr": cfg.lr / 2}), work)
+
+
+def test_claims_are_tested_over_users(one_adapter_run):
+    "Instances of one user share a cluster; the aggregate claims carry CI, n, the users and the paper's effect."
+    cfg, _, res = one_adapter_run
+    claims = {c["id"]: c for c in itdr.claims(res)}
+    assert set(claims) == {"tuned_beats_base_interaction", "tuned_beats_base_understanding"}
+    for root in ("interaction", "understanding"):
+        c = claims[f"tuned_beats_base_{root}"]
+        ids = [x.id for x in res.sets["main"] if x.meta["root_task"] == root]
+        assert c["n"] == len(ids) and c["n_effective"] == len(set(res.clusters(ids)))
+        assert c["ci_low"] <= c["effect"] <= c["ci_high"] and c["paper_effect"] == itdr.PAPER_GAINS[root][0]
+        agg = itdr.aggregate_table(res).set_index("root_task").loc[root]
+        assert math.isclose(c["effect"], agg["tuned"] - agg["base"], abs_tol=1e-9)
+    rating = next(x for x in res.sets["main"] if x.task == "rating_prediction")
+    topk = next(x for x in res.sets["main"] if x.task == "topk_recommendation")
+    assert itdr.instance_cluster(rating) == f"synthetic:user:{rating.meta['user']}"
+    assert itdr.instance_cluster(_inst(0, "target_user_identification", item="7")) == "s:item:7"
+    assert res.clusters([rating.id, topk.id]) == [itdr.instance_cluster(rating), itdr.instance_cluster(topk)]

@@ -12,7 +12,7 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['NUMBERING', 'Grounded', 'strip_numbering', 'clean_answer', 'normalise_title', 'ground', 'split_entries',
-           'ground_list', 'valid_rate']
+           'contained_in', 'ground_list', 'valid_rate']
 
 # %% ../nbs/02a_grounding.ipynb #012db250
 @dataclass(frozen=True)
@@ -29,10 +29,10 @@ class Grounded:
 _NO_MATCH = Grounded(None, None, "none", 0.0)
 _ARTICLES = r"(the|a|an|les|le|la|il|el|der|die|das)"
 
-NUMBERING = re.compile(r"^\s*(?:\[?\d{1,3}[.)\]]|[-*•>]+|#+|(?:rank|top)\s*\d+\s*[:.)-])\s*", re.I)
+NUMBERING = re.compile(r"^\s*(?:\[?\d{1,3}[.)\]]|[a-jA-J][.)](?=\s)|[-*•>]+|#+|(?:rank|top)\s*\d+\s*[:.)-])\s*", re.I)
 
 def strip_numbering(entry: str) -> str:
-    "An entry of a list answer without its numbering or bullet (`1.`, `2)`, `[3]`, `-`, `*`, `•`, `#`, `Rank 1:`, `Top 2 -`)."
+    "An entry of a list answer without its numbering or bullet (`1.`, `2)`, `[3]`, `a)`, `-`, `*`, `•`, `#`, `Rank 1:`, `Top 2 -`)."
     return NUMBERING.sub("", str(entry), count=1)
 
 def clean_answer(text: str) -> str:
@@ -89,6 +89,16 @@ def split_entries(text: str) -> list[str]:
         elif ";" in line or " | " in line: lines = [p for p in re.split(r";|\s\|\s", line) if p.strip()]
     return lines
 
+def contained_in(text: str, candidates: Sequence[str] | Mapping[Any, str]) -> list:
+    "Keys of the candidates whose normalised title appears in `text` as whole words, in order of position (nested shorter titles dropped)."
+    cands, nt = _as_dict(candidates), f" {normalise_title(clean_answer(str(text)))} "
+    spans = []
+    for key, title in cands.items():
+        n = normalise_title(title)
+        if len(n) >= 4 and (at := nt.find(f" {n} ")) >= 0: spans.append((at, at + len(n) + 1, key))
+    keep = [sp for sp in spans if not any(o[0] <= sp[0] and sp[1] <= o[1] and o[1] - o[0] > sp[1] - sp[0] for o in spans)]
+    return [key for _, _, key in sorted(keep, key=lambda sp: sp[0])]
+
 def ground_list(text: str, candidates: Sequence[str] | Mapping[Any, str], top_n: int | None = None,
                 threshold: float = 85.0) -> list[Grounded]:
     "Parse a ranked-list answer into grounded, distinct candidates, best first (at most `top_n`)."
@@ -98,6 +108,9 @@ def ground_list(text: str, candidates: Sequence[str] | Mapping[Any, str], top_n:
         if g.valid and g.item not in seen: seen.add(g.item); out.append(g)
     for entry in split_entries(text or ""):
         g = ground(entry, cands, threshold)
+        if g.rule == "contained" and "," not in entry:   # prose naming several titles ("X and then Y"): all, in order
+            for key in contained_in(entry, cands): add(Grounded(key, cands[key], "contained", g.score))
+            continue
         if g.rule in ("exact", "normalised") or "," not in entry:
             add(g); continue
         pieces = [p.strip() for p in entry.split(",")]  # "A, B, C" on one line; titles may hold commas

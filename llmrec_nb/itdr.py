@@ -8,12 +8,12 @@ import logging, math, re
 from collections import Counter
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Sequence, ClassVar
 
 import numpy as np
 import pandas as pd
 
-from .core import DataFormatError, stable_hash, write_json, write_text, read_json, atomic_path
+from .core import DataFormatError, stable_hash, write_json, atomic_path
 from .data import RecData, sample_candidates
 from .loaders import load_dataset
 from .templates import Instruction, export_alpaca
@@ -891,14 +891,16 @@ def predict(llm, instances: Sequence, scoring: bool = True, max_new_tokens: int 
 # %% ../nbs/11_itdr.ipynb #1196356c
 import dataclasses, shutil, time
 from .core import LlmrecError, repo_root, set_seed
-from .runs import RunConfig, RunFolder, setting
+from .report import PaperConfig
+from .runs import RunFolder, setting
 
 PAPER_DATASETS = ["ml-1m:/data/ml-1m", "amazon2023:/data/amazon2023/Video_Games", "bookcrossing:/data/bookcrossing", "ml-100k",
                   "clothing-reviews"]   # one Amazon category per source
 
 @dataclass
-class Config(RunConfig):
+class Config(PaperConfig):
     "ITDR's settings; the defaults are the paper's."
+    PAPER: ClassVar[str] = "itdr"
     seed: int = setting(0, "seed of the instance build and of the data fractions")
     seeds: list[int] = setting([0, 1, 2], "training seeds of the base-vs-tuned comparison (the other runs use the first)")
     model: str = setting("Qwen/Qwen2.5-7B-Instruct", "base model: a local folder, a hub id, smollm2-135m or tiny")
@@ -933,13 +935,6 @@ class Config(RunConfig):
     served_api_key_env: str = setting("OPENAI_API_KEY", "environment variable holding the API key (never the key itself)")
     served_concurrency: int = setting(16, "requests in flight")
 
-    @classmethod
-    def from_profile(cls, profile: str = "quick", **overrides):
-        "The paper's settings overridden by `params/<profile>.yaml` (its `common` and `itdr` sections), then `overrides`."
-        from llmrec_nb.report import load_profile, notebook_parameters
-        prof = load_profile(profile)
-        params = {k: v for k, v in notebook_parameters(prof, "itdr", str(profile), "").items() if k in cls.names()}
-        return cls().override(params, f"profile {profile}, section itdr").override(overrides)
 
     def build_kw(self) -> dict:
         "Keyword arguments of `build_itdr`."

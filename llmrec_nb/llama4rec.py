@@ -7,14 +7,15 @@ from __future__ import annotations
 import contextlib, copy, dataclasses, json, time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
 from . import aggregation as agg
 from .core import DataFormatError, repo_root, set_seed, stable_hash
-from .runs import RunConfig, RunFolder, setting
+from .report import PaperConfig
+from .runs import RunFolder, setting
 from .templates import Instruction
 
 # %% auto #0
@@ -41,8 +42,9 @@ TOPK_BACKBONES = ("BPR-MF", "LightGCN", "SASRec", "BERT4Rec")
 MOVIE_USER_COLUMNS = ["age", "gender", "occupation", "zip_prefix"]
 
 @dataclass
-class Config(RunConfig):
+class Config(PaperConfig):
     "Llama4Rec's settings; the defaults are the paper's."
+    PAPER: ClassVar[str] = "llama4rec"
     seed: int = setting(0, "seed of the evaluated-user sample and of the paired tests")
     seeds: list[int] | None = setting([0, 1, 2, 3, 4], "repetitions (None: [seed]); per-user values are averaged over them")
     dataset: str = setting("ml-100k", "dataset name, used when `datasets` is None")
@@ -98,13 +100,6 @@ class Config(RunConfig):
     n_boot: int = setting(10000, "bootstrap resamples of the paired comparisons")
     eval_batch_size: int = setting(8, "prompts per batch when the LLM re-ranks")
 
-    @classmethod
-    def from_profile(cls, profile: str = "quick", **overrides):
-        "The paper's settings overridden by `params/<profile>.yaml` (its `common` and `llama4rec` sections), then `overrides`."
-        from llmrec_nb.report import load_profile, notebook_parameters
-        prof = load_profile(profile)
-        params = {k: v for k, v in notebook_parameters(prof, "llama4rec", str(profile), "").items() if k in cls.names()}
-        return cls().override(params, f"profile {profile}, section llama4rec").override(overrides)
 
     def train_seeds(self) -> list[int]:
         return list(self.seeds) if self.seeds else [self.seed]

@@ -9,17 +9,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from .core import LlmrecError, DataFormatError, cache_dir, cpu_info, read_json, repo_root, write_json
+from .core import LlmrecError, DataFormatError, cache_dir, cpu_info, read_json, write_json
 from .loaders import DataFile, DatasetInfo, bundled_copy, dataset_info
 from .llm import bundled_gguf, check_model_source
-from .report import load_profile, notebook_defaults, notebook_parameters
+from .report import load_profile, notebook_defaults, notebook_parameters, paper_notebooks
 
 # %% auto #0
 __all__ = ['BARE_DATASET_NAME', 'KNOWN_MODEL_CONFIGS', 'GPU_FLOPS', 'ASSUMED_ALL', 'WORKLOADS', 'DatasetSpec', 'RunNeeds',
-           'dataset_specs', 'paper_notebooks_in', 'notebook_needs', 'profile_needs', 'paper_needs', 'Problem',
-           'check_file', 'check_dataset', 'check_model', 'hub_cached', 'check_needs', 'check_profile', 'check_paper',
-           'parameter_count', 'model_config', 'workload_tokens', 'visible_gpus', 'cpu_token_seconds', 'model_size',
-           'estimate_line', 'overview']
+           'dataset_specs', 'notebook_needs', 'profile_needs', 'paper_needs', 'Problem', 'check_file', 'check_dataset',
+           'check_model', 'hub_cached', 'check_needs', 'check_profile', 'check_paper', 'parameter_count',
+           'model_config', 'workload_tokens', 'visible_gpus', 'cpu_token_seconds', 'model_size', 'estimate_line',
+           'overview']
 
 # %% ../nbs/22_preflight.ipynb #4b6d34bb
 @dataclass
@@ -64,15 +64,6 @@ def dataset_specs(params: dict, used: Iterable[str] | None = None, run: str = ""
     return out
 
 # %% ../nbs/22_preflight.ipynb #18ee3d05
-def paper_notebooks_in(nbs_dir: Path | None = None, only: Iterable[str] | None = None) -> list[Path]:
-    "The paper notebooks of `nbs_dir` (default `nbs/paper/`), all or those named in `only`, in that order."
-    nbs_dir = Path(nbs_dir or repo_root() / "nbs" / "paper")
-    found = {p.stem: p for p in sorted(nbs_dir.glob("*.ipynb"))}
-    if not only: return list(found.values())
-    missing = [o for o in only if Path(o).stem not in found]
-    if missing: raise LlmrecError(f"no paper notebook named {', '.join(missing)} in {nbs_dir} (available: {', '.join(found)})")
-    return [found[Path(o).stem] for o in only]
-
 def notebook_needs(profile_cfg: dict, nb: Path, profile_name: str = "profile") -> RunNeeds:
     "What notebook `nb` reads under a loaded profile: its parameters cell, then `common`, then its own section."
     defaults = notebook_defaults(nb)
@@ -84,7 +75,7 @@ def notebook_needs(profile_cfg: dict, nb: Path, profile_name: str = "profile") -
 def profile_needs(profile: str | Path, only: Iterable[str] | None = None, nbs_dir: Path | None = None) -> list[RunNeeds]:
     "What each paper notebook (or those in `only`) reads under `profile`; a malformed profile raises, as `run_papers` would."
     cfg = load_profile(profile, nbs_dir=nbs_dir)
-    return [notebook_needs(cfg, nb, Path(profile).stem) for nb in paper_notebooks_in(nbs_dir, only)]
+    return [notebook_needs(cfg, nb, Path(profile).stem) for nb in paper_notebooks(nbs_dir, only)]
 
 def paper_needs(paper: str, cfg) -> RunNeeds:
     "What library run `paper` reads with its `Config` `cfg` (its own `specs()` of the datasets where it has one)."

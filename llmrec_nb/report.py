@@ -7,17 +7,18 @@ from __future__ import annotations
 import math, os, time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import ClassVar, Iterable
 
 import numpy as np
 import pandas as pd
 
+from .runs import RunConfig
 from .core import (LlmrecError, DataFormatError, atomic_path, figures_dir, read_json, repo_root, run_manifest,
                             write_json, write_text)
 
 # %% auto #0
 __all__ = ['PROFILES', 'plain_table_files', 'Claim', 'in_notebook', 'PaperReport', 'notebook_defaults', 'validate_profile',
-           'load_profile', 'notebook_parameters']
+           'load_profile', 'notebook_parameters', 'PaperConfig', 'paper_notebooks']
 
 # %% ../nbs/08_report.ipynb #c369b806
 def _records(df: pd.DataFrame) -> list[dict]:
@@ -241,3 +242,25 @@ def load_profile(profile: str | Path, root: Path | None = None, nbs_dir: Path | 
 def notebook_parameters(profile_cfg: dict, notebook: str, profile_name: str, out_dir: Path | str) -> dict:
     "The papermill parameters for one notebook: `common`, then the notebook's section, then profile and output folder."
     return {**profile_cfg.get("common", {}), **profile_cfg.get(notebook, {}), "profile": profile_name, "out_dir": str(out_dir)}
+
+# %% ../nbs/08_report.ipynb #2c2df7a8
+@dataclass
+class PaperConfig(RunConfig):
+    "A paper's settings (`RunConfig`), overridable by a profile's `common` and `<PAPER>` sections."
+    PAPER: ClassVar[str] = ""
+
+    @classmethod
+    def from_profile(cls, profile: str | Path = "quick", **overrides):
+        "The paper's settings overridden by `params/<profile>.yaml` (its `common` and `PAPER` sections), then `overrides`."
+        prof = load_profile(profile)
+        params = {k: v for k, v in notebook_parameters(prof, cls.PAPER, str(profile), "").items() if k in cls.names()}
+        return cls().override(params, f"profile {profile}, section {cls.PAPER}").override(overrides)
+
+def paper_notebooks(nbs_dir: Path | None = None, only: Iterable[str] | None = None) -> list[Path]:
+    "The paper notebooks to run (all of `nbs/paper/*.ipynb`, or those named in `only`, in the given order)."
+    nbs_dir = Path(nbs_dir) if nbs_dir else repo_root() / "nbs" / "paper"
+    found = {p.stem: p for p in sorted(nbs_dir.glob("*.ipynb"))}
+    if not only: return list(found.values())
+    missing = [o for o in only if Path(o).stem not in found]
+    if missing: raise LlmrecError(f"no paper notebook named {', '.join(missing)} in {nbs_dir} (available: {', '.join(found)})")
+    return [found[Path(o).stem] for o in only]

@@ -14,12 +14,12 @@ import numpy as np
 from .core import DataFormatError, LlmrecError, environment, figures_dir, read_json, repo_root, write_text
 # the report layer's names, also importable from here as before
 from .report import (PROFILES, Claim, PaperReport, load_profile, notebook_defaults, notebook_parameters,  # noqa: F401
-                              plain_table_files, validate_profile)
+                              paper_notebooks, plain_table_files, validate_profile)
 
 # %% auto #0
-__all__ = ['PAPER_EFFECTS', 'SAMPLE_SIZE_PARAMETERS', 'NotebookRun', 'paper_notebooks', 'project_kernel', 'run_notebook',
-           'computed_on', 'holm_claims', 'default_out', 'what_it_would_take', 'write_report', 'rebuild_report',
-           'run_papers', 'library_papers', 'paper_module', 'paper_config', 'run_paper', 'paper_effect', 'assess_claim']
+__all__ = ['PAPER_EFFECTS', 'SAMPLE_SIZE_PARAMETERS', 'NotebookRun', 'project_kernel', 'run_notebook', 'computed_on',
+           'holm_claims', 'default_out', 'what_it_would_take', 'write_report', 'rebuild_report', 'run_papers',
+           'library_papers', 'paper_module', 'paper_config', 'run_paper', 'paper_effect', 'assess_claim']
 
 # %% ../nbs/20_reproduce.ipynb #7b9d72a3
 @dataclass
@@ -29,15 +29,6 @@ class NotebookRun:
     seconds: float
     executed: str
     error: str = ""
-
-def paper_notebooks(nbs_dir: Path | None = None, only: Iterable[str] | None = None) -> list[Path]:
-    "The paper notebooks to run (all of `nbs/paper/*.ipynb`, or those named in `only`, in the given order)."
-    nbs_dir = Path(nbs_dir or repo_root() / "nbs" / "paper")
-    found = {p.stem: p for p in sorted(nbs_dir.glob("*.ipynb"))}
-    if not only: return list(found.values())
-    missing = [o for o in only if Path(o).stem not in found]
-    if missing: raise LlmrecError(f"no paper notebook named {', '.join(missing)} in {nbs_dir} (available: {', '.join(found)})")
-    return [found[Path(o).stem] for o in only]
 
 def project_kernel(folder: Path | str) -> Path:
     """A `python3` kernelspec under `folder/kernels/` that starts this interpreter (`sys.executable`): with `folder`
@@ -264,6 +255,8 @@ def run_papers(profile: str = "quick", only: Iterable[str] | None = None, out: P
         staging = out / f".{nb.stem}.staging"
         shutil.rmtree(staging, ignore_errors=True)
         params = notebook_parameters(cfg, nb.stem, name, staging.resolve())
+        # a library run's resumable units: beside the executed notebooks, so a rerun of this profile resumes them
+        if "work_dir" in notebook_defaults(nb): params["work_dir"] = str((runs_dir / "work" / nb.stem).resolve())
         if verbose: print(f"[{name}] {nb.stem} ...", flush=True)
         r = run_notebook(nb, params, runs_dir / f"{nb.stem}.ipynb", timeout, progress)
         if r.ok: _swap_in(staging, out / nb.stem)

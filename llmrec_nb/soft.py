@@ -7,13 +7,14 @@ from __future__ import annotations
 import dataclasses, time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
 from .core import repo_root, set_seed
-from .runs import RunConfig, RunFolder, setting
+from .report import PaperConfig
+from .runs import RunFolder, setting
 
 # %% auto #0
 __all__ = ['PAPER_DATASETS', 'FIGURES', 'PAPER_GAIN', 'Config', 'Results', 'run', 'per_user', 'user_values', 'main_table',
@@ -25,8 +26,9 @@ PAPER_DATASETS = [{"name": "amazon2023", "path": "/data/amazon2023", "kw": {"cat
                   for c, label in (("Video_Games", "games"), ("Movies_and_TV", "movies"), ("Kindle_Store", "kindle"))]
 
 @dataclass
-class Config(RunConfig):
+class Config(PaperConfig):
     "SOFT's settings; the defaults are the paper's."
+    PAPER: ClassVar[str] = "soft"
     seed: int = setting(0, "seed of the instance samples (and of the first training run)")
     seeds: list[int] | None = setting([0, 1, 2], "training seeds (None: [seed]); the samples always use `seed`")
     model: str = setting("meta-llama/Llama-3.2-3B", "base model: a local folder, a hub id, smollm2-135m or tiny")
@@ -63,13 +65,6 @@ class Config(RunConfig):
     category_ks: list[int] = setting([1, 5, 10], "cut-offs of the category hit ratio on training prompts")
     n_boot: int = setting(10000, "bootstrap resamples of the paired comparisons")
 
-    @classmethod
-    def from_profile(cls, profile: str = "quick", **overrides):
-        "The paper's settings overridden by `params/<profile>.yaml` (its `common` and `soft` sections), then `overrides`."
-        from llmrec_nb.report import load_profile, notebook_parameters
-        prof = load_profile(profile)
-        params = {k: v for k, v in notebook_parameters(prof, "soft", str(profile), "").items() if k in cls.names()}
-        return cls().override(params, f"profile {profile}, section soft").override(overrides)
 
     def train_seeds(self) -> list[int]:
         return list(self.seeds) if self.seeds else [self.seed]

@@ -7,13 +7,14 @@ from __future__ import annotations
 import dataclasses, time, warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence, ClassVar
 
 import numpy as np
 import pandas as pd
 
 from .core import DataFormatError, repo_root, set_seed, stable_hash
-from .runs import RunConfig, RunFolder, setting
+from .report import PaperConfig
+from .runs import RunFolder, setting
 from .data import RecData, sort_by_time, few_shot, split_samples
 from .templates import Instruction, TALLREC_ANSWERS, fit_prompts, tallrec_instruction
 from .llm import score_binary
@@ -464,8 +465,9 @@ MOVIE_GENRE_GROUPS = {
     "drama": ["Drama", "Comedy", "Romance", "Children's", "Animation", "Musical", "Documentary"]}
 
 @dataclass
-class Config(RunConfig):
+class Config(PaperConfig):
     "TALLRec's settings; the defaults are the paper's."
+    PAPER: ClassVar[str] = "tallrec"
     seed: int = setting(0, "seed of the evaluated subsets, the BookCrossing order, the all-label references and the resampling")
     dataset: str = setting("ml-100k", "dataset name (its loader in `loaders.load_dataset`)")
     dataset_kw: dict[str, Any] = setting({}, "keyword arguments of the dataset's loader")
@@ -505,13 +507,6 @@ class Config(RunConfig):
     xd_n_valid: int | None = setting(None, "validation samples per domain (None: all)")
     xd_n_test: int | None = setting(None, "test samples per domain (None: all)")
 
-    @classmethod
-    def from_profile(cls, profile: str = "quick", **overrides):
-        "The paper's settings overridden by `params/<profile>.yaml` (its `common` and `tallrec` sections), then `overrides`."
-        from llmrec_nb.report import load_profile, notebook_parameters
-        prof = load_profile(profile)
-        params = {k: v for k, v in notebook_parameters(prof, "tallrec", str(profile), "").items() if k in cls.names()}
-        return cls().override(params, f"profile {profile}, section tallrec").override(overrides)
 
     def lora(self) -> LoraTrainConfig:
         "The LoRA training settings of every run (the seed is set per run)."

@@ -236,7 +236,7 @@ def test_paper_notebook_smoke(tmp_path):
     rows = {r["model"] for r in s["tables"]["table1_warm"]}
     assert "One LoRA on G+S data" in rows and not any("TALLRec" in r for r in rows)
     tta = pd.DataFrame(s["tables"]["tta"])
-    assert {"steps", "skipped", "steps_planned", "prompts"} <= set(tta.columns) and set(tta["seed"]) == {0, 1}
+    assert {"steps", "skipped", "steps_planned", "prompts"} <= set(tta.columns) and set(tta["seed"]) == {0}   # smoke: one seed
     assert (tta["steps"] + tta["skipped"] == tta["steps_planned"]).all()
     assert s["tables"]["overlap"][0]["removed"] == 0
     for name in ("table1_warm", "table2_cold", "table3_few_shot"): assert (tmp_path / "out" / "molorec" / f"{name}.md").exists()

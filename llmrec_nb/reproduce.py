@@ -19,7 +19,8 @@ from .report import (PROFILES, Claim, PaperReport, load_profile, notebook_defaul
 # %% auto #0
 __all__ = ['PAPER_EFFECTS', 'SAMPLE_SIZE_PARAMETERS', 'NotebookRun', 'project_kernel', 'run_notebook', 'computed_on',
            'holm_claims', 'default_out', 'what_it_would_take', 'write_report', 'rebuild_report', 'run_papers',
-           'library_papers', 'paper_module', 'paper_config', 'run_paper', 'paper_effect', 'assess_claim']
+           'library_papers', 'paper_module', 'paper_config', 'run_paper', 'paper_effect', 'assess_claim',
+           'claims_table']
 
 # %% ../nbs/20_reproduce.ipynb #7b9d72a3
 @dataclass
@@ -442,3 +443,11 @@ def assess_claim(claim: dict, alpha: float = 0.05) -> dict:
     if pe is not None and _finite(hi) and _finite(lo) and ((pe > 0 and hi < pe) or (pe < 0 and lo > pe)):
         return {**out, "verdict": "contradicted", "reason": "the CI excludes the paper's effect"}
     return {**out, "verdict": "inconclusive", "reason": f"not significant after Holm (p {p_holm:.3g})"}
+
+# %% ../nbs/20_reproduce.ipynb #f61a728a
+def claims_table(claims) -> "pd.DataFrame":
+    "One paper's claims (`Claim`s or their dicts), Holm-adjusted together, with verdict, CI, paper effect, MDE and n needed."
+    import pandas as pd
+    rows = [assess_claim(c) for c in holm_claims([c.as_dict() if hasattr(c, "as_dict") else dict(c) for c in claims])]
+    cols = ["id", "verdict", "reason", "effect", "ci_low", "ci_high", "paper_effect", "p", "p_holm", "mde", "n", "n_effective", "n_needed"]
+    return pd.DataFrame([{k: r.get(k) for k in cols} for r in rows], columns=cols).set_index("id")

@@ -14,8 +14,8 @@ import numpy as np
 # %% auto #0
 __all__ = ['LAYERS', 'MANIFEST_PACKAGES', 'ISA_FLAGS', 'ISA_LIMITS', 'layer_order', 'LlmrecError', 'DataFormatError', 'set_seed',
            'stable_hash', 'get_device', 'cache_dir', 'repo_root', 'figures_dir', 'atomic_path', 'write_text',
-           'write_json', 'read_json', 'progress', 'package_versions', 'git_commit', 'params_hash', 'environment',
-           'isa_limit', 'cpu_info', 'record_compute', 'compute_info', 'run_manifest']
+           'write_json', 'unique_keys', 'read_json', 'read_yaml', 'progress', 'package_versions', 'git_commit',
+           'params_hash', 'environment', 'isa_limit', 'cpu_info', 'record_compute', 'compute_info', 'run_manifest']
 
 # %% ../nbs/00_core.ipynb #e35cdc9c
 LAYERS = (("core",), ("runs", "data", "kernels"), ("loaders", "templates", "grounding"), ("llm",), ("served", "lora"),
@@ -128,10 +128,34 @@ def write_json(path: Path | str, obj: Any, indent: int = 2) -> Path:
     "Write `obj` as JSON atomically (NumPy scalars and arrays allowed; NaN becomes null)."
     return write_text(path, json.dumps(_nan_to_none(obj), indent=indent, default=_json_default, allow_nan=False) + "\n")
 
+def unique_keys(pairs: list) -> dict:
+    "`object_pairs_hook` for `json.loads`: an object that names a key twice is a `ValueError` (never the last one silently)."
+    out = {}
+    for k, v in pairs:
+        if k in out: raise ValueError(f"key {k!r} given twice in one object")
+        out[k] = v
+    return out
+
 def read_json(path: Path | str) -> Any:
-    "Read a JSON file, with an error that names the file and line when it is malformed."
-    try: return json.loads(Path(path).read_text(encoding="utf-8"))
+    "Read a JSON file, with an error that names the file and line when it is malformed or names a key twice."
+    try: return json.loads(Path(path).read_text(encoding="utf-8"), object_pairs_hook=unique_keys)
     except json.JSONDecodeError as e: raise DataFormatError(path, f"invalid JSON: {e.msg}", line=e.lineno, expected="a JSON document") from None
+    except ValueError as e: raise DataFormatError(path, str(e), expected="each key once per object") from None
+
+def read_yaml(text: str, source: Any = "YAML") -> Any:
+    "Safe-load YAML `text`; a key given twice in one mapping is a `DataFormatError` naming `source` and the line."
+    import yaml
+    class StrictLoader(yaml.SafeLoader): pass
+    def mapping(loader, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            if key in seen: raise DataFormatError(source, f"key {key!r} given twice", line=key_node.start_mark.line + 1,
+                                                  expected="each key once per mapping")
+            seen.add(key)
+        return loader.construct_mapping(node, deep)
+    StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    return yaml.load(text, Loader=StrictLoader)
 
 # %% ../nbs/00_core.ipynb #9d29b638
 def progress(iterable: Iterable | None = None, desc: str | None = None, total: int | None = None, **kwargs):

@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from .core import DataFormatError, LlmrecError, atomic_path, write_text, cache_dir, params_hash
+from .core import DataFormatError, LlmrecError, atomic_path, write_text, cache_dir, params_hash, unique_keys
 from .data import RecData, load_synthetic, isin_strings
 
 # %% auto #0
@@ -318,8 +318,9 @@ def read_jsonl(path: Path | str, fields: Sequence[Field], python_literals: bool 
     numbers = []
     for no, line in _decoded_lines(path, encoding):
         if not line.strip(): continue
-        try: rec = json.loads(line)
-        except json.JSONDecodeError as e:
+        try: rec = json.loads(line, object_pairs_hook=unique_keys)
+        except ValueError as e:
+            if not isinstance(e, json.JSONDecodeError): raise DataFormatError(path, str(e), line=no, expected="each key once per object") from None
             rec = None
             if python_literals:
                 try: rec = ast.literal_eval(line)

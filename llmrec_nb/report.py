@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .runs import RunConfig
-from .core import (LlmrecError, DataFormatError, atomic_path, figures_dir, read_json, repo_root, run_manifest,
+from .core import (LlmrecError, DataFormatError, atomic_path, figures_dir, read_json, read_yaml, repo_root, run_manifest,
                             write_json, write_text)
 
 # %% auto #0
@@ -227,7 +227,7 @@ def load_profile(profile: str | Path, root: Path | None = None, nbs_dir: Path | 
         if not path.exists():
             known = sorted(p.stem for p in path.parent.glob("*.yaml"))
             raise LlmrecError(f"unknown profile '{profile}': no {path} (known profiles: {', '.join(known) or 'none'})")
-    try: cfg = yaml.safe_load(path.read_text())
+    try: cfg = read_yaml(path.read_text(), path)
     except yaml.YAMLError as e:
         line = getattr(getattr(e, "problem_mark", None), "line", None)
         raise DataFormatError(path, f"invalid YAML: {getattr(e, 'problem', e)}", line=None if line is None else line + 1) from None

@@ -11,7 +11,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from .core import DataFormatError, LlmrecError, environment, figures_dir, read_json, repo_root, write_text
+from .core import DataFormatError, LlmrecError, environment, figures_dir, read_json, read_yaml, repo_root, write_text
 # the report layer's names, also importable from here as before
 from .report import (PROFILES, Claim, PaperReport, load_profile, notebook_defaults, notebook_parameters,  # noqa: F401
                               paper_notebooks, plain_table_files, validate_profile)
@@ -310,7 +310,7 @@ def paper_config(paper: str, profile: str = "quick", config: str | Path | None =
     cfg = mod.Config.from_profile(profile)
     if config:
         path = Path(config)
-        try: values = yaml.safe_load(path.read_text())
+        try: values = read_yaml(path.read_text(), path)
         except yaml.YAMLError as e: raise DataFormatError(path, f"invalid YAML: {getattr(e, 'problem', e)}") from None
         if not isinstance(values, dict): raise DataFormatError(path, "not a mapping of settings", expected="key: value lines")
         if set(values) & {"common", paper}: values = {**(values.get("common") or {}), **(values.get(paper) or {})}

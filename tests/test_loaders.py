@@ -418,3 +418,12 @@ def test_amazon_books():
 def test_malformed_other_sources(name, fname, line, what):
     folder = name if "/" in name else f"{name}/bad"
     _check_malformed(name.split("/")[0], folder, fname, line, what)
+
+
+def test_a_json_key_given_twice_is_an_error(tmp_path):
+    "A JSON-lines record naming a key twice is refused with its line, never resolved to the last value."
+    from llmrec_nb.loaders import Field, read_jsonl
+    f = tmp_path / "r.jsonl"
+    f.write_text('{"user": "u1", "item": "i1"}\n{"user": "u2", "item": "i2", "item": "i3"}\n')
+    with pytest.raises(DataFormatError, match=r"r.jsonl, line 2: key 'item' given twice"):
+        read_jsonl(f, [Field("user"), Field("item")])

@@ -9,7 +9,7 @@ from pathlib import Path
 from .core import DataFormatError, LlmrecError
 
 # %% auto #0
-__all__ = ['train_lora_parser', 'build_parser', 'main']
+__all__ = ['train_lora_parser', 'train_lora_options', 'build_parser', 'main']
 
 # %% ../nbs/21_cli.ipynb #4a7dc56e
 class _OneLineParser(argparse.ArgumentParser):
@@ -131,44 +131,193 @@ def _itdr_build(args) -> int:
     print(json.dumps(summary, indent=2, default=str))
     return 0
 
+# LLaMA-Factory's names of the same options, accepted as well (on the command line, in --config and in KEY=VALUE)
+_LLAMA_FACTORY_NAMES = {"model": "model_name_or_path", "out": "output_dir", "r": "lora_rank", "alpha": "lora_alpha",
+                        "dropout": "lora_dropout", "target_modules": "lora_target", "lr": "learning_rate",
+                        "epochs": "num_train_epochs", "batch_size": "per_device_train_batch_size",
+                        "grad_accum": "gradient_accumulation_steps", "max_length": "cutoff_len",
+                        "scheduler": "lr_scheduler_type"}
+
+def _option(field: str) -> str: return "--" + field.replace("_", "-")
+
+def _names(dest: str) -> list[str]:
+    "The option strings of a destination: its own name and LLaMA-Factory's."
+    return [_option(n) for n in (dest, _LLAMA_FACTORY_NAMES.get(dest)) if n]
+
 def train_lora_parser() -> argparse.ArgumentParser:
-    "Options of `llmrec train-lora`: the files, the model, and one option per `LoraTrainConfig` field."
+    "Options of `llmrec train-lora`: the data, the model, the output folder, and one option per `LoraTrainConfig` field."
     from llmrec_nb.lora import LoraTrainConfig
-    tl = _OneLineParser(prog="llmrec train-lora", description="LoRA fine-tuning from Alpaca JSON; under "
-                        "`accelerate launch --num_processes N` each process trains on its own shard.")
-    tl.add_argument("--data", required=True, help="Alpaca JSON file of training instructions")
-    tl.add_argument("--model", required=True, help="model name (smollm2-135m, tiny) or a local path / hub id")
-    tl.add_argument("--out", required=True, help="output folder: checkpoints, best/ or final/ adapter, train_result.json")
-    tl.add_argument("--valid", default=None, help="Alpaca JSON file for early stopping on the validation loss")
-    tl.add_argument("--dtype", default=None, help="auto, float32 or bfloat16 (default: load_llm's)")
-    rerun = tl.add_mutually_exclusive_group()
+    tl = _OneLineParser(
+        prog="llmrec train-lora",
+        description="LoRA fine-tuning of a causal LM on instructions: Alpaca or ShareGPT records (JSON or JSON Lines), "
+                    "or datasets registered in a LLaMA-Factory dataset_info.json. Settings come from --config FILE.yaml, "
+                    "then the options, then KEY=VALUE overrides. Under `accelerate launch --num_processes N` each "
+                    "process trains on its own shard.",
+        epilog="Example: llmrec train-lora --config lora.yaml --dataset itdr_train --dataset-dir itdr/ lr=2e-4 epochs=3")
+    io = tl.add_argument_group("data, model and output")
+    io.add_argument("--config", metavar="FILE.yaml",
+                    help="YAML file of options: keys are the option names, with underscores or dashes (LLaMA-Factory's "
+                         "names such as learning_rate, lora_rank, output_dir too); the command line overrides it")
+    io.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                    help="override one option, e.g. lr=2e-4 or target_modules=q_proj,v_proj (applied last)")
+    io.add_argument("--set", action="append", metavar="KEY=VALUE", help="the same as KEY=VALUE (as in `llmrec run`); repeatable")
+    io.add_argument("--data", help="training data: an Alpaca or ShareGPT file (JSON list or JSON Lines), or "
+                                   "DATASET_INFO.json:NAME for a dataset registered in a LLaMA-Factory dataset_info.json")
+    io.add_argument("--dataset", help="training dataset(s) registered in DATASET_DIR/dataset_info.json, names separated by "
+                                      "commas (LLaMA-Factory's option)")
+    io.add_argument("--dataset-dir", help="the folder of dataset_info.json for --dataset and --eval-dataset (default: data)")
+    io.add_argument("--valid", help="validation data in any form --data takes: training stops early on its loss "
+                                    "(with --patience) and keeps the best adapter")
+    io.add_argument("--eval-dataset", help="validation dataset(s) registered in DATASET_DIR/dataset_info.json")
+    io.add_argument("--formatting", choices=["alpaca", "sharegpt"],
+                    help="the record format of --data and --valid files (default: told by the first record's keys)")
+    io.add_argument(*_names("model"), dest="model", help="model name (smollm2-135m, tiny) or a local path / hub id")
+    io.add_argument(*_names("out"), dest="out",
+                    help="output folder: checkpoints, the best/ or final/ adapter, train_result.json, TensorBoard logs in runs/")
+    io.add_argument("--dtype", help="auto, float32 or bfloat16 (default: load_llm's)")
+    rerun = io.add_mutually_exclusive_group()
     rerun.add_argument("--resume", dest="overwrite", action="store_false",
                        help="(default) continue from OUT's last complete checkpoint; refused when OUT holds a run with "
                             "other data or settings")
     rerun.add_argument("--overwrite", "--no-resume", dest="overwrite", action="store_true",
                        help="start afresh, replacing the checkpoints, adapters and results of an earlier run in OUT")
-    tl.set_defaults(overwrite=False)
-    _config_options(tl, LoraTrainConfig)
+    tl.set_defaults(overwrite=None)
+    io.add_argument("--show-config", action="store_true", help="print the data, model, output and training settings and stop")
+    _config_options(tl.add_argument_group("training settings (lora.LoraTrainConfig)"), LoraTrainConfig)
     return tl
 
-def _option(field: str) -> str: return "--" + field.replace("_", "-")
+def _config_options(parser, config_cls) -> None:
+    """One `--option` per field of a config dataclass, with the field's help and default (tuples take several values
+    or one with commas, booleans `true`/`false`, optional numbers `none`)."""
+    import dataclasses, typing
+    hints = typing.get_type_hints(config_cls)
+    for f in dataclasses.fields(config_cls):
+        kind, default = hints[f.name], f.default
+        shown = ("none" if default is None or default == () else " ".join(map(str, default)) if isinstance(default, tuple)
+                 else str(default).lower() if isinstance(default, bool) else default)
+        kw = dict(default=None, help=f"{f.metadata.get('help', '')} (default {shown})".strip())
+        if kind is bool: parser.add_argument(*_names(f.name), dest=f.name, type=_boolean, metavar="BOOL", **kw)
+        elif isinstance(default, tuple): parser.add_argument(*_names(f.name), dest=f.name, nargs="+", metavar="NAME", **kw)
+        else:
+            base = next((t for t in (int, float, str) if t is kind or t in typing.get_args(kind)), str)
+            optional = type(None) in typing.get_args(kind)
+            parser.add_argument(*_names(f.name), dest=f.name, type=_typed(base, optional), metavar=f.name.upper(), **kw)
+
+def _typed(base, optional: bool = False):
+    "An argparse type: `base` from text ('none' gives None when `optional`), with a one-line complaint otherwise."
+    described = {int: "an integer", float: "a number", str: "a string"}[base] + (" or none" if optional else "")
+    def convert(text: str):
+        if optional and text.strip().lower() in ("none", "null"): return None
+        try: return base(text)
+        except ValueError: raise argparse.ArgumentTypeError(f"expected {described}, not {text!r}") from None
+    return convert
+
+def _boolean(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes"): return True
+    if text.lower() in ("0", "false", "no"): return False
+    raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
+
+def _converted(action, value, source: str, key: str):
+    "A value from --config or a KEY=VALUE override, converted as its option's text on the command line would be."
+    try:
+        if value is None: return action.type("none") if action.type else None
+        if action.nargs == 0:          # --resume / --overwrite
+            flag = value if isinstance(value, bool) else _boolean(str(value))
+            return action.const if flag else not action.const
+        if action.nargs == "+":
+            items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+            return [str(v).strip() for v in items if str(v).strip()]
+        if action.choices and str(value) not in action.choices:
+            raise argparse.ArgumentTypeError(f"expected one of {', '.join(action.choices)}, not {value!r}")
+        return action.type(str(value)) if action.type else str(value)
+    except argparse.ArgumentTypeError as e: raise DataFormatError(source, str(e), field=key) from None
+
+def _read_options_file(path: str) -> dict:
+    import yaml
+    try: values = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except yaml.YAMLError as e: raise DataFormatError(path, f"invalid YAML: {getattr(e, 'problem', e)}") from None
+    if not isinstance(values, dict): raise DataFormatError(path, "not a mapping of options", expected="key: value lines")
+    return values
+
+def train_lora_options(argv: list[str]) -> argparse.Namespace:
+    """The options of `llmrec train-lora` from `argv`: those of the `--config` YAML file, overridden by the command
+    line's, then by its KEY=VALUE overrides (and `--set`s); `settings` holds the `LoraTrainConfig` they give."""
+    import difflib
+    from llmrec_nb.lora import LoraTrainConfig
+    parser = train_lora_parser()
+    args = parser.parse_intermixed_args(argv)
+    overrides = list(args.overrides) + list(args.set or [])
+    for f in LoraTrainConfig.names():
+        values = getattr(args, f)
+        if isinstance(values, list):     # `--target-modules q_proj,v_proj lr=1e-3`: two names, then an override
+            overrides = [v for v in values if "=" in v] + overrides
+            setattr(args, f, [n for v in values if "=" not in v for n in v.split(",") if n] or None)
+    given = {dest for dest, value in vars(args).items() if value is not None}
+    actions = {s.lstrip("-").replace("-", "_"): a for a in parser._actions for s in a.option_strings
+               if a.dest not in ("help", "config", "set", "show_config")}
+    def action_of(key, source):
+        name = str(key).strip().lstrip("-").replace("-", "_")
+        if name not in actions:
+            close = difflib.get_close_matches(name, list(actions), n=3)
+            raise DataFormatError(source, f"unknown option {key!r}", field=str(key),
+                                  expected=("one of " + ", ".join(close)) if close else "an option of llmrec train-lora (see --help)")
+        return actions[name]
+    if args.config:
+        for key, value in _read_options_file(args.config).items():
+            action = action_of(key, args.config)
+            if action.dest not in given: setattr(args, action.dest, _converted(action, value, args.config, str(key)))
+    for item in overrides:
+        key, eq, text = item.partition("=")
+        source = f"override {item}"
+        if not eq or not key.strip(): raise DataFormatError(source, "not KEY=VALUE", expected="key=value, e.g. lr=2e-4")
+        action = action_of(key, source)
+        setattr(args, action.dest, _converted(action, text, source, key.strip()))
+    for dest, what in (("model", "a model"), ("out", "an output folder")):
+        if getattr(args, dest) is None: parser.error(f"{_option(dest)} is required ({what}; on the command line or in --config)")
+    for one, other in (("data", "dataset"), ("valid", "eval_dataset")):
+        if getattr(args, one) is not None and getattr(args, other) is not None:
+            parser.error(f"{_option(one)} and {_option(other)} both name {'training' if one == 'data' else 'validation'} data: give one")
+    if args.data is None and args.dataset is None: parser.error("--data or --dataset is required (the training data)")
+    args.overwrite = bool(args.overwrite)
+    values = {f: getattr(args, f) for f in LoraTrainConfig.names() if getattr(args, f) is not None}
+    args.settings = LoraTrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+    return args
+
+def _registered(spec: str) -> tuple[str | None, str | None]:
+    "`FILE.json:NAME` (a dataset registered in a LLaMA-Factory dataset_info.json) as (FILE.json, NAME); else (None, None)."
+    if Path(spec).exists() or ":" not in spec: return None, None
+    registry, _, name = spec.rpartition(":")
+    return (registry, name) if registry.endswith(".json") or Path(registry).is_dir() else (None, None)
+
+def _instructions(path: str | None, names: str | None, dataset_dir: str | None, formatting: str | None, option: str):
+    "The instructions of a `--data` / `--valid` spelling (a file, or FILE.json:NAME), or of `--dataset` names."
+    from llmrec_nb.templates import DATASET_INFO, load_dataset_info, load_instructions
+    if names is not None: found = load_dataset_info(Path(dataset_dir or "data") / DATASET_INFO, names)
+    else:
+        registry, name = _registered(path)
+        found = load_dataset_info(registry, name) if registry else load_instructions(path, formatting)
+    if not found: raise DataFormatError(path or names, "holds no records", field=option, expected="at least one record")
+    return found
 
 def _train_lora(args) -> int:
     import os
-    from dataclasses import fields
     from llmrec_nb.llm import check_model_source, load_llm
-    from llmrec_nb.lora import LoraConfigError, LoraTrainConfig, RunMismatchError, train_lora
-    from llmrec_nb.templates import load_alpaca
-    args = train_lora_parser().parse_args(args.options)
-    overrides = {f.name: getattr(args, f.name) for f in fields(LoraTrainConfig) if getattr(args, f.name, None) is not None}
+    from llmrec_nb.lora import LoraConfigError, RunMismatchError, train_lora
+    args = train_lora_options(args.options)
     try:
-        config = LoraTrainConfig(**overrides).validate()
+        config = args.settings.validate()
+        if args.show_config:
+            for k in ("data", "dataset", "dataset_dir", "valid", "eval_dataset", "formatting", "model", "out", "dtype", "overwrite"):
+                if getattr(args, k) is not None: print(f"{k} = {getattr(args, k)!r}")
+            print(config.describe())
+            return 0
         if Path(args.out).exists() and not Path(args.out).is_dir():
             raise DataFormatError(args.out, "is a file", field="--out", expected="a folder for checkpoints and adapters")
         check_model_source(args.model)
-        train = load_alpaca(args.data)
-        if not train: raise DataFormatError(args.data, "holds no records", field="--data", expected="at least one Alpaca record")
-        valid = load_alpaca(args.valid) if args.valid else None
+        train = _instructions(args.data, args.dataset, args.dataset_dir, args.formatting, "--data" if args.data else "--dataset")
+        valid = None
+        if args.valid is not None or args.eval_dataset is not None:
+            valid = _instructions(args.valid, args.eval_dataset, args.dataset_dir, args.formatting, "--valid" if args.valid else "--eval-dataset")
         with _removed_on_failure(args.out):
             llm = load_llm(args.model, **({"dtype": args.dtype} if args.dtype else {}))
             result = train_lora(llm, train, valid, config=config, output_dir=args.out, resume=not args.overwrite)
@@ -182,26 +331,6 @@ def _train_lora(args) -> int:
         print(json.dumps({"adapter_dir": str(result.adapter_dir), "global_step": result.global_step,
                           "best_metric": result.best_metric, "train_seconds": result.train_seconds}))
     return 0
-
-def _config_options(parser, config_cls) -> None:
-    "One `--option` per field of a config dataclass (tuples take several values, booleans `true`/`false`)."
-    import dataclasses, typing
-    hints = typing.get_type_hints(config_cls)
-    for f in dataclasses.fields(config_cls):
-        kind, default = hints[f.name], f.default
-        opt = _option(f.name)
-        if kind is bool:
-            parser.add_argument(opt, type=_boolean, default=None, metavar="BOOL", help=f"default {default}")
-        elif isinstance(default, tuple):
-            parser.add_argument(opt, nargs="+", type=lambda s: s, default=None, help=f"default {' '.join(map(str, default))}")
-        else:
-            base = next((t for t in (int, float, str) if t is kind or t in typing.get_args(kind)), str)
-            parser.add_argument(opt, type=base, default=None, help=f"default {default}")
-
-def _boolean(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes"): return True
-    if text.lower() in ("0", "false", "no"): return False
-    raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
 
 def build_parser() -> argparse.ArgumentParser:
     "The `llmrec` argument parser."
@@ -218,12 +347,14 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--json", action="store_true", help="print one JSON list")
     dl.set_defaults(func=_data_list)
 
-    rp = sub.add_parser("reproduce", help="run the paper notebooks with a parameter profile")
-    rp.add_argument("--profile", default="quick", help="smoke, quick, paper, or a path to a YAML profile")
+    rp = sub.add_parser("reproduce", help="run the paper notebooks with a parameter profile",
+                        description="Run the paper notebooks (nbs/paper/) with papermill under a parameter profile, each in a "
+                                    "kernel of this interpreter, and collect their tables, figures and claims.")
+    rp.add_argument("--profile", default="quick", help="smoke, quick, paper, or a path to a YAML profile (default quick)")
     rp.add_argument("--only", nargs="+", default=None, metavar="NOTEBOOK", help="run only these paper notebooks")
     rp.add_argument("--out", default=None, help="output folder (default: figures/; runs/smoke/ for the smoke profile)")
     rp.add_argument("--runs", default=None, help="folder for executed notebooks (default: runs/<profile>/)")
-    rp.add_argument("--timeout", type=_positive_int, default=None, help="per-cell timeout in seconds")
+    rp.add_argument("--timeout", type=_positive_int, default=None, help="per-cell timeout in seconds (default: none)")
     rp.add_argument("--jobs", type=_positive_int, default=1,
                     help="notebooks run at once (default 1; 2 suits the smoke profile, whose runs are mostly start-up)")
     rp.add_argument("--check", action="store_true",
@@ -262,7 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
     # its options mirror LoraTrainConfig, which lives with torch: they are parsed in `_train_lora`, so that the other
     # commands start without importing torch
     tl = sub.add_parser("train-lora", add_help=False,
-                        help="LoRA fine-tuning from Alpaca JSON (runs under `accelerate launch` too; --help for options)")
+                        help="LoRA fine-tuning from Alpaca or ShareGPT data or a LLaMA-Factory dataset_info.json "
+                             "(runs under `accelerate launch` too; --help for options)")
     tl.add_argument("options", nargs=argparse.REMAINDER)
     tl.set_defaults(func=_train_lora)
     return p

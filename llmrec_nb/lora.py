@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_lora.ipynb #4d499cd3
 from __future__ import annotations
-import contextlib, hashlib, json, math, os, shutil, time, warnings
+import contextlib, hashlib, importlib.util, json, math, os, shutil, time, warnings
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from typing import Callable, Sequence
@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from .core import DataFormatError, LlmrecError, set_seed, stable_hash, atomic_path, progress
 from .core import read_json, write_json, write_text
+from .runs import RunConfig, setting
 from .templates import HISTORY_SPANS, Instruction, render_prompt, render_response, fit_prompt
 from .llm import encode, continuation_ids, pad_id_of
 from .kernels import fast_cpu_kernels
@@ -23,9 +24,9 @@ from .kernels import fast_cpu_kernels
 # %% auto #0
 __all__ = ['LoraConfigError', 'LoraTrainConfig', 'encode_instruction', 'collate_right_padded', 'response_loss', 'batch_loss',
            'MixState', 'SeededLengthGroupedSampler', 'run_fingerprint', 'RunMismatchError', 'resumable_checkpoint',
-           'clear_run', 'save_adapter', 'load_adapter', 'set_active_adapter', 'adapter_names', 'remove_lora',
-           'TrainResult', 'TrainingPrecision', 'training_precision', 'train_lora', 'lora_layers', 'adapter_scaling',
-           'merge_adapters', 'delta_weight', 'AdapterMixer']
+           'clear_run', 'peft_quietly', 'save_adapter', 'load_adapter', 'set_active_adapter', 'adapter_names',
+           'remove_lora', 'TrainResult', 'TrainingPrecision', 'training_precision', 'train_lora', 'lora_layers',
+           'adapter_scaling', 'merge_adapters', 'delta_weight', 'AdapterMixer']
 
 # %% ../nbs/04_lora.ipynb #b549e7a4
 class LoraConfigError(LlmrecError, ValueError):
@@ -34,38 +35,46 @@ class LoraConfigError(LlmrecError, ValueError):
         self.field, self.value, self.expected = field, value, expected
         super().__init__(f"{field}={value!r}: expected {expected}")
 
+def _installed_reporting() -> tuple:
+    "Where training progress goes unless told otherwise: TensorBoard when it is installed, else nowhere."
+    return ("tensorboard",) if importlib.util.find_spec("tensorboard") else ()
+
 @dataclass
-class LoraTrainConfig:
+class LoraTrainConfig(RunConfig):
     "Every knob of `train_lora`; defaults follow TALLRec (r=8, alpha=16, dropout 0.05, q/v projections, lr 1e-4)."
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.05
-    target_modules: tuple = ("q_proj", "v_proj")   # module names, or ("all-linear",) / ("all",): every linear layer
-    lr: float = 1e-4
-    epochs: float = 1.0
-    max_steps: int = -1                 # > 0: at most this many optimiser steps (and never more than `epochs` give)
-    batch_size: int = 8
-    grad_accum: int = 1
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.0           # fraction of the steps spent warming up
-    scheduler: str = "linear"
-    max_length: int = 1024              # prompt + response tokens; longer prompts lose their oldest history entries
-    loss_average: str = "token"         # "token": mean over response tokens; "example": mean of per-example means
-    style: str = "chat"                 # render_prompt style
-    group_by_length: bool = True
-    response_logits_only: bool = True
-    share_prefix: bool = True           # run the prefix shared by a batch's prompts once
-    save_steps: int | None = None       # None: a checkpoint at the end of every epoch
-    save_total_limit: int | None = 2
-    eval_steps: int | None = None       # None: evaluate at the end of every epoch
-    patience: int | None = None         # stop after this many evaluations without improvement
-    min_delta: float = 0.0
-    greater_is_better: bool = True
-    logging_steps: int = 1
-    seed: int = 0
-    adapter_name: str = "default"
-    precision: str = "auto"             # a bf16 base: "float32" trains it on float32 copies of its frozen weights (restored
-                                        # after), "model" in bf16 under autocast; "auto": float32 on a CPU, "model" elsewhere
+    r: int = setting(8, "LoRA rank")
+    alpha: int = setting(16, "LoRA alpha: the adapter's update is scaled by alpha / r")
+    dropout: float = setting(0.05, "dropout on the adapters' input")
+    target_modules: tuple = setting(("q_proj", "v_proj"), "names of the linear layers that get adapters, or all-linear "
+                                    "(also spelt all) for every linear layer but the output head")
+    lr: float = setting(1e-4, "peak learning rate")
+    epochs: float = setting(1.0, "passes over the training data (may be fractional)")
+    max_steps: int = setting(-1, "when > 0, at most this many optimiser steps (never more than epochs give); -1: epochs decide")
+    batch_size: int = setting(8, "examples per forward pass on each device")
+    grad_accum: int = setting(1, "forward passes per optimiser step: the batch is batch_size x grad_accum x processes")
+    weight_decay: float = setting(0.0, "AdamW weight decay")
+    warmup_ratio: float = setting(0.0, "fraction of the steps spent warming the learning rate up")
+    scheduler: str = setting("linear", "learning-rate schedule after warm-up (transformers' names: linear, cosine, constant, ...)")
+    max_length: int = setting(1024, "most tokens of prompt + response; longer prompts lose their oldest history entries")
+    loss_average: str = setting("token", "token: the mean NLL over every response token of a batch; example: the mean of "
+                                "each example's own mean, so long and short answers weigh the same")
+    style: str = setting("chat", "prompt layout: chat (the tokenizer's chat template) or alpaca (### Instruction / Input / Response)")
+    group_by_length: bool = setting(True, "batch examples of similar length together (less padding)")
+    response_logits_only: bool = setting(True, "apply the LM head at response positions only (the same loss, less memory)")
+    share_prefix: bool = setting(True, "run the prompt prefix that every example of a batch shares once")
+    save_steps: int | None = setting(None, "a checkpoint every this many steps (none: one at the end of every epoch)")
+    save_total_limit: int | None = setting(2, "checkpoints kept (none: all)")
+    eval_steps: int | None = setting(None, "evaluate every this many steps (none: at the end of every epoch)")
+    patience: int | None = setting(None, "stop after this many evaluations without improvement (none: no early stopping)")
+    min_delta: float = setting(0.0, "the least change of the evaluation metric that counts as an improvement")
+    greater_is_better: bool = setting(True, "whether a higher evaluation metric is better (the validation loss sets false itself)")
+    logging_steps: int = setting(1, "log the training loss every this many steps")
+    seed: int = setting(0, "seed of the adapters' initialisation, dropout and batch order")
+    adapter_name: str = setting("default", "name of the trained adapter on the model")
+    precision: str = setting("auto", "for a bf16 base: float32 trains on float32 copies of its frozen weights (restored "
+                             "after), model in bf16 under autocast; auto: float32 on a CPU, model elsewhere")
+    report_to: tuple = setting(_installed_reporting(), "where training progress is logged: tensorboard (under OUT/runs/; the "
+                               "default when installed), wandb, mlflow or another transformers integration, or none")
 
     def validate(self) -> "LoraTrainConfig":
         "Raise a `LoraConfigError` naming the first field that training cannot use; returns the config."
@@ -95,7 +104,23 @@ class LoraTrainConfig:
             try: good = ok(value)
             except TypeError: good = False
             if not good: raise LoraConfigError(name, value, expected)
+        _check_reporting(self.report_to)
         return self
+
+def _report_names(report_to) -> list[str]:
+    "The `transformers` integrations that `report_to` names (a name, names separated by commas, or a sequence; 'none': none)."
+    names = report_to.split(",") if isinstance(report_to, str) else list(report_to or ())
+    return [str(n).strip() for n in names if str(n).strip() not in ("", "none")]
+
+def _check_reporting(report_to) -> None:
+    "A `LoraConfigError` unless every integration `report_to` names is known to transformers and installed."
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK, get_available_reporting_integrations
+    try: names = _report_names(report_to)
+    except TypeError: names = [None]
+    unknown = [n for n in names if n not in INTEGRATION_TO_CALLBACK and n != "all"]
+    if unknown: raise LoraConfigError("report_to", report_to, "none, or some of " + ", ".join(sorted(INTEGRATION_TO_CALLBACK)))
+    missing = [n for n in names if n != "all" and n not in get_available_reporting_integrations()]
+    if missing: raise LoraConfigError("report_to", report_to, f"integrations that are installed ({', '.join(missing)}: not installed)")
 
 # %% ../nbs/04_lora.ipynb #fd0cf8bf
 def _response_ids(tokenizer, prompt: str, response: str, prompt_ids=None) -> list[int]:
@@ -234,7 +259,7 @@ class SeededLengthGroupedSampler(torch.utils.data.Sampler):
 _STATE_FILE = "llmrec_train_state.json"
 _RUN_FILE = "llmrec_run.json"     # the run's fingerprint; written last, so a folder without it is incomplete
 # options that change neither the adapter nor the batches it sees: a rerun may change them and still resume
-_BOOKKEEPING = ("save_steps", "save_total_limit", "logging_steps", "response_logits_only", "share_prefix")
+_BOOKKEEPING = ("save_steps", "save_total_limit", "logging_steps", "response_logits_only", "share_prefix", "report_to")
 
 def _data_digest(insts: Sequence[Instruction] | None) -> str | None:
     "A hash of what training reads from each instruction: the texts, the weight and the history spans."
@@ -242,8 +267,8 @@ def _data_digest(insts: Sequence[Instruction] | None) -> str | None:
     h = hashlib.sha256()
     for i in insts:
         meta = i.meta or {}
-        h.update(json.dumps([i.instruction, i.input, i.output, float(meta.get("weight", 1.0)), meta.get(HISTORY_SPANS)],
-                            default=str).encode()); h.update(b"\n")
+        read = [i.instruction, i.input, i.output, float(meta.get("weight", 1.0)), meta.get(HISTORY_SPANS)]
+        h.update(json.dumps(read + ([i.system] if i.system else []), default=str).encode()); h.update(b"\n")
     return h.hexdigest()
 
 def run_fingerprint(cfg: LoraTrainConfig, train, valid=None, aux=None, mix_lambda=None, eval_fn=None, model: str | None = None) -> dict:
@@ -292,10 +317,10 @@ def resumable_checkpoint(output_dir: Path | str, fingerprint: dict) -> Path | No
     return complete[-1] if complete else None
 
 def clear_run(output_dir: Path | str) -> None:
-    "Remove what `train_lora` wrote into `output_dir` (checkpoints, adapters, results); other files stay."
+    "Remove what `train_lora` wrote into `output_dir` (checkpoints, adapters, results, TensorBoard logs); other files stay."
     out = Path(output_dir)
     if not out.is_dir(): return
-    for p in [*out.glob("checkpoint-*"), *out.glob(".best.*"), *out.glob(".final.*"), out / "best", out / "final"]:
+    for p in [*out.glob("checkpoint-*"), *out.glob(".best.*"), *out.glob(".final.*"), out / "best", out / "final", out / "runs"]:
         if p.is_dir(): shutil.rmtree(p, ignore_errors=True)
     for name in ("train_result.json", "loss_curve.csv", "loss_curve.png"): (out / name).unlink(missing_ok=True)
 
@@ -373,6 +398,11 @@ def _trainer_classes():
             self.fingerprint = fingerprint
             self.best, self.best_step, self.bad, self.evals, self.stopped_early = None, None, 0, [], False
             self.eval_precision = contextlib.nullcontext
+            self.log = None         # the Trainer's `log`: values reach its history and every reporting integration
+
+        def _log(self, state, values: dict):
+            if self.log is not None: self.log(dict(values))
+            else: state.log_history.append({"epoch": state.epoch, "step": state.global_step, **values})
 
         def state_dict(self):
             return {"best": self.best, "best_step": self.best_step, "bad": self.bad, "evals": self.evals,
@@ -385,7 +415,7 @@ def _trainer_classes():
 
         def on_epoch_begin(self, args, state, control, model=None, **kw):
             lam = self.mix.set_epoch(int(math.floor(state.epoch + 1e-6)), model)
-            if lam is not None: state.log_history.append({"epoch": state.epoch, "step": state.global_step, "mix_lambda": lam})
+            if lam is not None: self._log(state, {"mix_lambda": lam})
 
         def _evaluate(self, state, control, model):
             if self.eval_fn is None: return
@@ -394,7 +424,7 @@ def _trainer_classes():
             with torch.no_grad(), self.eval_precision(): value = float(self.eval_fn(model))
             if was_training: model.train()
             self.evals.append({"step": state.global_step, "epoch": state.epoch, "metric": value})
-            state.log_history.append({"epoch": state.epoch, "step": state.global_step, "eval_metric": value})
+            self._log(state, {"eval_metric": value})
             sign = 1 if self.cfg.greater_is_better else -1
             if self.best is None or sign * (value - self.best) > self.cfg.min_delta:
                 self.best, self.best_step, self.bad = value, state.global_step, 0
@@ -421,6 +451,14 @@ def _trainer_classes():
     return ResponseLossTrainer, EvalStopCallback
 
 # %% ../nbs/04_lora.ipynb #03d1c427
+@contextlib.contextmanager
+def peft_quietly():
+    """Within the block, the `FutureWarning` that transformers 5 gives when PEFT (0.21) reads the deprecated
+    `is_gradient_checkpointing` while wrapping a model is not shown: nothing a user can do about it. Other warnings are."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
+
 def save_adapter(model, path: Path | str, name: str | None = None) -> Path:
     "Write adapter `name` (default: the active one) of a PEFT model to `path` as a standalone PEFT folder."
     from peft import get_peft_model_state_dict
@@ -446,7 +484,7 @@ def load_adapter(llm, path: Path | str, name: str = "default", trainable: bool =
         llm.model.load_adapter(str(path), adapter_name=name, is_trainable=trainable)
         llm.model.set_adapter(name)
     else:
-        llm.model = PeftModel.from_pretrained(llm.model, str(path), adapter_name=name, is_trainable=trainable)
+        with peft_quietly(): llm.model = PeftModel.from_pretrained(llm.model, str(path), adapter_name=name, is_trainable=trainable)
     if not trainable: llm.model.eval()
     llm.adapter = str(path)
     return llm.model
@@ -504,7 +542,7 @@ def _wrap_for_training(llm, cfg: LoraTrainConfig):
             llm.model.add_adapter(cfg.adapter_name, lcfg)
             llm.model.set_adapter(cfg.adapter_name)     # only this adapter trains; the others stay frozen and inactive
         else:
-            llm.model = get_peft_model(llm.model, lcfg, adapter_name=cfg.adapter_name)
+            with peft_quietly(): llm.model = get_peft_model(llm.model, lcfg, adapter_name=cfg.adapter_name)
     except ValueError as e:
         if "not found in the base model" not in str(e): raise       # PEFT's NoMatchingPeftModuleError
         linear = sorted({n.rsplit(".", 1)[-1] for n, m in _causal_lm(llm.model).named_modules()
@@ -560,6 +598,13 @@ def training_precision(model, precision: str = "auto"):
     try: yield TrainingPrecision(saved=saved)
     finally:
         for t, d in saved: t.data = d
+
+def _close_reporting(trainer) -> None:
+    "Close the TensorBoard writer of a failed run (the Trainer closes it only at the end of training): its files are complete."
+    for callback in (trainer.callback_handler.callbacks if trainer is not None else []):
+        if getattr(callback, "tb_writer", None) is not None:
+            callback.tb_writer.close()
+            callback.tb_writer = None
 
 def train_lora(llm, train: Sequence[Instruction], valid: Sequence[Instruction] | None = None,
                config: LoraTrainConfig | None = None, output_dir: Path | str = "lora_out",
@@ -619,17 +664,20 @@ def train_lora(llm, train: Sequence[Instruction], valid: Sequence[Instruction] |
         save_strategy="steps" if cfg.save_steps else "epoch", save_steps=cfg.save_steps or 500,
         save_total_limit=cfg.save_total_limit, seed=cfg.seed, data_seed=cfg.seed,
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
-        remove_unused_columns=False, report_to=[], disable_tqdm=quiet, dataloader_num_workers=0, dataloader_pin_memory=False,
+        remove_unused_columns=False, disable_tqdm=quiet, dataloader_num_workers=0, dataloader_pin_memory=False,
         eval_strategy="no", save_only_model=False,
+        report_to=_report_names(cfg.report_to),   # TensorBoard's default folder: <output_dir>/runs/<date>_<host>
         use_cpu=model.device.type == "cpu")     # a CPU model under torchrun / accelerate: gloo processes, not one
     writer = args.process_index == 0
     if not resume and writer: clear_run(out)
     created = not out.exists()
+    trainer = None
     try:
         trainer = Trainer_(model=model, args=args, train_dataset=features,
                            data_collator=lambda fs: collate_right_padded(fs, pad_id),
                            callbacks=[cb, *callbacks], mix=mix, logits_only=cfg.response_logits_only,
                            share_prefix=cfg.share_prefix, loss_average=cfg.loss_average)
+        cb.log = trainer.log
         if quiet:
             from transformers.trainer_callback import PrinterCallback
             trainer.remove_callback(PrinterCallback)
@@ -649,6 +697,7 @@ def train_lora(llm, train: Sequence[Instruction], valid: Sequence[Instruction] |
             cb.eval_precision = precision.inference
             trainer.train(resume_from_checkpoint=str(last) if last else None)
     except BaseException:
+        _close_reporting(trainer)
         # a run that fails before its first checkpoint leaves no folder behind it created (a later one can resume)
         if created and writer and out.is_dir() and not any((p / _RUN_FILE).exists() for p in out.glob("checkpoint-*")):
             shutil.rmtree(out, ignore_errors=True)

@@ -7,16 +7,18 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .core import DataFormatError, read_json, write_json, write_text
 
 # %% auto #0
 __all__ = ['HISTORY_SPANS', 'TALLREC_ANSWERS', 'TALLREC_DESCRIPTIONS', 'LISTWISE_DESCRIPTIONS', 'NEXT_ITEM_DESCRIPTIONS',
-           'NEXT_ITEM_FROM_CANDIDATES', 'RATING_DESCRIPTIONS', 'PAIRWISE_DESCRIPTIONS', 'ALPACA_COLUMNS', 'Instruction',
+           'NEXT_ITEM_FROM_CANDIDATES', 'RATING_DESCRIPTIONS', 'PAIRWISE_DESCRIPTIONS', 'ALPACA_COLUMNS',
+           'ALPACA_DEFAULTS', 'SHAREGPT_DEFAULTS', 'SHAREGPT_TAGS', 'OPENAI_TAGS', 'DATASET_INFO', 'Instruction',
            'has_chat_template', 'render_prompt', 'render_response', 'tallrec_instruction', 'listwise_instruction',
            'next_item_instruction', 'rating_instruction', 'pairwise_instruction', 'drop_history', 'fit_prompt',
-           'fit_prompts', 'export_alpaca', 'load_alpaca']
+           'fit_prompts', 'export_alpaca', 'read_records', 'load_instructions', 'load_alpaca', 'load_sharegpt',
+           'load_dataset_info']
 
 # %% ../nbs/02_templates.ipynb #b770af09
 @dataclass
@@ -28,10 +30,12 @@ class Instruction:
     id: str = ""
     task: str = ""
     meta: dict = field(default_factory=dict)
+    system: str = ""
 
     def to_alpaca(self) -> dict:
-        "The `{instruction, input, output}` record that fine-tuning toolkits read."
-        return {"instruction": self.instruction, "input": self.input, "output": self.output}
+        "The `{instruction, input, output}` record that fine-tuning toolkits read (with `system` when there is one)."
+        return {"instruction": self.instruction, "input": self.input, "output": self.output,
+                **({"system": self.system} if self.system else {})}
 
 # %% ../nbs/02_templates.ipynb #66715d7d
 def _user_text(inst: Instruction) -> str:
@@ -44,6 +48,7 @@ def has_chat_template(tokenizer) -> bool:
 def render_prompt(inst: Instruction, tokenizer=None, style: str = "chat", system: str | None = None) -> str:
     "The text the model sees before the answer: the tokenizer's chat template (`style='chat'`) or Alpaca sections."
     if style not in ("chat", "alpaca"): raise ValueError(f"style must be 'chat' or 'alpaca', not {style!r}")
+    if system is None: system = getattr(inst, "system", "")
     if style == "chat" and tokenizer is not None and has_chat_template(tokenizer):
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": _user_text(inst)}]
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -256,6 +261,14 @@ def fit_prompts(instructions: Iterable[Instruction], tokenizer, style: str = "ch
 
 # %% ../nbs/02_templates.ipynb #16c6d6fe
 ALPACA_COLUMNS = {"prompt": "instruction", "query": "input", "response": "output"}
+# what a record's keys mean when no `columns` mapping says otherwise (LLaMA-Factory's names; `system` and `history`
+# are read when a record has them, so that neither is dropped unnoticed)
+ALPACA_DEFAULTS = {**ALPACA_COLUMNS, "system": "system", "history": "history"}
+SHAREGPT_DEFAULTS = {"messages": "conversations", "system": "system"}
+SHAREGPT_TAGS = {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt",
+                 "system_tag": "system", "observation_tag": "observation", "function_tag": "function_call"}
+# the tags of OpenAI-style `messages` lists ({role, content}), which LLaMA-Factory reads as ShareGPT with these tags
+OPENAI_TAGS = {**SHAREGPT_TAGS, "role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"}
 
 def _meta_json(o):
     "JSON form of what `meta` may hold beyond plain JSON: NumPy scalars and arrays, sets (anything else: its str)."
@@ -273,14 +286,14 @@ def export_alpaca(instructions: Iterable[Instruction], folder: Path | str, datas
     write_text(folder / f"{stem}.meta.jsonl", sidecar)
     info_path = folder / "dataset_info.json"
     info = read_json(info_path) if info_path.exists() else {}
-    info[stem] = {"file_name": path.name, "columns": dict(ALPACA_COLUMNS)}
+    columns = {**ALPACA_COLUMNS, **({"system": "system"} if any(i.system for i in insts) else {})}
+    info[stem] = {"file_name": path.name, "columns": columns}
     write_json(info_path, info)
     return path
 
-def _record_line(path: Path, index: int) -> int | None:
-    "The line on which record `index` of the JSON list in `path` starts (None when the file cannot be scanned)."
+def _record_line(text: str, index: int) -> int | None:
+    "The line on which record `index` of the JSON list `text` starts (None when the text cannot be scanned)."
     try:
-        text = path.read_text(encoding="utf-8")
         decoder, pos = json.JSONDecoder(), text.index("[") + 1
         for _ in range(index + 1):
             while text[pos] in " \t\r\n,": pos += 1
@@ -289,43 +302,177 @@ def _record_line(path: Path, index: int) -> int | None:
         return text.count("\n", 0, start) + 1
     except (ValueError, IndexError, RecursionError): return None
 
-def _check_alpaca_record(path: Path, index: int, record) -> None:
-    "Raise a `DataFormatError` naming the record (1-based) and its line unless `record` is a usable Alpaca record."
-    def bad(message, field=None, expected="a JSON object {instruction, input, output} with string values"):
-        raise DataFormatError(path, f"record {index + 1}: {message}", line=_record_line(path, index), field=field, expected=expected)
-    if not isinstance(record, dict): bad(f"is a {type(record).__name__}, not an object")
-    for name in ("instruction", "output"):
-        if name not in record: bad(f"has no '{name}'", name)
-    for name in ("instruction", "input", "output"):
-        value = record.get(name)
-        if name == "input" and value is None: continue          # a missing or null input is an empty one
-        if not isinstance(value, str):
-            bad(f"'{name}' is {json.dumps(value)[:40]}", name, expected="a string")
-    for name in ("system", "history"):
-        # LLaMA-Factory's system prompt and earlier turns: training here renders one user turn, so they cannot be honoured
-        if record.get(name): bad(f"has a non-empty '{name}', which training here does not use", name,
-                                 expected="no system prompt or history: put that text into 'instruction' or 'input'")
-
-def load_alpaca(path: Path | str) -> list[Instruction]:
-    """Read an Alpaca JSON file (and its `.meta.jsonl` sidecar when present) back into `Instruction`s.
-
-    Every record needs string `instruction` and `output` values (and a string `input` when it has one); a record with
-    a `system` prompt or a `history` of earlier turns is refused rather than trained without them."""
+def read_records(path: Path | str) -> tuple[list, Callable[[int], int | None]]:
+    """The records of a JSON list or a JSON Lines file (`.jsonl`, or JSON objects one per line under any name), and a
+    function giving the line on which record `i` starts, for error messages."""
     path = Path(path)
-    try: records = read_json(path)
+    try: text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         line = e.object[:e.start].count(b"\n") + 1
         raise DataFormatError(path, f"byte 0x{e.object[e.start]:02x} is not UTF-8", line=line, expected="a UTF-8 encoded JSON file") from None
-    except RecursionError:
-        raise DataFormatError(path, "JSON nested too deeply to read", expected="a JSON list of flat records") from None
-    if not isinstance(records, list): raise DataFormatError(path, "top level is not a list", expected="a JSON list of {instruction, input, output}")
-    for n, r in enumerate(records): _check_alpaca_record(path, n, r)
-    metas = [{}] * len(records)
-    side = path.with_name(path.name[:-len(".json")] + ".meta.jsonl") if path.name.endswith(".json") else None
+    if path.suffix not in (".jsonl", ".ndjson"):
+        try: records = json.loads(text)
+        except RecursionError:
+            raise DataFormatError(path, "JSON nested too deeply to read", expected="a JSON list of flat records") from None
+        except json.JSONDecodeError as e:
+            if e.msg != "Extra data" or not text.lstrip().startswith("{"):
+                raise DataFormatError(path, f"invalid JSON: {e.msg}", line=e.lineno, expected="a JSON document") from None
+        else:
+            if not isinstance(records, list):
+                raise DataFormatError(path, "top level is not a list", expected="a JSON list of records, or one JSON object per line")
+            return records, lambda i: _record_line(text, i)
+    records, lines = [], []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip(): continue
+        try: records.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise DataFormatError(path, f"invalid JSON: {e.msg}", line=n, expected="one JSON object per line (JSON Lines)") from None
+        except RecursionError:
+            raise DataFormatError(path, "JSON nested too deeply to read", line=n, expected="flat records") from None
+        lines.append(n)
+    return records, lambda i: lines[i]
+
+def _text_of(record: dict, name: str | None, bad, required: bool = False) -> str:
+    "The string under `name` in `record` ('' when absent or null, unless `required`)."
+    if not name: return ""
+    if name not in record:
+        if required: bad(f"has no '{name}'", name)
+        return ""
+    value = record[name]
+    if value is None and not required: return ""
+    if not isinstance(value, str): bad(f"'{name}' is {json.dumps(value)[:40]}", name, expected="a string")
+    return value
+
+def _alpaca_instruction(record, columns: Mapping[str, str | None], bad) -> Instruction:
+    if not isinstance(record, dict): bad(f"is a {type(record).__name__}, not an object")
+    history = columns.get("history")
+    if history and record.get(history):
+        # earlier turns: training here renders one user turn, so they cannot be honoured
+        bad(f"has a non-empty '{history}' (earlier turns), which training here does not use", history,
+            expected="single-turn records: put earlier turns into the instruction or input")
+    texts = [_text_of(record, columns.get(k), bad, required=k in ("prompt", "response")) for k in ("prompt", "query", "response", "system")]
+    return Instruction(texts[0], texts[1], texts[2], system=texts[3])
+
+def _sharegpt_instruction(record, columns: Mapping[str, str | None], tags: Mapping[str, str], bad) -> Instruction:
+    if not isinstance(record, dict): bad(f"is a {type(record).__name__}, not an object")
+    key, role, content = columns["messages"], tags["role_tag"], tags["content_tag"]
+    turns = record.get(key)
+    if not isinstance(turns, list): bad(f"has no '{key}' list", key, expected=f"a list of {{{role}, {content}}} turns")
+    for k, t in enumerate(turns):
+        if not (isinstance(t, dict) and isinstance(t.get(role), str) and isinstance(t.get(content), str)):
+            bad(f"turn {k + 1} is {json.dumps(t)[:40]}", key, expected=f"an object with string '{role}' and '{content}'")
+    if turns and turns[0][role] == tags["system_tag"]: system, turns = turns[0][content], turns[1:]
+    else: system = _text_of(record, columns.get("system"), bad)
+    roles = [t[role] for t in turns]
+    if roles != [tags["user_tag"], tags["assistant_tag"]]:
+        shown = ", ".join(roles[:4]) + (", ..." if len(roles) > 4 else "")
+        bad(f"has {len(roles)} turn{'s' if len(roles) != 1 else ''} ({shown})", key,
+            expected=f"one '{tags['user_tag']}' turn, then one '{tags['assistant_tag']}' turn (multi-turn conversations are not trained here)")
+    return Instruction(turns[0][content], "", turns[1][content], system=system)
+
+def _sidecar(path: Path) -> Path | None:
+    "The `.meta.jsonl` file beside a data file (`x.json` / `x.jsonl` -> `x.meta.jsonl`)."
+    for suffix in (".jsonl", ".json"):
+        if path.name.endswith(suffix) and not path.name.endswith(".meta.jsonl"):
+            return path.with_name(path.name[:-len(suffix)] + ".meta.jsonl")
+    return None
+
+def _detect_format(records: list) -> tuple[str, dict, dict]:
+    "The formatting, columns and tags that the first record's keys suggest: Alpaca, ShareGPT or OpenAI-style messages."
+    first = next((r for r in records if isinstance(r, dict)), {})
+    if "conversations" in first: return "sharegpt", {}, {}
+    if "messages" in first and "instruction" not in first: return "sharegpt", {"messages": "messages"}, OPENAI_TAGS
+    return "alpaca", {}, {}
+
+def load_instructions(path: Path | str, formatting: str | None = None, columns: Mapping | None = None,
+                      tags: Mapping | None = None) -> list[Instruction]:
+    """Read Alpaca or ShareGPT records from a JSON list or JSON Lines file into `Instruction`s, with the file's
+    `.meta.jsonl` sidecar (ids, tasks, meta) when there is one.
+
+    `formatting` is `'alpaca'` or `'sharegpt'` (None: from the first record's keys); `columns` and `tags` rename
+    record keys as in LLaMA-Factory's `dataset_info.json`. Alpaca records need string `instruction` and `output`
+    values (`input` and `system` may be missing or null); a non-empty `history` is refused rather than trained without
+    it. A ShareGPT record holds one human turn then one gpt turn, after an optional system turn."""
+    path = Path(path)
+    records, line_of = read_records(path)
+    if formatting is None:
+        formatting, found_columns, found_tags = _detect_format(records)
+        columns, tags = {**found_columns, **(columns or {})}, {**found_tags, **(tags or {})}
+    if formatting not in ("alpaca", "sharegpt"):
+        raise DataFormatError(path, f"formatting {formatting!r}", field="formatting", expected="'alpaca' or 'sharegpt'")
+    defaults = ALPACA_DEFAULTS if formatting == "alpaca" else SHAREGPT_DEFAULTS
+    columns, tags = {**defaults, **(columns or {})}, {**SHAREGPT_TAGS, **(tags or {})}
+    out = []
+    for n, record in enumerate(records):
+        def bad(message, field=None, expected="a JSON object {instruction, input, output} with string values" if formatting == "alpaca"
+                else "a JSON object with a list of turns"):
+            raise DataFormatError(path, f"record {n + 1}: {message}", line=line_of(n), field=field, expected=expected)
+        out.append(_alpaca_instruction(record, columns, bad) if formatting == "alpaca" else _sharegpt_instruction(record, columns, tags, bad))
+    side = _sidecar(path)
     if side is not None and side.exists():
         lines = [l for l in side.read_text(encoding="utf-8").splitlines() if l.strip()]
-        if len(lines) != len(records): raise DataFormatError(side, f"{len(lines)} lines for {len(records)} records", expected="one line per record")
+        if len(lines) != len(out): raise DataFormatError(side, f"{len(lines)} lines for {len(out)} records", expected="one line per record")
         try: metas = [json.loads(l) for l in lines]
         except json.JSONDecodeError as e: raise DataFormatError(side, f"invalid JSON: {e.msg}", expected="one JSON object per line") from None
-    return [Instruction(r["instruction"], r.get("input") or "", r["output"], str(m.get("id", "")),
-                        str(m.get("task", "")), dict(m.get("meta", {}))) for r, m in zip(records, metas)]
+        out = [replace(i, id=str(m.get("id", "")), task=str(m.get("task", "")), meta=dict(m.get("meta", {}))) for i, m in zip(out, metas)]
+    return out
+
+def load_alpaca(path: Path | str, columns: Mapping | None = None) -> list[Instruction]:
+    "`load_instructions` for an Alpaca file (JSON list or JSON Lines)."
+    return load_instructions(path, "alpaca", columns)
+
+def load_sharegpt(path: Path | str, columns: Mapping | None = None, tags: Mapping | None = None) -> list[Instruction]:
+    "`load_instructions` for a ShareGPT file (JSON list or JSON Lines of `{conversations: [{from, value}, ...]}`)."
+    return load_instructions(path, "sharegpt", columns, tags)
+
+DATASET_INFO = "dataset_info.json"
+_REMOTE_KEYS = ("hf_hub_url", "ms_hub_url", "om_hub_url", "script_url", "cloud_file_name")
+
+def _entry_files(info: Path, name: str, entry: dict) -> tuple[list[Path], str, dict, dict]:
+    "The files of one `dataset_info.json` entry, its formatting, columns and tags; a one-line error for what cannot be read."
+    def bad(key, message, expected):
+        raise DataFormatError(info, f"dataset {name!r}: {message}", field=f"{name}.{key}", expected=expected)
+    remote = next((k for k in _REMOTE_KEYS if entry.get(k)), None)
+    if remote: bad(remote, "is not a local file", "a file_name relative to this file's folder (download the data first)")
+    if not isinstance(entry.get("file_name"), str): bad("file_name", "has no file_name", "a file or folder name relative to this file's folder")
+    if entry.get("ranking"): bad("ranking", "is a preference (ranking) dataset", "supervised instruction data")
+    if entry.get("num_samples") is not None: bad("num_samples", "asks for a sample of its records", "the whole file (sample it beforehand)")
+    formatting = entry.get("formatting", "alpaca")
+    if formatting not in ("alpaca", "sharegpt"): bad("formatting", f"is {formatting!r}", "'alpaca' or 'sharegpt'")
+    columns, tags = entry.get("columns") or {}, entry.get("tags") or {}
+    for key, mapping in (("columns", columns), ("tags", tags)):
+        if not isinstance(mapping, dict) or not all(isinstance(v, str) or v is None for v in mapping.values()):
+            bad(key, f"{key} is {json.dumps(mapping)[:40]}", "an object of names")
+    known = set(ALPACA_DEFAULTS if formatting == "alpaca" else SHAREGPT_DEFAULTS)
+    extra = sorted(k for k, v in columns.items() if v and k not in known)
+    if extra: bad("columns", f"maps {', '.join(extra)}, which training here does not use", f"only {', '.join(sorted(known))}")
+    target = info.parent / entry["file_name"]
+    if target.is_dir():
+        files = sorted(p for p in target.iterdir() if p.suffix in (".json", ".jsonl") and not p.name.endswith(".meta.jsonl"))
+        if not files: bad("file_name", f"{target} holds no .json or .jsonl file", "a folder of JSON or JSON Lines files")
+    else: files = [target]
+    for f in files:
+        if f.suffix not in (".json", ".jsonl", ".ndjson"):
+            bad("file_name", f"{f.name} is not JSON", "a JSON or JSON Lines file (convert CSV, Parquet or Arrow files first)")
+    return files, formatting, columns, tags
+
+def load_dataset_info(info: Path | str, names: str | Sequence[str]) -> list[Instruction]:
+    """The instructions of the datasets `names` (a list, or names separated by commas) registered in a LLaMA-Factory
+    `dataset_info.json` (`info`: the file, or the folder that holds it): each entry's `file_name` (a file, or a folder
+    of files, relative to that folder), read with its `formatting` and `columns` / `tags` mappings."""
+    info = Path(info)
+    if info.is_dir(): info = info / DATASET_INFO
+    registry = read_json(info)
+    if not isinstance(registry, dict):
+        raise DataFormatError(info, "top level is not an object", expected="dataset names mapped to {file_name, formatting, columns}")
+    names = [n.strip() for n in names.split(",") if n.strip()] if isinstance(names, str) else list(names)
+    if not names: raise DataFormatError(info, "no dataset named", expected="one dataset name or more")
+    out = []
+    for name in names:
+        if not isinstance(registry.get(name), dict):
+            import difflib
+            close = difflib.get_close_matches(name, list(registry), n=3) or sorted(registry)[:8]
+            raise DataFormatError(info, f"no dataset {name!r}", field=name, expected="one of " + ", ".join(close))
+        files, formatting, columns, tags = _entry_files(info, name, registry[name])
+        for f in files: out += load_instructions(f, formatting, columns, tags)
+    return out

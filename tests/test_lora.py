@@ -1,5 +1,5 @@
 "LoRA training: masking, truncation, loss averaging and mixing, gradient accumulation, bad input, checkpoints and resume, scores during training, exact adapter merging (tiny model); rule learning (slow)."
-import json, math, os, re
+import importlib.util, json, math, os, re
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +8,8 @@ import torch
 
 from llmrec_nb.llm import load_llm, score_binary
 from llmrec_nb.lora import (LoraTrainConfig, train_lora, encode_instruction, collate_right_padded, response_loss,
-                            save_adapter, load_adapter, merge_adapters, delta_weight, lora_layers, adapter_names, AdapterMixer)
+                            save_adapter, load_adapter, merge_adapters, delta_weight, lora_layers, adapter_names, AdapterMixer,
+                            peft_quietly)
 from llmrec_nb.llm import continuation_ids, encode, bundled_tokenizer
 from llmrec_nb.templates import Instruction, render_prompt, tallrec_instruction, next_item_instruction, TALLREC_ANSWERS
 
@@ -223,7 +224,7 @@ def _two_adapters(rslora=False, seed=1):
     llm = load_llm("tiny")
     torch.manual_seed(seed)
     cfg = lambda r, a: LoraConfig(r=r, lora_alpha=a, target_modules=["q_proj", "v_proj"], init_lora_weights=False, use_rslora=rslora)
-    llm.model = get_peft_model(llm.model, cfg(*CONFIGS["a"]), adapter_name="a")
+    with peft_quietly(): llm.model = get_peft_model(llm.model, cfg(*CONFIGS["a"]), adapter_name="a")
     llm.model.add_adapter("b", cfg(*CONFIGS["b"]))
     return llm
 
@@ -278,7 +279,7 @@ def test_merge_while_a_mixer_is_attached_is_exact(tmp_path):
 def test_mixer_gradients_reach_only_the_weights():
     from peft import LoraConfig, get_peft_model
     llm = load_llm("tiny")
-    m = get_peft_model(llm.model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False), adapter_name="g")
+    with peft_quietly(): m = get_peft_model(llm.model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False), adapter_name="g")
     m.add_adapter("s", LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
     mixer = AdapterMixer(m, ["g", "s"])
     opt = torch.optim.Adam(mixer.parameters(), lr=0.1)
@@ -427,9 +428,13 @@ def _cli_case(tmp_path, monkeypatch, case):
     if case == "deep-json":
         (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
     if case == "permission":
-        import llmrec_nb.templates as templates
-        def denied(path): raise PermissionError(13, "Permission denied", str(path))
-        monkeypatch.setattr(templates, "read_json", denied)
+        read_text = Path.read_text
+        def denied(path, *a, **kw):
+            if path.name == "good.json": raise PermissionError(13, "Permission denied", str(path))
+            return read_text(path, *a, **kw)
+        monkeypatch.setattr(Path, "read_text", denied)
+    if case == "history":
+        (tmp_path / "history.json").write_text(json.dumps([{"instruction": "q", "output": "a", "history": [["hi", "hello"]]}]))
     if case in ("out-is-a-file", "itdr-out-is-a-file"): (tmp_path / "out").write_text("not a folder")
     if case == "unknown-model": monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     return {
@@ -437,7 +442,7 @@ def _cli_case(tmp_path, monkeypatch, case):
         "deep-json": (train(tmp_path / "deep.json"), "nested too deeply"),
         "null-output": (train(BAD / "null_output.json"), "line 3, field 'output': record 2: 'output' is null"),
         "list-output": (train(BAD / "list_output.json"), "field 'output': record 1: 'output' is ["),
-        "system-prompt": (train(BAD / "system_prompt.json"), "field 'system': record 1"),
+        "history": (train(tmp_path / "history.json"), "field 'history': record 1: has a non-empty 'history'"),
         "empty": (train(BAD / "empty.json"), "holds no records"),
         "data-is-a-folder": (train(BAD), f"{BAD}: is a directory"),
         "permission": (train(BAD / "good.json"), "good.json: permission denied"),
@@ -453,7 +458,7 @@ def _cli_case(tmp_path, monkeypatch, case):
         "itdr-out-is-a-file": (["itdr", "build", "--out", out, "--datasets", "synthetic"], "is a file"),
     }[case]
 
-@pytest.mark.parametrize("case", ["latin1", "deep-json", "null-output", "list-output", "system-prompt", "empty",
+@pytest.mark.parametrize("case", ["latin1", "deep-json", "null-output", "list-output", "history", "empty",
                                   "data-is-a-folder", "permission", "out-is-a-file", "batch-size-0", "precision",
                                   "loss-average", "target-modules", "unknown-model", "stats-missing-files",
                                   "reproduce-jobs-0", "itdr-out-is-a-file"])
@@ -489,11 +494,11 @@ def test_cli_in_its_own_process_prints_one_line_for_a_late_fault(tmp_path):
 
 
 def test_cli_resumes_a_rerun_or_refuses_one_with_other_settings(tmp_path, capsys):
-    from llmrec_nb.cli import main, train_lora_parser
+    from llmrec_nb.cli import main, train_lora_options
     base = ["--data", str(BAD / "good.json"), "--model", "tiny", "--out", str(tmp_path / "out"), "--batch-size", "2",
             "--style", "alpaca", "--max-steps", "1"]
-    assert not train_lora_parser().parse_args(base).overwrite                          # resuming is the default
-    assert train_lora_parser().parse_args(base + ["--no-resume"]).overwrite            # the older spelling of --overwrite
+    assert train_lora_options(base).overwrite is False                                 # resuming is the default
+    assert train_lora_options(base + ["--no-resume"]).overwrite is True                # the older spelling of --overwrite
     assert main(["train-lora", *base]) == 0
     capsys.readouterr()
     assert main(["train-lora", *base, "--lr", "1e-3"]) == 2
@@ -504,3 +509,133 @@ def test_cli_resumes_a_rerun_or_refuses_one_with_other_settings(tmp_path, capsys
     assert main(["train-lora", *base, "--lr", "1e-3", "--overwrite"]) == 0
     result = json.loads((tmp_path / "out" / "train_result.json").read_text())
     assert result["config"]["lr"] == 1e-3 and result["resumed_from"] is None
+
+
+# --- what LLaMA-Factory and RecBole users expect: help texts, --config and overrides, dataset_info.json, TensorBoard ---
+
+def test_every_option_of_train_lora_and_reproduce_says_what_it_does():
+    from llmrec_nb.cli import build_parser, train_lora_parser
+    reproduce = next(a for a in build_parser()._actions if a.dest == "command").choices["reproduce"]
+    for parser in (train_lora_parser(), reproduce):
+        assert parser.description, parser.prog
+        for action in parser._actions:
+            if action.dest == "help": continue
+            assert action.help and not action.help.startswith("default"), (parser.prog, action.dest, action.help)
+    text = " ".join(train_lora_parser().format_help().split())
+    assert "--r R, --lora-rank R LoRA rank (default 8)" in text and "--report-to NAME [NAME ...] where training progress" in text
+
+
+def test_train_lora_settings_come_from_a_yaml_file_then_the_command_line_then_overrides(tmp_path):
+    from llmrec_nb.cli import train_lora_options
+    cfg = tmp_path / "lora.yaml"
+    cfg.write_text("model_name_or_path: tiny\noutput-dir: out\nlearning_rate: 1e-3\nlora_target: q_proj,v_proj,o_proj\n"
+                   "per_device_train_batch_size: 4\nsave_steps: null\ngroup-by-length: false\nreport_to: none\n"
+                   "dataset: itdr_train\ndataset_dir: itdr\noverwrite: true\n")
+    o = train_lora_options(["--config", str(cfg), "--batch-size", "2", "epochs=3", "--set", "lr=2e-4"])
+    assert (o.model, o.out, o.dataset, o.dataset_dir, o.overwrite) == ("tiny", "out", "itdr_train", "itdr", True)
+    s = o.settings
+    assert (s.lr, s.epochs, s.batch_size, s.target_modules, s.save_steps, s.group_by_length, s.report_to) == \
+           (2e-4, 3.0, 2, ("q_proj", "v_proj", "o_proj"), None, False, ("none",))
+    # names split at commas on the command line too, and a KEY=VALUE after a list option is an override, not a name
+    o = train_lora_options(["--config", str(cfg), "--target-modules", "q_proj,k_proj", "v_proj", "r=4", "--resume"])
+    assert (o.settings.target_modules, o.settings.r, o.overwrite) == (("q_proj", "k_proj", "v_proj"), 4, False)
+
+
+@pytest.mark.parametrize("yaml_text,extra,expected", [
+    ("lr: fast\n", [], "lora.yaml, field 'lr': expected a number, not 'fast'"),
+    ("lerning_rate: 1e-3\n", [], "lora.yaml, field 'lerning_rate': unknown option 'lerning_rate' (expected one of learning_rate"),
+    ("- lr\n", [], "lora.yaml: not a mapping of options"),
+    ("r: [8\n", [], "lora.yaml: invalid YAML"),
+    ("style: alpaca\n", ["r=eight"], "override r=eight, field 'r': expected an integer, not 'eight'"),
+    ("style: alpaca\n", ["--set", "rr=2"], "override rr=2, field 'rr': unknown option 'rr'"),
+    ("formatting: xml\n", [], "lora.yaml, field 'formatting': expected one of alpaca, sharegpt, not 'xml'"),
+    ("out: null\n", [], "--out is required"),
+])
+def test_bad_settings_files_and_overrides_are_one_line(tmp_path, capsys, yaml_text, extra, expected):
+    from llmrec_nb.cli import main
+    (tmp_path / "lora.yaml").write_text(yaml_text)
+    argv = ["train-lora", "--config", str(tmp_path / "lora.yaml"), "--data", str(BAD / "good.json"), "--model", "tiny", *extra]
+    argv += [] if "out" in yaml_text else ["--out", str(tmp_path / "out")]
+    try: code = main(argv)
+    except SystemExit as e: code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.splitlines()) == 1 and expected in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_trains_on_the_datasets_itdr_build_registers_and_on_sharegpt_json_lines(tmp_path, capsys):
+    from llmrec_nb.cli import main
+    from llmrec_nb.lora import run_fingerprint
+    from llmrec_nb.templates import load_alpaca
+    itdr = tmp_path / "itdr"
+    assert main(["itdr", "build", "--out", str(itdr), "--datasets", "synthetic", "--max-per-task", "1"]) == 0
+    common = ["--model", "tiny", "--batch-size", "4", "--style", "alpaca", "--max-steps", "1", "--max-length", "2048",
+              "--report-to", "none"]
+    spellings = {"file:name": ["--data", f"{itdr}/dataset_info.json:itdr_train"],
+                 "dataset": ["--dataset", "itdr_train", "--dataset-dir", str(itdr)]}
+    for name, data in spellings.items():
+        assert main(["train-lora", *data, *common, "--out", str(tmp_path / name)]) == 0
+    digest = lambda name: json.loads((tmp_path / name / "train_result.json").read_text())["fingerprint"]["data"]["train"]
+    assert digest("file:name") == digest("dataset") == run_fingerprint(LoraTrainConfig(), load_alpaca(itdr / "itdr_train.json"))["data"]["train"]
+    chats = [{"conversations": [{"from": "human", "value": i.instruction + "\n\n" + i.input}, {"from": "gpt", "value": i.output}]}
+             for i in toy(6)]
+    (tmp_path / "chats.jsonl").write_text("".join(json.dumps(c) + "\n" for c in chats))
+    assert main(["train-lora", "--data", str(tmp_path / "chats.jsonl"), "--valid", str(tmp_path / "chats.jsonl"), *common,
+                 "--out", str(tmp_path / "sharegpt")]) == 0
+    result = json.loads((tmp_path / "sharegpt" / "train_result.json").read_text())
+    assert result["global_step"] == 1 and len(result["evals"]) == 1
+
+
+def test_a_system_prompt_reaches_the_training_prompt_and_the_run_fingerprint(tok):
+    from dataclasses import replace
+    from llmrec_nb.lora import run_fingerprint
+    inst = toy(1)[0]
+    briefed = replace(inst, system="Answer tersely.")
+    f = encode_instruction(tok, briefed, "alpaca")
+    assert tok.decode(f["input_ids"][:f["labels"].count(-100)]).lstrip().startswith("Answer tersely.\n\n### Instruction:")
+    digest = lambda insts: run_fingerprint(LoraTrainConfig(), insts)["data"]["train"]
+    assert digest([briefed]) != digest([inst]) and digest([replace(inst, system="")]) == digest([inst])
+
+
+@pytest.mark.skipif(not importlib.util.find_spec("tensorboard"), reason="tensorboard is not installed")
+def test_training_progress_goes_to_tensorboard_by_default(tmp_path):
+    from dataclasses import replace
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    cfg = LoraTrainConfig(**{**FAST, "max_steps": 2})
+    assert cfg.report_to == ("tensorboard",)
+    res = train_lora(load_llm("tiny"), toy(8), toy(4, seed=1), config=cfg, output_dir=tmp_path)
+    (run,) = list((tmp_path / "runs").iterdir())
+    events = EventAccumulator(str(run)).Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2]
+    np.testing.assert_allclose([e.value for e in events.Scalars("train/loss")], res.log["loss"], rtol=1e-5)
+    assert [e.value for e in events.Scalars("eval/metric")] == pytest.approx([e["metric"] for e in res.evals])
+    # where progress is reported changes neither the adapter nor the batches: the finished run is resumed, not refused
+    again = train_lora(load_llm("tiny"), toy(8), toy(4, seed=1), config=replace(cfg, report_to="none"), output_dir=tmp_path)
+    assert again.global_step == 2 and again.tokens == 0
+    train_lora(load_llm("tiny"), toy(8), config=replace(cfg, report_to="none"), output_dir=tmp_path, resume=False)
+    assert not (tmp_path / "runs").exists()        # starting afresh replaces the earlier run's logs too
+
+
+def test_report_to_wandb_runs_offline_or_is_refused_when_not_installed(tmp_path, monkeypatch, capsys):
+    from llmrec_nb.cli import main
+    argv = ["train-lora", "--data", str(BAD / "good.json"), "--model", "tiny", "--out", str(tmp_path / "out"),
+            "--batch-size", "2", "--style", "alpaca", "--max-steps", "1", "--report-to", "wandb"]
+    if importlib.util.find_spec("wandb") is None:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err == "llmrec: error: --report-to wandb: expected integrations that are installed (wandb: not installed)\n"
+        assert not (tmp_path / "out").exists()
+        return
+    monkeypatch.setenv("WANDB_MODE", "offline"); monkeypatch.setenv("WANDB_DIR", str(tmp_path)); monkeypatch.setenv("WANDB_SILENT", "true")
+    assert main(argv) == 0 and (tmp_path / "wandb").is_dir()
+
+
+def test_wrapping_a_model_for_training_shows_no_deprecation_notice_of_transformers(tmp_path):
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = train_lora(load_llm("tiny"), toy(4), config=LoraTrainConfig(**{**FAST, "max_steps": 1}), output_dir=tmp_path)
+        load_adapter(load_llm("tiny"), res.adapter_dir)
+        warnings.warn("`is_gradient_checkpointing` is deprecated", FutureWarning)    # outside those calls it still shows
+    notices = [str(w.message) for w in caught if "is_gradient_checkpointing" in str(w.message)]
+    assert notices == ["`is_gradient_checkpointing` is deprecated"], notices

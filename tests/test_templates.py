@@ -1,12 +1,13 @@
-"""Tests of llmrec_nb.templates: prompt rendering, built-in templates, Alpaca export and bad input."""
-import json
+"""Tests of llmrec_nb.templates: prompt rendering, built-in templates, Alpaca export, Alpaca / ShareGPT / dataset_info.json reading and bad input."""
+import json, re
 
 import pytest
 
 from llmrec_nb.core import DataFormatError
 from llmrec_nb.templates import (Instruction, export_alpaca, listwise_instruction, load_alpaca, next_item_instruction,
                                  pairwise_instruction, rating_instruction, render_prompt, render_response, tallrec_instruction,
-                                 fit_prompt, fit_prompts, drop_history, HISTORY_SPANS, _n_tokens)
+                                 fit_prompt, fit_prompts, drop_history, HISTORY_SPANS, _n_tokens, load_instructions,
+                                 load_sharegpt, load_dataset_info)
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +96,8 @@ def test_export_and_load_round_trip(tmp_path):
     ('[{"instruction": "x", "output": ["a", "b"]}]', r"field 'output': record 1: 'output' is \["),
     ('[{"instruction": {"k": 1}, "output": "y"}]', "field 'instruction': record 1"),
     ('[{"instruction": "x", "input": 3, "output": "y"}]', "field 'input': record 1: 'input' is 3"),
-    ('[{"instruction": "x", "output": "y", "system": "Be brief."}]', "field 'system': record 1: has a non-empty 'system'"),
-    ('[{"instruction": "x", "output": "y", "history": [["q", "a"]]}]', "field 'history'"),
+    ('[{"instruction": "x", "output": "y", "system": ["Be brief."]}]', r"field 'system': record 1: 'system' is \["),
+    ('[{"instruction": "x", "output": "y", "history": [["q", "a"]]}]', "field 'history': record 1: has a non-empty 'history'"),
     ('["just text"]', "record 1: is a str"),
     ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
     ('[{"instruction": "x", ', "invalid JSON"),
@@ -181,3 +182,103 @@ def test_fit_prompt_rejects_bad_spans_and_unshortenable_prompts(tokenizer):
     with pytest.raises(ValueError, match="does not fit"): fit_prompt(bad, tokenizer, max_tokens=2)
     with pytest.raises(ValueError, match="nothing to drop"): fit_prompt(Instruction("q " * 50, "x"), tokenizer, max_tokens=20)
     assert fit_prompt(Instruction("q", "x"), tokenizer, max_tokens=100)[1] == 0     # no spans, fits: returned whole
+
+
+# --- what LLaMA-Factory users bring: JSON Lines, ShareGPT, system prompts, dataset_info.json entries ---------------------
+
+ROWS = [{"instruction": "Rate it.", "input": "Heat (1995)", "output": "4"},
+        {"instruction": "Say yes.", "input": "", "output": "Yes.", "system": "Be brief."}]
+CONVERSATIONS = [{"conversations": [{"from": "human", "value": "Rate it.\n\nHeat (1995)"}, {"from": "gpt", "value": "4"}]},
+                 {"conversations": [{"from": "system", "value": "Be brief."}, {"from": "human", "value": "Say yes."},
+                                    {"from": "gpt", "value": "Yes."}]}]
+
+
+def _jsonl(path, rows):
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    return path
+
+
+def test_alpaca_json_lines_load_like_a_json_list(tmp_path):
+    (tmp_path / "list.json").write_text(json.dumps(ROWS))
+    want = load_alpaca(tmp_path / "list.json")
+    assert load_alpaca(_jsonl(tmp_path / "rows.jsonl", ROWS)) == want
+    assert load_alpaca(_jsonl(tmp_path / "rows_in.json", ROWS)) == want          # JSON Lines under a .json name
+    (tmp_path / "bad.jsonl").write_text(json.dumps(ROWS[0]) + "\n\n" + '{"instruction": "x", "output": 3}\n')
+    with pytest.raises(DataFormatError, match=r"bad.jsonl, line 3, field 'output': record 2: 'output' is 3"):
+        load_alpaca(tmp_path / "bad.jsonl")
+    (tmp_path / "broken.jsonl").write_text(json.dumps(ROWS[0]) + "\n{oops\n")
+    with pytest.raises(DataFormatError, match=r"broken.jsonl, line 2: invalid JSON"): load_alpaca(tmp_path / "broken.jsonl")
+
+
+def test_a_system_prompt_is_kept_and_rendered_as_a_system_turn(tmp_path, tokenizer):
+    inst = load_alpaca(_jsonl(tmp_path / "rows.jsonl", ROWS))[1]
+    assert inst.system == "Be brief." and inst.to_alpaca() == ROWS[1]
+    assert "<|im_start|>system\nBe brief.<|im_end|>" in render_prompt(inst, tokenizer)
+    assert render_prompt(inst, style="alpaca").startswith("Be brief.\n\n### Instruction:\nSay yes.")
+    export_alpaca([inst], tmp_path, "sys")                      # the system prompt survives a round trip, for LLaMA-Factory too
+    assert json.loads((tmp_path / "dataset_info.json").read_text())["sys_train"]["columns"]["system"] == "system"
+    assert load_dataset_info(tmp_path, "sys_train") == [inst]
+
+
+def test_sharegpt_records_give_the_instructions_their_alpaca_twins_give(tmp_path, tokenizer):
+    alpaca = load_alpaca(_jsonl(tmp_path / "rows.jsonl", ROWS))
+    for path in (_jsonl(tmp_path / "chats.jsonl", CONVERSATIONS), tmp_path / "chats.json"):
+        path.write_text(json.dumps(CONVERSATIONS)) if path.suffix == ".json" else None
+        for got in (load_sharegpt(path), load_instructions(path)):
+            assert [(render_prompt(i, tokenizer), i.output, i.system) for i in got] == \
+                   [(render_prompt(i, tokenizer), i.output, i.system) for i in alpaca]
+    openai = [{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say yes."},
+                            {"role": "assistant", "content": "Yes."}]}]
+    assert load_instructions(_jsonl(tmp_path / "openai.jsonl", openai))[0] == Instruction("Say yes.", "", "Yes.", system="Be brief.")
+
+
+@pytest.mark.parametrize("turns,match", [
+    ([("human", "a"), ("gpt", "b"), ("human", "c"), ("gpt", "d")], "record 2: has 4 turns (human, gpt, human, gpt)"),
+    ([("human", "a")], "record 2: has 1 turn (human)"),
+    ([("gpt", "b"), ("human", "a")], "record 2: has 2 turns (gpt, human)"),
+    ([("human", "a"), ("function_call", "f()")], "record 2: has 2 turns"),
+])
+def test_sharegpt_conversations_longer_than_one_exchange_are_refused_in_one_line(tmp_path, turns, match):
+    bad = {"conversations": [{"from": r, "value": v} for r, v in turns]}
+    path = _jsonl(tmp_path / "chats.jsonl", [CONVERSATIONS[0], bad])
+    with pytest.raises(DataFormatError, match=re.escape(f"chats.jsonl, line 2, field 'conversations': {match}")) as e:
+        load_sharegpt(path)
+    assert "\n" not in str(e.value) and "one 'human' turn, then one 'gpt' turn" in str(e.value)
+    (tmp_path / "turn.json").write_text(json.dumps([{"conversations": [{"from": "human", "value": ["a"]}]}]))
+    with pytest.raises(DataFormatError, match="record 1: turn 1 is"): load_sharegpt(tmp_path / "turn.json")
+
+
+def test_dataset_info_entries_map_columns_and_tags_and_read_folders(tmp_path):
+    _jsonl(tmp_path / "renamed.jsonl", [{"q": "Rate it.", "ctx": "Heat (1995)", "a": "4", "sys": "Be brief."}])
+    (tmp_path / "chats").mkdir()
+    _jsonl(tmp_path / "chats" / "part1.jsonl", [{"msgs": [{"who": "me", "text": "Say yes."}, {"who": "bot", "text": "Yes."}]}])
+    _jsonl(tmp_path / "chats" / "part2.jsonl", [{"msgs": [{"who": "me", "text": "Say no."}, {"who": "bot", "text": "No."}]}])
+    (tmp_path / "dataset_info.json").write_text(json.dumps({
+        "renamed": {"file_name": "renamed.jsonl", "columns": {"prompt": "q", "query": "ctx", "response": "a", "system": "sys"}},
+        "chats": {"file_name": "chats", "formatting": "sharegpt", "columns": {"messages": "msgs"},
+                  "tags": {"role_tag": "who", "content_tag": "text", "user_tag": "me", "assistant_tag": "bot"}}}))
+    got = load_dataset_info(tmp_path / "dataset_info.json", "renamed, chats")
+    assert got == [Instruction("Rate it.", "Heat (1995)", "4", system="Be brief."), Instruction("Say yes.", "", "Yes."),
+                   Instruction("Say no.", "", "No.")]
+    assert load_dataset_info(tmp_path, ["chats"]) == got[1:]      # the folder stands for its dataset_info.json
+
+
+@pytest.mark.parametrize("entry,match", [
+    ({"hf_hub_url": "someone/data"}, "field 'd.hf_hub_url': dataset 'd': is not a local file"),
+    ({"file_name": "x.json", "ranking": True}, "field 'd.ranking': dataset 'd': is a preference (ranking) dataset"),
+    ({"file_name": "x.json", "formatting": "openai"}, "field 'd.formatting': dataset 'd': is 'openai'"),
+    ({"file_name": "x.json", "columns": {"images": "images"}}, "field 'd.columns': dataset 'd': maps images"),
+    ({"file_name": "x.json", "num_samples": 10}, "field 'd.num_samples'"),
+    ({"file_name": "x.csv"}, "field 'd.file_name': dataset 'd': x.csv is not JSON"),
+    ({"columns": {}}, "field 'd.file_name': dataset 'd': has no file_name"),
+])
+def test_dataset_info_entries_this_reader_cannot_honour_are_refused(tmp_path, entry, match):
+    (tmp_path / "x.json").write_text(json.dumps(ROWS))
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"d": entry}))
+    with pytest.raises(DataFormatError, match=re.escape(match)): load_dataset_info(tmp_path, "d")
+
+
+def test_dataset_info_names_an_unknown_dataset_with_close_names(tmp_path):
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"ml100k_train": {"file_name": "a.json"}, "ml100k_valid": {"file_name": "b.json"}}))
+    with pytest.raises(DataFormatError, match=r"field 'ml100k_trian': no dataset 'ml100k_trian' \(expected one of ml100k_train"):
+        load_dataset_info(tmp_path, "ml100k_trian")

@@ -1014,6 +1014,8 @@ class Results:
         who = {x.id: instance_cluster(x) for s in self.sets.values() for x in s}
         return [who[i] for i in ids]
 
+
+
 # %% ../nbs/11_itdr.ipynb #6c9e8d7d
 def _answer_unit(llm, instances, gen: dict) -> dict:
     t0 = time.time()

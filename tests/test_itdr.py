@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 os.environ.setdefault("LLMREC_PROGRESS", "0")
+from llmrec_nb.report import notebook_defaults
 from llmrec_nb import itdr, runs
 from llmrec_nb.core import DataFormatError
 from llmrec_nb.data import RecData
@@ -392,10 +393,7 @@ def test_ranked_lists_ground_like_every_other_paper():
 # --- the library run: the paper's settings, profiles, the notebook's parameters, resuming ------------------------------
 
 def parameters_cell(nb: Path) -> dict:
-    import ast
-    cells = json.loads(nb.read_text())["cells"]
-    src = "".join(next(c for c in cells if "parameters" in c.get("metadata", {}).get("tags", []))["source"])
-    return {t.id: ast.literal_eval(n.value) for n in ast.parse(src).body if isinstance(n, ast.Assign) for t in n.targets}
+    return notebook_defaults(nb)
 
 
 def test_config_defaults_are_the_papers_and_profiles_override_them():

@@ -1,5 +1,5 @@
 "SOFT as a library run: the config and its profiles, the notebook's parameters, resuming from the run folder."
-import ast, json
+import json
 from pathlib import Path
 
 import pytest
@@ -7,13 +7,13 @@ import pytest
 from llmrec_nb import curriculum, soft
 from llmrec_nb.core import DataFormatError
 
+from llmrec_nb.report import notebook_defaults
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def parameters_cell(nb: Path) -> dict:
-    cells = json.loads(nb.read_text())["cells"]
-    src = "".join(next(c for c in cells if "parameters" in c.get("metadata", {}).get("tags", []))["source"])
-    return {t.id: ast.literal_eval(n.value) for n in ast.parse(src).body if isinstance(n, ast.Assign) for t in n.targets}
+    return notebook_defaults(nb)
 
 
 def test_profiles_are_overrides_of_the_paper_config():

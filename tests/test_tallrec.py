@@ -1,6 +1,6 @@
 """TALLRec samples, splits, baselines, the tuning loop and the cross-domain grid (tiny model); the library run (config,
 profiles, resuming, claims tested over users); the paper notebook's smoke profile (slow)."""
-import ast, json, os
+import os
 from pathlib import Path
 
 import numpy as np
@@ -268,6 +268,8 @@ def test_paper_notebook_smoke(tmp_path):
 
 # --- the library run -------------------------------------------------------------------------------------------------
 
+from llmrec_nb.report import notebook_defaults
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # what the paper notebook ran at the quick profile before `tallrec.Config` existed: its parameters cell's defaults
@@ -285,9 +287,7 @@ QUICK_BEFORE = {
 
 
 def parameters_cell(nb: Path) -> dict:
-    cells = json.loads(nb.read_text())["cells"]
-    src = "".join(next(c for c in cells if "parameters" in c.get("metadata", {}).get("tags", []))["source"])
-    return {t.id: ast.literal_eval(n.value) for n in ast.parse(src).body if isinstance(n, ast.Assign) for t in n.targets}
+    return notebook_defaults(nb)
 
 
 def test_profiles_are_overrides_of_the_paper_config():

@@ -667,7 +667,7 @@ def finetune_all_weights(llm, train: Sequence[Instruction], config=None, output_
         learning_rate=cfg.lr, num_train_epochs=cfg.epochs, max_steps=min(cfg.max_steps, steps) if cfg.max_steps > 0 else -1,
         weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_ratio, lr_scheduler_type=cfg.scheduler,
         logging_steps=cfg.logging_steps, save_strategy="no", seed=cfg.seed, data_seed=cfg.seed, remove_unused_columns=False,
-        report_to=[], disable_tqdm=os.environ.get("LLMREC_PROGRESS", "1") == "0", dataloader_num_workers=0,
+        report_to=cfg.reporting(), disable_tqdm=os.environ.get("LLMREC_PROGRESS", "1") == "0", dataloader_num_workers=0,
         dataloader_pin_memory=False, use_cpu=model.device.type == "cpu",
         bf16=model.dtype == torch.bfloat16 and model.device.type == "cuda")
     trainer = ResponseTrainer(model=model, args=args, train_dataset=features, data_collator=lambda fs: collate_right_padded(fs, pad_id))

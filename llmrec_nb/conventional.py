@@ -15,6 +15,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from .core import DataFormatError, LlmrecError, get_device, progress, set_seed, stable_hash
+from .metrics import auc, ndcg
 
 # %% auto #0
 __all__ = ['CTR_MODELS', 'USER_FEATURES', 'ITEM_FEATURES', 'UnknownIdError', 'NotFittedError', 'IdIndex', 'Recommender',
@@ -115,15 +116,10 @@ def _on_threads(method):
         finally: torch.set_num_threads(prev)
     return wrapper
 
-def _ndcg(ranks: np.ndarray, k: int) -> np.ndarray:
-    return np.where(ranks < k, 1.0 / np.log2(np.minimum(ranks, 1e9) + 2), 0.0)
-
-def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    from scipy.stats import rankdata
-    labels = np.asarray(labels).astype(bool); n_pos, n_neg = labels.sum(), (~labels).sum()
-    if n_pos == 0 or n_neg == 0: return float("nan")
-    r = rankdata(scores)
-    return float((r[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+def _valid_auc(labels, scores) -> float:
+    "AUC for choosing an epoch: NaN (no choice) where the validation labels hold one class."
+    labels = np.asarray(labels).astype(bool)
+    return auc(labels, scores) if 0 < labels.sum() < len(labels) else float("nan")
 
 # %% ../nbs/05_conventional.ipynb #d8d26137
 class Recommender:
@@ -248,7 +244,7 @@ class Recommender:
     def _valid_ndcg(self) -> float:
         "NDCG@valid_k of the validation item under full ranking, train items masked."
         ranks = self._ranks(self._valid_u, self._valid_i, exclude_seen=True)
-        return float(_ndcg(ranks, self.valid_k).mean())
+        return float(ndcg(ranks, self.valid_k).mean())
 
     # --------------------------------------------------------------- scoring
     def _score_all(self, u: np.ndarray) -> torch.Tensor: raise NotImplementedError
@@ -660,7 +656,7 @@ class _SequentialBase(Recommender):
                 loss = F.binary_cross_entropy_with_logits(self.like_net(*(x[b] for x in X)), yl[b])
                 opt.zero_grad(); loss.backward(); opt.step(); total += loss.item() * len(b)
             return total / len(yl)
-        evaluate = (lambda: _auc(np.asarray(valid[2]), self._like_logits(V))) if valid is not None else None
+        evaluate = (lambda: _valid_auc(valid[2], self._like_logits(V))) if valid is not None else None
         saved = (self.epochs, self.patience, self.eval_every, self.history_, self.best_epoch_, self.best_valid_)
         self.epochs, self.patience, self.eval_every = epochs, patience, 1
         try:

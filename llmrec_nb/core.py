@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #608215b4
 from __future__ import annotations
-import contextlib, copy, functools, hashlib, json, os, platform, random, subprocess, sys, tempfile, time
+import contextlib, copy, functools, hashlib, json, os, platform, random, subprocess, sys, tempfile, time, warnings
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable
@@ -19,7 +19,7 @@ __all__ = ['LAYERS', 'MANIFEST_PACKAGES', 'ISA_FLAGS', 'ISA_LIMITS', 'layer_orde
 
 # %% ../nbs/00_core.ipynb #e35cdc9c
 LAYERS = (("core",), ("runs", "data", "kernels"), ("loaders", "templates", "grounding"), ("llm",), ("served", "lora"),
-          ("conventional", "metrics"), ("stats",), ("report",), ("curriculum", "mixing", "aggregation"),
+          ("metrics",), ("conventional",), ("stats",), ("report",), ("curriculum", "mixing", "aggregation"),
           ("tallrec", "itdr", "soft", "molorec", "llama4rec"), ("reproduce", "bench", "preflight"), ("cli",))
 
 def layer_order() -> str:
@@ -158,6 +158,10 @@ def read_yaml(text: str, source: Any = "YAML") -> Any:
     return yaml.load(text, Loader=StrictLoader)
 
 # %% ../nbs/00_core.ipynb #9d29b638
+# Without ipywidgets, tqdm.auto in a kernel warns "IProgress not found" once and draws the text bar it falls back to:
+# the bar a batch run streams, so the warning says nothing a user can act on.
+warnings.filterwarnings("ignore", message="IProgress not found")
+
 def progress(iterable: Iterable | None = None, desc: str | None = None, total: int | None = None, **kwargs):
     "A tqdm progress bar unless `LLMREC_PROGRESS=0`."
     from tqdm.auto import tqdm

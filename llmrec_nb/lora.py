@@ -107,6 +107,10 @@ class LoraTrainConfig(RunConfig):
         _check_reporting(self.report_to)
         return self
 
+    def reporting(self) -> list[str]:
+        "The `transformers` integrations `report_to` names, as `TrainingArguments(report_to=...)` takes them."
+        return _report_names(self.report_to)
+
 def _report_names(report_to) -> list[str]:
     "The `transformers` integrations that `report_to` names (a name, names separated by commas, or a sequence; 'none': none)."
     names = report_to.split(",") if isinstance(report_to, str) else list(report_to or ())
@@ -666,7 +670,7 @@ def train_lora(llm, train: Sequence[Instruction], valid: Sequence[Instruction] |
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         remove_unused_columns=False, disable_tqdm=quiet, dataloader_num_workers=0, dataloader_pin_memory=False,
         eval_strategy="no", save_only_model=False,
-        report_to=_report_names(cfg.report_to),   # TensorBoard's default folder: <output_dir>/runs/<date>_<host>
+        report_to=cfg.reporting(),   # TensorBoard's default folder: <output_dir>/runs/<date>_<host>
         use_cpu=model.device.type == "cpu")     # a CPU model under torchrun / accelerate: gloo processes, not one
     writer = args.process_index == 0
     if not resume and writer: clear_run(out)

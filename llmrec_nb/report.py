@@ -239,9 +239,12 @@ def load_profile(profile: str | Path, root: Path | None = None, nbs_dir: Path | 
     if not validate: return cfg
     return validate_profile(cfg, path, Path(nbs_dir) if nbs_dir else (root or repo_root()) / "nbs" / "paper")
 
-def notebook_parameters(profile_cfg: dict, notebook: str, profile_name: str, out_dir: Path | str) -> dict:
-    "The papermill parameters for one notebook: `common`, then the notebook's section, then profile and output folder."
-    return {**profile_cfg.get("common", {}), **profile_cfg.get(notebook, {}), "profile": profile_name, "out_dir": str(out_dir)}
+def notebook_parameters(profile_cfg: dict, notebook: str, profile_name: str, out_dir: Path | str,
+                        declared: Iterable[str] | None = None) -> dict:
+    """The papermill parameters for one notebook: `common` (only the keys in `declared`, the notebook's parameters,
+    when given), then the notebook's section, then profile and output folder."""
+    common = {k: v for k, v in profile_cfg.get("common", {}).items() if declared is None or k in set(declared)}
+    return {**common, **profile_cfg.get(notebook, {}), "profile": profile_name, "out_dir": str(out_dir)}
 
 # %% ../nbs/08_report.ipynb #2c2df7a8
 @dataclass

@@ -17,9 +17,9 @@ from .report import (PROFILES, Claim, PaperReport, load_profile, notebook_defaul
                               paper_notebooks, plain_table_files, validate_profile)
 
 # %% auto #0
-__all__ = ['PAPER_EFFECTS', 'SAMPLE_SIZE_PARAMETERS', 'NotebookRun', 'project_kernel', 'run_notebook', 'computed_on',
-           'holm_claims', 'default_out', 'what_it_would_take', 'write_report', 'rebuild_report', 'run_papers',
-           'library_papers', 'paper_module', 'paper_config', 'run_paper', 'paper_effect', 'assess_claim',
+__all__ = ['PAPER_EFFECTS', 'SAMPLE_SIZE_PARAMETERS', 'NotebookRun', 'project_kernel', 'ipc_kernel_manager', 'run_notebook',
+           'computed_on', 'holm_claims', 'default_out', 'what_it_would_take', 'write_report', 'rebuild_report',
+           'run_papers', 'library_papers', 'paper_module', 'paper_config', 'run_paper', 'paper_effect', 'assess_claim',
            'claims_table']
 
 # %% ../nbs/20_reproduce.ipynb #7b9d72a3
@@ -41,6 +41,15 @@ def project_kernel(folder: Path | str) -> Path:
                                                  "display_name": "Python 3 (llmrec_nb)", "language": "python"}))
     return Path(folder)
 
+def ipc_kernel_manager():
+    "A kernel manager whose kernel talks over local IPC sockets: no TCP port, so nothing for the kernel to warn about."
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
+    class IpcKernelManager(AsyncKernelManager):
+        @default("transport")
+        def _default_transport(self): return "ipc"
+    return IpcKernelManager
+
 def run_notebook(nb: Path, params: dict, executed: Path, timeout: int | None = None, progress: bool = False) -> NotebookRun:
     """Execute one notebook with papermill; never raises for a failure inside the notebook. `progress`: papermill's
     bar of cells done and the notebook's own output lines, as they come."""
@@ -56,6 +65,7 @@ def run_notebook(nb: Path, params: dict, executed: Path, timeout: int | None = N
         log.setLevel(logging.INFO)
     try:
         pm.execute_notebook(str(nb), str(executed), parameters=params, kernel_name="python3", language="python", cwd=str(nb.parent),
+                            kernel_manager_class=ipc_kernel_manager(),
                             progress_bar=progress, log_output=progress, execution_timeout=timeout)
         return NotebookRun(nb.stem, True, time.time() - t0, str(executed))
     except Exception as e:  # papermill wraps cell errors; keep the last line, the executed copy has the rest
@@ -255,7 +265,7 @@ def run_papers(profile: str = "quick", only: Iterable[str] | None = None, out: P
     def run(nb):
         staging = out / f".{nb.stem}.staging"
         shutil.rmtree(staging, ignore_errors=True)
-        params = notebook_parameters(cfg, nb.stem, name, staging.resolve())
+        params = notebook_parameters(cfg, nb.stem, name, staging.resolve(), declared=notebook_defaults(nb))
         # a library run's resumable units: beside the executed notebooks, so a rerun of this profile resumes them
         if "work_dir" in notebook_defaults(nb): params["work_dir"] = str((runs_dir / "work" / nb.stem).resolve())
         if verbose: print(f"[{name}] {nb.stem} ...", flush=True)

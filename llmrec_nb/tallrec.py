@@ -356,7 +356,13 @@ def domain_of(name: str, data: RecData, samples: pd.DataFrame, n_valid: int | No
     rng = np.random.default_rng(seed)
     def subset(df, n):
         return df if n is None or n >= len(df) else df.iloc[np.sort(rng.choice(len(df), n, replace=False))].reset_index(drop=True)
-    return Domain(name, data, split["train"], subset(split["valid"], n_valid), subset(split["test"], n_test))
+    parts = {"train": split["train"], "valid": subset(split["valid"], n_valid), "test": subset(split["test"], n_test)}
+    for part, df in parts.items():   # AUC and the like/dislike prompts need both classes in every split
+        for label, kind in ((1, "positive"), (0, "negative")):
+            if not (df["label"] == label).any():
+                raise DataFormatError(name, f"no {kind} samples for the {part} split ({len(df)} samples)",
+                                      expected="liked and disliked samples in train, valid and test: more samples or users")
+    return Domain(name, data, parts["train"], parts["valid"], parts["test"])
 
 @dataclass
 class CrossDomainGrid:

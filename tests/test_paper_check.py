@@ -132,7 +132,7 @@ def run_and_check(check_dir: Path, papers: list[str]):
         assert s["claims"], f"{paper}: no claims"
         for c in s["claims"]: assert set(c) >= {"id", "text", "holds", "effect", "p"}, (paper, c)
         m = json.loads((out / paper / "manifest.json").read_text())
-        assert m["params"]["model"] in ("tiny", None), paper
+        assert m["params"].get("model") in ("tiny", None), paper   # baselines and datasets load no LLM
     report = (out / "REPORT.md").read_text()
     assert all(f"## {paper}" in report for paper in papers)
 

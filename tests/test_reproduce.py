@@ -369,7 +369,10 @@ def test_a_user_kernelspec_never_runs_the_notebooks(tmp_path, monkeypatch):
 def test_progress_streams_cells_and_output(tmp_path, capfd):
     from llmrec_nb.reproduce import run_notebook
     nb = tmp_path / "toy.ipynb"
-    _toy_paper_notebook(nb, "x = 1", body="print('hello from the notebook')")
+    _toy_paper_notebook(nb, "x = 1", body="from llmrec_nb.core import progress\nfor _ in progress(range(2)): pass\n"
+                                           "print('hello from the notebook')")
     assert run_notebook(nb, {}, tmp_path / "run.ipynb", progress=True).ok
     err = capfd.readouterr().err
     assert "toy: hello from the notebook" in err and "Executing" in err
+    # neither the kernel's TCP warning (IPC sockets) nor tqdm's ipywidgets warning reaches the user
+    assert "without encryption" not in err and "IProgress" not in err, err

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .core import DataFormatError, progress, stable_hash
-from .data import RecData, Split, sort_by_time
+from .data import RecData, Split, sort_by_time, user_sequences
 from .templates import (Instruction, listwise_instruction, next_item_instruction, pairwise_instruction,
                                  rating_instruction, render_prompt)
 from .llm import generate, ground_list, rank_candidates, score_binary
@@ -181,13 +181,6 @@ def select_alpha(valid_case, u_llm_valid, reference=None, metric: str = "N@5", g
     return (float(best["alpha1"]), None if best["alpha2"] is None or pd.isna(best["alpha2"]) else float(best["alpha2"])), table
 
 # %% ../nbs/14_aggregation.ipynb #92626f0c
-def _by_user(df: pd.DataFrame) -> tuple[dict[str, list[str]], dict[str, list[float]]]:
-    df = sort_by_time(df)
-    items, ratings = {}, {}
-    for u, i, r in zip(df["user"].astype(str), df["item"].astype(str), df["rating"].to_numpy(dtype=float)):
-        items.setdefault(u, []).append(i); ratings.setdefault(u, []).append(r)
-    return items, ratings
-
 def rating_scale(ratings) -> tuple[float, ...]:
     "The distinct rating values when they are few integers (1..5, 1..10), else the integers spanning them."
     r = np.asarray(pd.Series(ratings).dropna(), dtype=float)
@@ -201,7 +194,7 @@ class Setting:
     def __init__(self, data: RecData, split: Split, history_len: int = 10):
         self.data, self.split, self.history_len = data, split, history_len
         self.title = data.title_of
-        self.train_items, self.train_ratings = _by_user(split.train)
+        self.train_items, self.train_ratings = user_sequences(split.train), user_sequences(split.train, "rating")
         self.target = {s: dict(zip(df["user"].astype(str), df["item"].astype(str))) for s, df in (("valid", split.valid), ("test", split.test))}
         self.target_rating = {s: dict(zip(df["user"].astype(str), df["rating"].astype(float))) for s, df in (("valid", split.valid), ("test", split.test))}
         counts = split.train["user"].astype(str).value_counts()
@@ -639,14 +632,13 @@ def finetune_all_weights(llm, train: Sequence[Instruction], config=None, output_
     "A copy of `llm.model` with every weight fine-tuned on `train` (loss on the response tokens), in eval mode."
     import copy, os, torch
     from transformers import Trainer, TrainingArguments
-    from llmrec_nb.lora import LoraTrainConfig, collate_right_padded, encode_instruction, response_loss
+    from llmrec_nb.lora import EncodedInstructions, LoraTrainConfig, collate_right_padded, response_loss
     cfg = config or LoraTrainConfig()
     if not train: raise ValueError("train is empty")
     if getattr(llm.model, "peft_config", None): raise ValueError("full fine-tuning starts from a model without adapters")
     tok = llm.tokenizer
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    features = [encode_instruction(tok, i, cfg.style, cfg.max_length) for i in train]
-    for f in features: f.pop("dropped")
+    features = EncodedInstructions.encode(tok, train, cfg.style, cfg.max_length, desc="tokenise")
     steps = math.ceil(math.ceil(len(features) / cfg.batch_size) / cfg.grad_accum * cfg.epochs)
     model = copy.deepcopy(llm.model)
     for w in model.parameters(): w.requires_grad_(True)

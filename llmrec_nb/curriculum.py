@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .core import DataFormatError, atomic_path, cache_dir, read_json, stable_hash, write_json
-from .data import RecData, sort_by_time
+from .data import RecData, history_windows, sort_by_time
 from .templates import Instruction, next_item_instruction, render_prompt
 from .grounding import clean_answer, normalise_title
 from .llm import generate, last_token_embeddings, score_candidates
@@ -31,17 +31,8 @@ __all__ = ['KS', 'next_item_windows', 'sample_splits', 'to_instructions', 'guida
 
 # %% ../nbs/12_curriculum.ipynb #b999faac
 def next_item_windows(data: RecData, history_len: int = 10) -> pd.DataFrame:
-    "One row per window of `history_len + 1` consecutive interactions of a user: `user, item, timestamp, history`, by target time."
-    it = sort_by_time(data.interactions)
-    users, items, times = it["user"].to_numpy(), it["item"].to_numpy(), it["timestamp"].to_numpy()
-    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]]) if len(it) else np.array([], int)
-    ends = np.r_[starts[1:], len(it)]
-    rows = [(users[i], items[i], int(times[i]), list(items[i - history_len:i]))
-            for s, e in zip(starts, ends) for i in range(s + history_len, e)]
-    df = pd.DataFrame(rows, columns=["user", "item", "timestamp", "history"])
-    if df.empty: return df
-    tie = np.array([stable_hash(u, i, t) for u, i, t in zip(df["user"], df["item"], df["timestamp"])], dtype=np.uint64)
-    return df.iloc[np.lexsort((tie, df["timestamp"].to_numpy()))].reset_index(drop=True)
+    "SOFT's windows: every target with a full history of `history_len` items (`data.history_windows`), by target time."
+    return history_windows(data.interactions, history_len)
 
 def sample_splits(windows: pd.DataFrame, sizes: Sequence[int | None] = (4096, 512, 1000), seed: int = 0,
                   ratios: Sequence[float] = (0.8, 0.1, 0.1)) -> dict[str, pd.DataFrame]:

@@ -16,9 +16,9 @@ from .core import DataFormatError, LlmrecError, stable_hash, atomic_path, write_
 
 # %% auto #0
 __all__ = ['INTERACTION_COLUMNS', 'SYNTH_GENRES', 'SYNTH_OCCUPATIONS', 'DataFilterError', 'isin_strings', 'sort_by_time',
-           'RecData', 'load_synthetic', 'kcore', 'Split', 'leave_one_out', 'temporal_split', 'cold_item_split',
-           'split_samples', 'sample_candidates', 'save_candidates', 'load_candidates', 'few_shot', 'dataset_stats',
-           'split_by_genre', 'domain_view']
+           'user_sequences', 'RecData', 'load_synthetic', 'kcore', 'Split', 'leave_one_out', 'temporal_split',
+           'cold_item_split', 'split_samples', 'history_windows', 'sample_candidates', 'save_candidates',
+           'load_candidates', 'few_shot', 'dataset_stats', 'split_by_genre', 'domain_view']
 
 # %% ../nbs/01_data.ipynb #6b972acf
 class DataFilterError(LlmrecError, ValueError):
@@ -108,6 +108,16 @@ def sort_by_time(interactions: pd.DataFrame) -> pd.DataFrame:
     return df.iloc[order].reset_index(drop=True)
 
 # %% ../nbs/01_data.ipynb #4e09f7c3
+def user_sequences(interactions: pd.DataFrame, column: str = "item") -> dict[str, list]:
+    "user → the user's `column` values in time order (`sort_by_time`); item and user ids as strings."
+    df = sort_by_time(interactions)
+    if df.empty: return {}
+    users, values = df["user"].astype(str).to_numpy(), df[column].to_numpy()
+    if column in ("item", "user"): values = values.astype(str)
+    cuts = np.flatnonzero(users[1:] != users[:-1]) + 1
+    return {g[0]: v.tolist() for g, v in zip(np.split(users, cuts), np.split(values, cuts))}
+
+# %% ../nbs/01_data.ipynb #f3922d4c
 @dataclass(repr=False)
 class RecData:
     "A dataset: `interactions` (user, item, rating, timestamp, ...), `items` (item, title, ...), `users` (user, ...)."
@@ -153,11 +163,8 @@ class RecData:
         return dict(zip(self.items["item"], self.items["title"]))
 
     def histories(self) -> dict[str, list[str]]:
-        "user → items in time order (ties by `stable_hash(user, item)`)."
-        df = sort_by_time(self.interactions)
-        users, items = df["user"].to_numpy(), df["item"].to_numpy()
-        cuts = np.flatnonzero(users[1:] != users[:-1]) + 1
-        return {str(g[0]): list(map(str, it)) for g, it in zip(np.split(users, cuts), np.split(items, cuts)) if len(g)}
+        "user → items in time order (`user_sequences`)."
+        return user_sequences(self.interactions)
 
     def subset(self, interactions: pd.DataFrame, name: str | None = None) -> RecData:
         "A new RecData with these interactions; users and items restricted to those that occur in them."
@@ -337,6 +344,34 @@ def split_samples(samples: pd.DataFrame, ratios: Sequence[float] = (0.8, 0.1, 0.
     a, b = int(round(n * ratios[0])), int(round(n * (ratios[0] + ratios[1])))
     return {"train": samples.iloc[:a].reset_index(drop=True), "valid": samples.iloc[a:b].reset_index(drop=True),
             "test": samples.iloc[b:].reset_index(drop=True)}
+
+# %% ../nbs/01_data.ipynb #77610325
+def history_windows(interactions: pd.DataFrame, history_len: int = 10, carry: Sequence[str] = (), min_history: int | None = None,
+                    last_only: bool = False, in_order: bool = False) -> pd.DataFrame:
+    """One row per target interaction: `user, item, timestamp`, each `carry` column, `history` (the up to `history_len`
+    items before it, oldest first) and `history_<column>` for each carried column. A target needs `min_history` earlier
+    interactions (default `history_len`); `last_only` keeps each user's last. Rows by target time (ties by
+    `stable_hash(user, item, timestamp)`); with `in_order`, the interactions keep the order given (grouped by user) and
+    rows come in user order."""
+    it = interactions.reset_index(drop=True) if in_order else sort_by_time(interactions)
+    need = history_len if min_history is None else min_history
+    cols = ["user", "item", "timestamp", *carry]
+    out_cols = cols + ["history"] + [f"history_{c}" for c in carry]
+    if it.empty: return pd.DataFrame(columns=out_cols)
+    users, items = it["user"].to_numpy(), it["item"].to_numpy()
+    values = {c: it[c].to_numpy() for c in cols}
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    ends = np.r_[starts[1:], len(it)]
+    rows = []
+    for s, e in zip(starts, ends):
+        for i in ([e - 1] if last_only else range(s, e)):
+            if i - s < need: continue
+            h = max(s, i - history_len)
+            rows.append([values[c][i] for c in cols] + [list(items[h:i])] + [values[c][h:i].tolist() for c in carry])
+    df = pd.DataFrame(rows, columns=out_cols)
+    if df.empty or in_order: return df
+    tie = np.array([stable_hash(u, i, t) for u, i, t in zip(df["user"], df["item"], df["timestamp"])], dtype=np.uint64)
+    return df.iloc[np.lexsort((tie, df["timestamp"].to_numpy()))].reset_index(drop=True)
 
 # %% ../nbs/01_data.ipynb #b8e39f75
 def _seen_by_user(interactions: pd.DataFrame, item_index: pd.Index, users: Iterable[str]) -> dict[str, np.ndarray]:

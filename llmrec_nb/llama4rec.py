@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib, copy, dataclasses, json, time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import pandas as pd
@@ -20,15 +20,16 @@ from .templates import Instruction
 
 # %% auto #0
 __all__ = ['PAPER_DATASETS', 'PAPER_BACKBONE_KW', 'BACKBONE_DEFAULTS', 'TOPK_BACKBONES', 'MOVIE_USER_COLUMNS', 'EXAMPLES',
-           'VARIANTS', 'ABLATION_ROWS', 'FIGURES', 'PAPER_TOPK', 'PAPER_RATING', 'PAPER_NAME', 'Config', 'per_dataset',
-           'Prepared', 'sample_users', 'prepare', 'make_backbone', 'fit_backbone', 'case_json', 'case_from_json',
-           'view_of', 'Backbones', 'digest', 'instructions', 'TunedLLMs', 'augmentation', 'llm_attributes',
-           'with_attributes', 'augmented_views', 'utilities_json', 'utilities_from_json', 'choice_tie',
-           'select_variant', 'Evaluator', 'topk_results', 'rating_results', 'data_scaling', 'Results', 'Clock',
-           'run_seed', 'run', 'topk_values', 'valid_rate', 'caption', 'topk_table', 'ranking_modes',
+           'VARIANTS', 'ABLATION_ROWS', 'FIGURES', 'PAPER_TOPK', 'PAPER_RATING', 'PAPER_NAME', 'PAPER_TABLES', 'Config',
+           'per_dataset', 'Prepared', 'sample_users', 'prepare', 'make_backbone', 'fit_backbone', 'case_json',
+           'case_from_json', 'view_of', 'Backbones', 'digest', 'instructions', 'TunedLLMs', 'augmentation',
+           'llm_attributes', 'with_attributes', 'augmented_views', 'utilities_json', 'utilities_from_json',
+           'choice_tie', 'select_variant', 'Evaluator', 'topk_results', 'rating_results', 'data_scaling', 'Results',
+           'Clock', 'run_seed', 'run', 'topk_values', 'valid_rate', 'caption', 'topk_table', 'ranking_modes',
            'answer_position_table', 'rating_table', 'rating_alphas', 'augmentation_tables', 'ablation_table',
            'data_scaling_table', 'activity_table', 'tables', 'alpha_heatmap', 'data_scaling_figure',
-           'activity_gain_figure', 'paper_topk_effect', 'paper_rmse', 'best_rating_backbone', 'claims', 'save']
+           'activity_gain_figure', 'paper_topk_effect', 'paper_rmse', 'paper_rows', 'with_paper_columns',
+           'best_rating_backbone', 'claims', 'save']
 
 # %% ../nbs/17_llama4rec.ipynb #345325b8
 PAPER_DATASETS = ["ml-100k", "ml-1m:/data/ml-1m", "bookcrossing:/data/bookcrossing:5"]
@@ -603,7 +604,7 @@ def run(cfg: Config, work_dir: Path | str | None = None) -> Results:
     clock = Clock()
     folder = RunFolder(work_dir or repo_root() / "runs" / "work" / "llama4rec")
     ctxs = [prepare(spec, cfg) for spec in cfg.specs()]
-    tuned = TunedLLMs(load_llm(cfg.model, dtype=cfg.dtype), cfg, folder)
+    tuned = TunedLLMs(load_llm(cfg.model, dtype=cfg.dtype, device_map=cfg.device_map), cfg, folder)
     runs = {}
     for ctx in ctxs:
         for s in cfg.train_seeds():
@@ -793,7 +794,7 @@ def activity_table(res: Results, n_buckets: int = 4) -> pd.DataFrame:
                   "gain": float(np.sqrt(se_b[bucket == b].mean()) - np.sqrt(se_l[bucket == b].mean()))} for b, e in groups]
     return pd.DataFrame(rows)
 
-# %% ../nbs/17_llama4rec.ipynb #338c1fea
+# %% ../nbs/17_llama4rec.ipynb #36a41e43
 def tables(res: Results) -> dict[str, pd.DataFrame]:
     "Every table `save` writes, by name; the per-dataset ones are stacked with a `dataset` column (empty ones left out)."
     cfg, parts = res.cfg, {}
@@ -811,7 +812,7 @@ def tables(res: Results) -> dict[str, pd.DataFrame]:
         if cfg.rating_backbones: add("rating_alphas", ds, rating_alphas(res, ds))
         at, ai = augmentation_tables(res, ds)
         add("augmentation_alone", ds, at); add("augmentation_data", ds, ai)
-    out = {name: pd.concat(frames, ignore_index=True) for name, frames in parts.items()}
+    out = {name: with_paper_columns(name, pd.concat(frames, ignore_index=True)) for name, frames in parts.items()}
     out["captions"] = pd.DataFrame([{"dataset": d["name"], "caption": caption(res, d["name"])} for d in res.datasets])
     t5, te5 = ablation_table(res)
     if len(t5): out["table5_ablation"], out["table5_ablation_tests"] = t5, te5
@@ -875,23 +876,23 @@ def activity_gain_figure(res: Results):
 
 FIGURES = {"alpha_heatmap": alpha_heatmap, "data_scaling": data_scaling_figure, "activity_gain": activity_gain_figure}
 
-# %% ../nbs/17_llama4rec.ipynb #53ac6a4b
+# %% ../nbs/17_llama4rec.ipynb #a1a6260f
 # the paper's numbers (Tables 2-5) per dataset: {backbone: {method: (H@3, N@3, H@5, N@5)}} and {backbone: {method: (RMSE, MAE)}}
 PAPER_TOPK = {
-    "ml-100k": {"MF": {"Base": (0.0455, 0.0325, 0.0690, 0.0420), "Llama4Rec": (0.0645, 0.0474, 0.0919, 0.0588)},
-                "LightGCN": {"Base": (0.0492, 0.0343, 0.0744, 0.0447), "Llama4Rec": (0.0647, 0.0476, 0.0967, 0.0608)},
-                "SASRec": {"Base": (0.0187, 0.0125, 0.0385, 0.0205), "Llama4Rec": (0.0238, 0.0155, 0.0449, 0.0240)},
-                "BERT4Rec": {"Base": (0.0153, 0.0104, 0.0294, 0.0161), "Llama4Rec": (0.0198, 0.0134, 0.0332, 0.0189)}},
-    "ml-1m": {"MF": {"Base": (0.0255, 0.0187, 0.0403, 0.0248), "Llama4Rec": (0.0281, 0.0203, 0.0433, 0.0265)},
-              "LightGCN": {"Base": (0.0283, 0.0203, 0.0432, 0.0264), "Llama4Rec": (0.0304, 0.0222, 0.0461, 0.0286),
+    "ml-100k": {"MF": {"Base": (0.0455, 0.0325, 0.0690, 0.0420), "IFT": (0.0546, 0.0388, 0.079, 0.0488), "Llama4Rec": (0.0645, 0.0474, 0.0919, 0.0588)},
+                "LightGCN": {"Base": (0.0492, 0.0343, 0.0744, 0.0447), "IFT": (0.0537, 0.0381, 0.0846, 0.0507), "Llama4Rec": (0.0647, 0.0476, 0.0967, 0.0608)},
+                "SASRec": {"Base": (0.0187, 0.0125, 0.0385, 0.0205), "IFT": (0.0204, 0.0136, 0.0379, 0.0207), "Llama4Rec": (0.0238, 0.0155, 0.0449, 0.0240)},
+                "BERT4Rec": {"Base": (0.0153, 0.0104, 0.0294, 0.0161), "IFT": (0.0174, 0.0119, 0.0326, 0.01), "Llama4Rec": (0.0198, 0.0134, 0.0332, 0.0189)}},
+    "ml-1m": {"MF": {"Base": (0.0255, 0.0187, 0.0403, 0.0248), "IFT": (0.0242, 0.0175, 0.041, 0.0244), "Llama4Rec": (0.0281, 0.0203, 0.0433, 0.0265)},
+              "LightGCN": {"Base": (0.0283, 0.0203, 0.0432, 0.0264), "IFT": (0.0268, 0.0193, 0.0441, 0.0263), "Llama4Rec": (0.0304, 0.0222, 0.0461, 0.0286),
                            "w/o DA": (0.0294, 0.0209, None, None), "w/o AA": (0.0298, 0.0218, None, None)},
-              "SASRec": {"Base": (0.0277, 0.0165, 0.0502, 0.0257), "Llama4Rec": (0.0293, 0.0201, 0.0504, 0.0287)},
-              "BERT4Rec": {"Base": (0.0107, 0.0069, 0.0211, 0.0112), "Llama4Rec": (0.0115, 0.0078, 0.0206, 0.0115)}},
-    "bookcrossing": {"MF": {"Base": (0.0294, 0.0227, 0.0394, 0.0269), "Llama4Rec": (0.0365, 0.0284, 0.0462, 0.0324)},
-                     "LightGCN": {"Base": (0.0358, 0.0272, 0.0480, 0.0322), "Llama4Rec": (0.0434, 0.0338, 0.057, 0.0394),
+              "SASRec": {"Base": (0.0277, 0.0165, 0.0502, 0.0257), "IFT": (0.0241, 0.0159, 0.0473, 0.0254), "Llama4Rec": (0.0293, 0.0201, 0.0504, 0.0287)},
+              "BERT4Rec": {"Base": (0.0107, 0.0069, 0.0211, 0.0112), "IFT": (0.0106, 0.0071, 0.0188, 0.0104), "Llama4Rec": (0.0115, 0.0078, 0.0206, 0.0115)}},
+    "bookcrossing": {"MF": {"Base": (0.0294, 0.0227, 0.0394, 0.0269), "IFT": (0.0247, 0.0177, 0.0377, 0.023), "Llama4Rec": (0.0365, 0.0284, 0.0462, 0.0324)},
+                     "LightGCN": {"Base": (0.0358, 0.0272, 0.0480, 0.0322), "IFT": (0.0287, 0.0202, 0.0448, 0.0268), "Llama4Rec": (0.0434, 0.0338, 0.057, 0.0394),
                                   "w/o DA": (0.0408, 0.0319, None, None), "w/o AA": (0.0429, 0.0332, None, None)},
-                     "SASRec": {"Base": (0.0086, 0.0049, 0.0163, 0.0081), "Llama4Rec": (0.0142, 0.0098, 0.0227, 0.0131)},
-                     "BERT4Rec": {"Base": (0.0088, 0.0058, 0.0161, 0.0088), "Llama4Rec": (0.0154, 0.0108, 0.023, 0.0139)}}}
+                     "SASRec": {"Base": (0.0086, 0.0049, 0.0163, 0.0081), "IFT": (0.0124, 0.0086, 0.0185, 0.0111), "Llama4Rec": (0.0142, 0.0098, 0.0227, 0.0131)},
+                     "BERT4Rec": {"Base": (0.0088, 0.0058, 0.0161, 0.0088), "IFT": (0.0127, 0.0092, 0.018, 0.0113), "Llama4Rec": (0.0154, 0.0108, 0.023, 0.0139)}}}
 PAPER_RATING = {
     "ml-100k": {"IFT": (1.2792, 0.8940), "DeepFM": {"Base": (1.0487, 0.8082), "Llama4Rec": (1.0306, 0.7987)},
                 "NFM": {"Base": (1.0284, 0.8005), "Llama4Rec": (1.0189, 0.7961)}, "DCN": {"Base": (1.0478, 0.8063), "Llama4Rec": (1.0367, 0.8033)},
@@ -919,6 +920,34 @@ def paper_rmse(ds: str, name: str, method: str | None = None) -> float | None:
     t = PAPER_RATING.get(ds, {})
     v = t.get(name) if method is None else t.get(name, {}).get(method)
     return None if v is None else v[0]
+
+# %% ../nbs/17_llama4rec.ipynb #9984866c
+PAPER_TABLES = {"table2_direct": "Llama4Rec Table 2 (LLaMA-2-7B)", "table3_sequential": "Llama4Rec Table 3 (LLaMA-2-7B)",
+                "table4_rating": "Llama4Rec Table 4 (LLaMA-2-7B)"}
+
+def paper_rows(name: str) -> pd.DataFrame:
+    "The paper's rows of table `name` (see `PAPER_TABLES`): dataset, backbone (this module's name), method and metrics."
+    rows = []
+    for ds in PAPER_TOPK:
+        if name == "table4_rating":
+            t = PAPER_RATING[ds]
+            rows.append({"dataset": ds, "backbone": "LLM", "method": "IFT", "RMSE": t["IFT"][0], "MAE": t["IFT"][1]})
+            rows += [{"dataset": ds, "backbone": n, "method": m, "RMSE": v[0], "MAE": v[1]}
+                     for n, per in t.items() if n != "IFT" for m, v in per.items()]
+            continue
+        family = ("BPR-MF", "LightGCN") if name == "table2_direct" else ("SASRec", "BERT4Rec")
+        for n in family:
+            for m, v in PAPER_TOPK[ds][PAPER_NAME.get(n, n)].items():
+                if m in ("Base", "IFT", "Llama4Rec"):
+                    rows.append({"dataset": ds, "backbone": n, "method": "IFT, backbone fill-in" if m == "IFT" else m,
+                                 **dict(zip(agg.TOPK_METRICS, v))})
+    return pd.DataFrame(rows)
+
+def with_paper_columns(name: str, table: pd.DataFrame) -> pd.DataFrame:
+    "Table `name` with the paper's values beside ours (`report.beside_paper`); a table the paper has no numbers for unchanged."
+    from llmrec_nb.report import beside_paper
+    if name not in PAPER_TABLES: return table
+    return beside_paper(table, paper_rows(name), on=["dataset", "backbone", "method"], source=PAPER_TABLES[name])
 
 # %% ../nbs/17_llama4rec.ipynb #8900e023
 def _task_comparison(res: Results, names: list[str], kind: str) -> dict | None:

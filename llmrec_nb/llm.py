@@ -207,9 +207,11 @@ def _tiny_folder(seed: int = 0) -> Path:
     return _cached_folder(cache_dir("models") / f"tiny-seed{seed}", is_valid, build)
 
 def load_llm(name: str = "smollm2-135m", device: str | None = None, dtype="auto", trust_remote_code: bool = False,
-             backend: str = "transformers", seed: int = 0, **backend_kwargs) -> LLM:
+             backend: str = "transformers", seed: int = 0, device_map: str | dict | None = None, **backend_kwargs) -> LLM:
     """Load `smollm2-135m` (bundled), `tiny` (random, for tests), a local folder / `.gguf` file, or a hub id, in `dtype`;
-    `backend="openai"`: the model `name` on an OpenAI-compatible server (`base_url=...`, see `served.load_served`)."""
+    `backend="openai"`: the model `name` on an OpenAI-compatible server (`base_url=...`, see `served.load_served`).
+    `device_map` (transformers' own: `"auto"` fills the GPUs in order, then CPU memory; a device; or a module → device
+    mapping) places a model too large for one device instead of `device`; inputs then go to its first shard."""
     if backend in BACKENDS: return backend_loader(backend)(name, trust_remote_code=trust_remote_code, **backend_kwargs)
     if backend == "vllm":  # vLLM loads from a folder: the same dequantised caches as below, `tiny` written to one
         if name == "tiny": path, dtype = str(_tiny_folder(seed)), ("float32" if dtype in (None, "auto") else dtype)
@@ -223,8 +225,10 @@ def load_llm(name: str = "smollm2-135m", device: str | None = None, dtype="auto"
         raise ValueError(f"backend must be 'transformers', 'vllm' or one of {sorted(BACKENDS)}, not {backend!r}")
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    if isinstance(device_map, str) and device_map not in ("auto", "balanced", "balanced_low_0", "sequential"):
+        device, device_map = device_map, None     # one named device: the same as `device`
     device = get_device(device)
-    torch_dtype, why = resolve_dtype(dtype, device, name)
+    torch_dtype, why = resolve_dtype(dtype, "cuda" if device_map is not None and torch.cuda.is_available() else device, name)
     if name == "tiny":
         tokenizer = bundled_tokenizer("smollm2-135m")
         model = _tiny_model(tokenizer, seed).to(torch_dtype)
@@ -236,9 +240,13 @@ def load_llm(name: str = "smollm2-135m", device: str | None = None, dtype="auto"
         else: folder, _ = name, check_model_source(name)
         local = dict(local_files_only=True) if Path(folder).is_dir() else {}  # no hub look-ups for local folders
         tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code, **local)
-        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch_dtype, trust_remote_code=trust_remote_code, **local)
+        placed = dict(device_map=device_map) if device_map is not None else {}
+        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch_dtype, trust_remote_code=trust_remote_code,
+                                                     **local, **placed)
     if tokenizer.pad_token_id is None: tokenizer.pad_token = tokenizer.eos_token
-    model.to(device).eval()
+    if getattr(model, "hf_device_map", None): device = str(next(model.parameters()).device)   # placed by device_map
+    else: model.to(device)
+    model.eval()
     if torch_dtype == torch.bfloat16 and str(device).startswith("cpu"): float32_head(model)
     record_compute(dtype=str(torch_dtype).removeprefix("torch."), dtype_asked=str(dtype), dtype_reason=why)
     return LLM(model, tokenizer, name, device)

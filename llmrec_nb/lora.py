@@ -22,11 +22,12 @@ from .llm import encode, continuation_ids, pad_id_of
 from .kernels import fast_cpu_kernels
 
 # %% auto #0
-__all__ = ['LoraConfigError', 'LoraTrainConfig', 'encode_instruction', 'collate_right_padded', 'response_loss', 'batch_loss',
-           'MixState', 'SeededLengthGroupedSampler', 'run_fingerprint', 'RunMismatchError', 'resumable_checkpoint',
-           'clear_run', 'peft_quietly', 'save_adapter', 'load_adapter', 'set_active_adapter', 'adapter_names',
-           'remove_lora', 'TrainResult', 'TrainingPrecision', 'training_precision', 'train_lora', 'lora_layers',
-           'adapter_scaling', 'merge_adapters', 'delta_weight', 'AdapterMixer']
+__all__ = ['LoraConfigError', 'LoraTrainConfig', 'encode_instruction', 'collate_right_padded', 'EncodedInstructions',
+           'response_loss', 'batch_loss', 'MixState', 'SeededLengthGroupedSampler', 'run_fingerprint',
+           'RunMismatchError', 'resumable_checkpoint', 'clear_run', 'peft_quietly', 'save_adapter', 'load_adapter',
+           'set_active_adapter', 'adapter_names', 'remove_lora', 'TrainResult', 'TrainingPrecision',
+           'training_precision', 'train_lora', 'lora_layers', 'adapter_scaling', 'merge_adapters', 'delta_weight',
+           'AdapterMixer']
 
 # %% ../nbs/04_lora.ipynb #b549e7a4
 class LoraConfigError(LlmrecError, ValueError):
@@ -161,6 +162,89 @@ def collate_right_padded(features: list[dict], pad_id: int) -> dict:
     if "source" in features[0]: out["source"] = torch.tensor([f["source"] for f in features], dtype=torch.long)
     return out
 
+# %% ../nbs/04_lora.ipynb #96bfa34a
+def _data_digest(insts: Sequence[Instruction] | None) -> str | None:
+    "A hash of what training reads from each instruction: the texts, the weight and the history spans."
+    if not insts: return None
+    h = hashlib.sha256()
+    for i in insts:
+        meta = i.meta or {}
+        read = [i.instruction, i.input, i.output, float(meta.get("weight", 1.0)), meta.get(HISTORY_SPANS)]
+        h.update(json.dumps(read + ([i.system] if i.system else []), default=str).encode()); h.update(b"\n")
+    return h.hexdigest()
+
+class EncodedInstructions(Sequence):
+    "Instructions tokenised by `encode_instruction`, stored flat; items are the dicts `collate_right_padded` takes."
+    def __init__(self, ids: np.ndarray, offsets: np.ndarray, prompt_lengths: np.ndarray, weights: np.ndarray,
+                 dropped: np.ndarray, sources: np.ndarray | None = None):
+        self.ids, self.offsets, self.prompt_lengths = ids, offsets, prompt_lengths
+        self.weights, self.dropped, self.sources = weights, dropped, sources
+
+    def __len__(self) -> int: return len(self.prompt_lengths)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice): return [self[j] for j in range(*i.indices(len(self)))]
+        a, b, p = int(self.offsets[i]), int(self.offsets[i + 1]), int(self.prompt_lengths[i])
+        ids = self.ids[a:b].astype(np.int64)
+        labels = ids.copy(); labels[:p] = -100
+        out = {"input_ids": ids, "labels": labels, "weight": float(self.weights[i])}
+        if self.sources is not None: out["source"] = int(self.sources[i])
+        return out
+
+    @property
+    def lengths(self) -> np.ndarray: return np.diff(self.offsets)
+
+    def response_tokens(self) -> int:
+        "Labelled (response) tokens over all examples."
+        return int((self.lengths - self.prompt_lengths).sum())
+
+    def with_source(self, source: int) -> "EncodedInstructions":
+        "The same examples, each tagged with `source` (0: the main data, 1: the auxiliary data of a mix)."
+        return EncodedInstructions(self.ids, self.offsets, self.prompt_lengths, self.weights, self.dropped,
+                                   np.full(len(self), source, dtype=np.int64))
+
+    def __add__(self, other: "EncodedInstructions") -> "EncodedInstructions":
+        "These examples, then `other`'s (both tagged with a source, or neither)."
+        if (self.sources is None) != (other.sources is None): raise ValueError("tag both parts with a source, or neither")
+        cat = lambda a, b: np.concatenate([a, b])
+        return EncodedInstructions(cat(self.ids, other.ids), cat(self.offsets, other.offsets[1:] + self.offsets[-1]),
+                                   cat(self.prompt_lengths, other.prompt_lengths), cat(self.weights, other.weights),
+                                   cat(self.dropped, other.dropped), None if self.sources is None else cat(self.sources, other.sources))
+
+    def save(self, path: Path | str) -> Path:
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, ids=self.ids, offsets=self.offsets, prompt_lengths=self.prompt_lengths, weights=self.weights, dropped=self.dropped)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: Path | str) -> "EncodedInstructions":
+        with np.load(path) as z: return cls(z["ids"], z["offsets"], z["prompt_lengths"], z["weights"], z["dropped"])
+
+    @classmethod
+    def encode(cls, tokenizer, instructions: Sequence[Instruction], style: str = "chat", max_length: int = 1024,
+               cache: Path | str | None = None, digest: str | None = None, desc: str = "tokenise") -> "EncodedInstructions":
+        """Tokenise `instructions` in one pass; with `cache`, read back what an earlier pass with the same tokenizer,
+        settings and data (`digest`, default a hash of the instructions) wrote there, or write it."""
+        path = None
+        if cache is not None:
+            vocab = getattr(tokenizer, "vocab_size", None) or len(getattr(tokenizer, "get_vocab", dict)())
+            key = stable_hash(getattr(tokenizer, "name_or_path", type(tokenizer).__name__), vocab,
+                              getattr(tokenizer, "chat_template", None), style, max_length, digest or _data_digest(instructions))
+            path = Path(cache) / f"tokenised-{key:016x}.npz"
+            if path.exists():
+                try: return cls.load(path)
+                except (OSError, ValueError, KeyError): path.unlink(missing_ok=True)   # a damaged file: tokenise again
+        chunks, offsets, prompts, weights, dropped = [], [0], [], [], []
+        for inst in progress(instructions, desc=desc, total=len(instructions), mininterval=2.0):
+            e = encode_instruction(tokenizer, inst, style, max_length)
+            chunks.append(np.asarray(e["input_ids"], dtype=np.int32)); offsets.append(offsets[-1] + len(e["input_ids"]))
+            prompts.append(sum(1 for l in e["labels"] if l == -100)); weights.append(e["weight"]); dropped.append(e["dropped"])
+        out = cls(np.concatenate(chunks) if chunks else np.zeros(0, np.int32), np.asarray(offsets, np.int64),
+                  np.asarray(prompts, np.int64), np.asarray(weights, np.float32), np.asarray(dropped, np.int64))
+        if path is not None: out.save(path)
+        return out
+
 # %% ../nbs/04_lora.ipynb #94357a2b
 def _causal_lm(model):
     "The `...ForCausalLM` module inside a (possibly PEFT-wrapped) model."
@@ -265,16 +349,6 @@ _RUN_FILE = "llmrec_run.json"     # the run's fingerprint; written last, so a fo
 # options that change neither the adapter nor the batches it sees: a rerun may change them and still resume
 _BOOKKEEPING = ("save_steps", "save_total_limit", "logging_steps", "response_logits_only", "share_prefix", "report_to")
 
-def _data_digest(insts: Sequence[Instruction] | None) -> str | None:
-    "A hash of what training reads from each instruction: the texts, the weight and the history spans."
-    if not insts: return None
-    h = hashlib.sha256()
-    for i in insts:
-        meta = i.meta or {}
-        read = [i.instruction, i.input, i.output, float(meta.get("weight", 1.0)), meta.get(HISTORY_SPANS)]
-        h.update(json.dumps(read + ([i.system] if i.system else []), default=str).encode()); h.update(b"\n")
-    return h.hexdigest()
-
 def run_fingerprint(cfg: LoraTrainConfig, train, valid=None, aux=None, mix_lambda=None, eval_fn=None, model: str | None = None) -> dict:
     """What decides the outcome of a training run: its settings (bookkeeping options such as `save_steps` left out),
     the base model's name and a hash of each dataset. A run resumes only from checkpoints with the same fingerprint."""
@@ -349,7 +423,7 @@ def _save_run_adapter(model, folder: Path, name: str, fingerprint: dict) -> Path
     shutil.rmtree(previous, ignore_errors=True)
     return folder
 
-# %% ../nbs/04_lora.ipynb #e58aa3ed
+# %% ../nbs/04_lora.ipynb #f994c3e9
 def _trainer_classes():
     from transformers import Trainer, TrainerCallback
 
@@ -366,7 +440,8 @@ def _trainer_classes():
         def _get_train_sampler(self, train_dataset=None):
             if self.args.train_sampling_strategy != "group_by_length": return super()._get_train_sampler(train_dataset)
             data = train_dataset if train_dataset is not None else self.train_dataset
-            return SeededLengthGroupedSampler([len(f["input_ids"]) for f in data],
+            lengths = data.lengths if isinstance(data, EncodedInstructions) else [len(f["input_ids"]) for f in data]
+            return SeededLengthGroupedSampler(lengths,
                                               self.args.train_batch_size * self.args.gradient_accumulation_steps, self.args.data_seed)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -508,7 +583,7 @@ def remove_lora(llm):
     if getattr(llm, "adapter", None) is not None: llm.adapter = None
     return llm.model
 
-# %% ../nbs/04_lora.ipynb #412c078a
+# %% ../nbs/04_lora.ipynb #bdf5df3d
 @dataclass
 class TrainResult:
     "What `train_lora` returns."
@@ -633,18 +708,27 @@ def train_lora(llm, train: Sequence[Instruction], valid: Sequence[Instruction] |
     last = resumable_checkpoint(out, fingerprint) if resume else None
     tok = llm.tokenizer
     pad_id = pad_id_of(tok)
-    enc = lambda insts, src: [dict(encode_instruction(tok, i, cfg.style, cfg.max_length), source=src) for i in insts]
-    features = enc(train, 0) + (enc(aux, 1) if aux else [])
-    truncated = sum(1 for f in features if f.pop("dropped"))
+    created = not out.exists()
+    # tokenised once per data and settings, kept beside the run: a resumed run reads it back
+    enc = lambda insts, key: EncodedInstructions.encode(tok, insts, cfg.style, cfg.max_length, cache=out / "tokenised",
+                                                        digest=fingerprint["data"][key], desc=f"tokenise {key}")
+    try:
+        main = enc(train, "train").with_source(0)
+        extra = enc(aux, "aux").with_source(1) if aux else None
+        valid_features = enc(valid, "valid") if eval_fn is None and valid else None
+    except BaseException:   # a bad instruction: nothing of this run is left behind
+        if created and out.is_dir(): shutil.rmtree(out, ignore_errors=True)
+        raise
+    features = main + extra if extra is not None else main
+    truncated = int((features.dropped > 0).sum())
     if truncated: warnings.warn(f"{truncated} of {len(features)} training prompts exceed max_length={cfg.max_length} "
                                 "tokens and lost their oldest history entries")
-    size = len if cfg.loss_average == "example" else (lambda fs: sum(sum(l != -100 for l in f["labels"]) for f in fs))
-    mix = MixState(size(features[:len(train)]), size(features[len(train):]), mix_lambda if aux else None, len(features))
+    size = len if cfg.loss_average == "example" else EncodedInstructions.response_tokens
+    mix = MixState(size(main), size(extra) if extra is not None else 0, mix_lambda if aux else None, len(features))
     truncated_valid = 0
 
-    if eval_fn is None and valid:
-        valid_features = enc(valid, 0)
-        truncated_valid = sum(1 for f in valid_features if f.pop("dropped"))
+    if valid_features is not None:
+        truncated_valid = int((valid_features.dropped > 0).sum())
         def eval_fn(model):
             sums, counts, weights = [], [], []
             for s in range(0, len(valid_features), cfg.batch_size):
@@ -674,7 +758,6 @@ def train_lora(llm, train: Sequence[Instruction], valid: Sequence[Instruction] |
         use_cpu=model.device.type == "cpu")     # a CPU model under torchrun / accelerate: gloo processes, not one
     writer = args.process_index == 0
     if not resume and writer: clear_run(out)
-    created = not out.exists()
     trainer = None
     try:
         trainer = Trainer_(model=model, args=args, train_dataset=features,

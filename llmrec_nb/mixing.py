@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from .core import LlmrecError, DataFormatError, stable_hash, set_seed, progress
-from .data import (RecData, Split, sort_by_time, leave_one_out, cold_item_split, sample_candidates,
+from .data import (RecData, Split, sort_by_time, user_sequences, leave_one_out, cold_item_split, sample_candidates,
                             save_candidates, load_candidates)
 from .templates import Instruction, listwise_instruction, render_prompt
 from .llm import encode, generate, ground_list, fast_cpu_kernels, pad_left, pad_id_of, token_positions
@@ -94,8 +94,8 @@ def molorec_splits(interactions: pd.DataFrame, cold_frac: float = 0.1, seed: int
 # %% ../nbs/13_mixing.ipynb #c38f2495
 def histories_before(known: pd.DataFrame, targets: pd.DataFrame, history_len: int = 10) -> list[list[str]]:
     "For each target row (`user, item, timestamp`): the user's last `history_len` known items no later than it, the target itself left out."
-    k = sort_by_time(known)
-    by_user = {str(u): (g["timestamp"].to_numpy(), g["item"].astype(str).tolist()) for u, g in k.groupby("user", sort=False)}
+    times, items = user_sequences(known, "timestamp"), user_sequences(known)
+    by_user = {u: (np.asarray(times[u]), items[u]) for u in items}
     empty = (np.zeros(0, dtype=np.int64), [])
     out = []
     for u, it, ts in zip(targets["user"].astype(str), targets["item"].astype(str), targets["timestamp"]):

@@ -17,10 +17,10 @@ from .report import PaperConfig
 from .runs import RunFolder, setting
 
 # %% auto #0
-__all__ = ['SCENARIOS', 'BASELINES', 'FIGURES', 'PAPER_NDCG1', 'PAPER_FEW_SHOT', 'Config', 'load_domain', 'Domains',
+__all__ = ['SCENARIOS', 'BASELINES', 'FIGURES', 'PAPER_NDCG1', 'PAPER_FEW_SHOT', 'PAPER_MAIN', 'Config', 'load_domain', 'Domains',
            'build_domains', 'users_subset', 'Tasks', 'build_tasks', 'Pipeline', 'Results', 'run', 'main_table',
            'main_numbers', 'overlap_table', 'few_shot_tables', 'learned_weights', 'pull_table', 'tta_table',
-           'detail_tables', 'weights_figure', 'prompts_figure', 'claims', 'save']
+           'detail_tables', 'weights_figure', 'prompts_figure', 'beside_paper_rows', 'claims', 'save']
 
 # %% ../nbs/16_molorec.ipynb #0d92c683
 @dataclass
@@ -516,7 +516,7 @@ def run(cfg: Config, work_dir: Path | str | None = None) -> Results:
     data_key = {"data": [_digest(dom.warm.train), _digest(dom.warm.valid)], "candidates": {sc: _digest(tasks.candidates[sc]) for sc in SCENARIOS}}
     for s in seeds:
         for name in cfg.baselines: _record(scores, name, _baseline_unit(cfg, dom, tasks, folder, name, s, data_key))
-    p = Pipeline(cfg, load_llm(cfg.model, dtype=cfg.dtype), folder, tasks, dom.specific.title_of)
+    p = Pipeline(cfg, load_llm(cfg.model, dtype=cfg.dtype, device_map=cfg.device_map), folder, tasks, dom.specific.title_of)
     zero = p.zero_shot()
     for s in seeds: _record(scores, "Zero-shot LLM", zero)
     training, grid, tta_lr, tta, lrs = [], [], [], [], {}
@@ -655,6 +655,21 @@ PAPER_NDCG1 = {   # the paper's NDCG@1: Table 1 (warm) and Table 2 (new items)
 PAPER_FEW_SHOT = {  # the paper's Table 3 (MovieLens-1M): NDCG@1 of MoLoRec and of second-round fine-tuning
     ("warm", 0.1): (0.5353, 0.0704), ("warm", 0.2): (0.5454, 0.0790), ("warm", 0.3): (0.5498, 0.0540),
     ("cold", 0.1): (0.1455, 0.0000), ("cold", 0.2): (0.1636, 0.0182), ("cold", 0.3): (0.1636, 0.0000)}
+PAPER_MAIN = {   # Tables 1 and 2, MovieLens-1M, Qwen2-7B: (NDCG@1, NDCG@3) of the rows this module has (its row names)
+    "warm": {"BPR-MF": (0.1724, 0.4185), "GRU4Rec": (0.1724, 0.4423), "SASRec": (0.2257, 0.4708), "Zero-shot LLM": (0.0814, 0.1057),
+             "MoLoRec-G": (0.5680, 0.5918), "MoLoRec-S": (0.5460, 0.5703), "MoLoRec (entropy)": (0.5783, 0.6023)},
+    "cold": {"BPR-MF": (0.0723, 0.1421), "GRU4Rec": (0.0798, 0.1489), "SASRec": (0.0912, 0.1891), "Zero-shot LLM": (0.0318, 0.0407),
+             "MoLoRec-G": (0.1455, 0.1890), "MoLoRec-S": (0.1636, 0.2597), "MoLoRec (entropy)": (0.1818, 0.2755)}}
+
+def beside_paper_rows(numbers: pd.DataFrame, scenario: str) -> pd.DataFrame:
+    "One scenario's rows (`main_numbers`) with NDCG@1 and NDCG@3 beside the paper's MovieLens-1M values (`PAPER_MAIN`)."
+    from llmrec_nb.report import beside_paper
+    ours = numbers.rename_axis("model").reset_index()
+    ours = ours[["model", *[m for m in ("NDCG@1", "NDCG@3") if m in ours.columns]]].assign(scenario=scenario)
+    paper = [{"model": m, "NDCG@1": a, "NDCG@3": b} for m, (a, b) in PAPER_MAIN[scenario].items()]
+    table = 1 if scenario == "warm" else 2
+    return beside_paper(ours[["scenario", *ours.columns[:-1]]], pd.DataFrame(paper)[["model", *ours.columns[1:-1]]],
+                        on=["model"], source=f"MoLoRec Table {table} (MovieLens-1M, Qwen2-7B)")
 
 def _tested(cid: str, text: str, c: dict, a, b, detail: str, degenerate: str | None = None, **paper) -> dict:
     from llmrec_nb.stats import claim_statistics, degenerate_reason
@@ -709,7 +724,7 @@ def claims(res: Results) -> list[dict]:
            _cold_leans(res)]
     return out + ([_forgets(res)] if res.few_shot else [])
 
-# %% ../nbs/16_molorec.ipynb #e0a87bce
+# %% ../nbs/16_molorec.ipynb #532c4ed7
 def save(res: Results, out_dir: Path | str | None = None, profile: str = "custom"):
     "Write `res`'s tables, figures, claims and candidate sets under `out_dir` (default `runs/<profile>/molorec`); returns the `PaperReport`."
     from llmrec_nb.data import save_candidates
@@ -718,9 +733,12 @@ def save(res: Results, out_dir: Path | str | None = None, profile: str = "custom
                          seeds=res.cfg.train_seeds(), show_figures=False)   # the notebook shows each in its section
     report.started -= res.seconds
     report.table("overlap", overlap_table(res))
+    side = []
     for sc, name in (("warm", "table1_warm"), ("cold", "table2_cold")):
         table = main_table(res, sc)
-        report.table(name, main_numbers(res, sc, table), marked=table)
+        numbers = report.table(name, main_numbers(res, sc, table), marked=table)
+        side.append(beside_paper_rows(numbers, sc))
+    report.table("beside_paper", pd.concat(side, ignore_index=True))
     for name, df in detail_tables(res).items(): report.table(name, df)
     for name, make in FIGURES.items(): report.figure(name, make(res))
     for c in claims(res): report.claim(**c)

@@ -7,18 +7,18 @@ from __future__ import annotations
 import math, os, time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Iterable
+from typing import ClassVar, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
-from .runs import RunConfig
+from .runs import RunConfig, setting
 from .core import (LlmrecError, DataFormatError, atomic_path, figures_dir, read_json, read_yaml, repo_root, run_manifest,
                             write_json, write_text)
 
 # %% auto #0
-__all__ = ['PROFILES', 'plain_table_files', 'Claim', 'in_notebook', 'PaperReport', 'notebook_defaults', 'validate_profile',
-           'load_profile', 'notebook_parameters', 'PaperConfig', 'paper_notebooks']
+__all__ = ['PROFILES', 'plain_table_files', 'Claim', 'in_notebook', 'PaperReport', 'beside_paper', 'notebook_defaults',
+           'validate_profile', 'load_profile', 'notebook_parameters', 'PaperConfig', 'paper_notebooks']
 
 # %% ../nbs/08_report.ipynb #c369b806
 def _records(df: pd.DataFrame) -> list[dict]:
@@ -161,6 +161,22 @@ class PaperReport:
         write_json(self.out / "manifest.json", run_manifest(self.params, self.seeds, wall_seconds=round(wall, 2)))
         return write_json(self.out / "summary.json", self.summary())
 
+# %% ../nbs/08_report.ipynb #662772e3
+def beside_paper(table: pd.DataFrame, reported, on: Sequence[str], source: str) -> pd.DataFrame:
+    """`table` with `<metric> (paper)` right after each metric the paper reports, matched on the columns `on`, and
+    `paper source` naming where the numbers come from ("" where the paper has no number for that row).
+    `reported`: records or a frame holding the `on` columns and the paper's metric columns."""
+    rep = pd.DataFrame(reported)
+    if table.empty or rep.empty: return table
+    metrics = [c for c in rep.columns if c not in on]
+    missing = [c for c in [*on, *metrics] if c not in table.columns]
+    if missing: raise KeyError(f"beside_paper: the table has no column {missing} ({source})")
+    paper_cols = {m: f"{m} (paper)" for m in metrics}
+    out = table.merge(rep.rename(columns=paper_cols), on=list(on), how="left", validate="many_to_one")
+    out["paper source"] = [source if has else "" for has in out[list(paper_cols.values())].notna().any(axis=1)]
+    order = [x for c in table.columns for x in ((c, paper_cols[c]) if c in paper_cols else (c,))]
+    return out[order + ["paper source"]]
+
 # %% ../nbs/08_report.ipynb #a92867b0
 PROFILES = ("smoke", "quick", "paper")
 
@@ -251,6 +267,8 @@ def notebook_parameters(profile_cfg: dict, notebook: str, profile_name: str, out
 class PaperConfig(RunConfig):
     "A paper's settings (`RunConfig`), overridable by a profile's `common` and `<PAPER>` sections."
     PAPER: ClassVar[str] = ""
+    device_map: str | None = setting(None, "where the LLM's layers go (llm.load_llm): none (one device), a device, or "
+                                     "auto (a model too large for one GPU sharded over the GPUs, then CPU memory)")
 
     @classmethod
     def from_profile(cls, profile: str | Path = "quick", **overrides):

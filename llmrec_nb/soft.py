@@ -201,7 +201,7 @@ def run(cfg: Config, work_dir: Path | str | None = None) -> Results:
     specs = cfg.specs()
     loaded = {s["label"]: load_dataset(s["name"], s.get("path"), **(s.get("kw") or {})) for s in specs}
     if cfg.kcore: loaded = {k: d.kcore(cfg.kcore) for k, d in loaded.items()}
-    llm = load_llm(cfg.model, dtype=cfg.dtype)
+    llm = load_llm(cfg.model, dtype=cfg.dtype, device_map=cfg.device_map)
     steps = cfg.max_steps if cfg.max_steps > 0 else cfg.epochs * -(-cfg.n_train // (cfg.batch_size * cfg.grad_accum))
     lcfg = soft_config(r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout, lr=cfg.lr, epochs=cfg.epochs,
                        patience=cfg.patience, max_steps=cfg.max_steps, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,

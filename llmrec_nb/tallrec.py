@@ -15,7 +15,7 @@ import pandas as pd
 from .core import DataFormatError, repo_root, set_seed, stable_hash
 from .report import PaperConfig
 from .runs import RunFolder, setting
-from .data import RecData, sort_by_time, few_shot, split_samples
+from .data import RecData, few_shot, history_windows, sort_by_time, split_samples
 from .templates import Instruction, TALLREC_ANSWERS, fit_prompts, tallrec_instruction
 from .llm import score_binary
 from .lora import LoraTrainConfig, TrainResult, train_lora
@@ -35,26 +35,17 @@ __all__ = ['SEQUENTIAL_CTR', 'MIXED', 'PAPER_AUC', 'PAPER_ZERO_SHOT_AUC', 'PAPER
 def tallrec_samples(data: RecData, like_threshold: float = 3.0, history_len: int = 10,
                     n_samples: int | None = 10_000) -> pd.DataFrame:
     """One row per (user, position ≥ history_len): `user, item, label, timestamp, history, history_labels`,
-    ordered by target time; the last `n_samples` are kept (None: all)."""
+    ordered by target time (`data.history_windows`); the last `n_samples` are kept (None: all)."""
     it = data.interactions
     if it["rating"].isna().all(): raise DataFormatError(data.name, "TALLRec needs explicit ratings", field="rating")
-    it = sort_by_time(it.dropna(subset=["rating"]))
-    users, items = it["user"].to_numpy(), it["item"].to_numpy()
-    labels = (it["rating"].to_numpy() > like_threshold).astype(np.int64)
-    times = it["timestamp"].to_numpy()
-    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
-    ends = np.r_[starts[1:], len(it)]
-    rows = []
-    for s, e in zip(starts, ends):
-        for i in range(s + history_len, e):
-            rows.append((users[i], items[i], labels[i], times[i], list(items[i - history_len:i]),
-                         labels[i - history_len:i].tolist()))
-    df = pd.DataFrame(rows, columns=["user", "item", "label", "timestamp", "history", "history_labels"])
-    if df.empty: return df
-    tie = np.array([stable_hash(u, i) for u, i in zip(df["user"], df["item"])], dtype=np.uint64)
-    df = df.iloc[np.lexsort((tie, df["timestamp"].to_numpy()))].reset_index(drop=True)
-    if n_samples is not None: df = df.iloc[-n_samples:].reset_index(drop=True)
-    return df
+    it = it.dropna(subset=["rating"])
+    it = it.assign(label=(it["rating"].to_numpy() > like_threshold).astype(np.int64))
+    df = _labelled(history_windows(it, history_len, carry=["label"]))
+    return df if n_samples is None else df.iloc[-n_samples:].reset_index(drop=True)
+
+def _labelled(windows: pd.DataFrame) -> pd.DataFrame:
+    "History windows that carried `label`, in TALLRec's column names and order."
+    return windows.rename(columns={"history_label": "history_labels"})[["user", "item", "label", "timestamp", "history", "history_labels"]]
 
 # %% ../nbs/10_tallrec.ipynb #a8867ee0
 def to_instructions(samples: pd.DataFrame, data: RecData, variant: int = 0) -> list[Instruction]:
@@ -295,17 +286,8 @@ def book_samples(data: RecData, like_threshold: float = 5.0, min_ratings: int = 
     if drop_implicit: it = it[it["rating"] > 0]
     rng = np.random.default_rng(seed)
     it = it.assign(_order=rng.random(len(it))).sort_values(["user", "_order"], kind="stable")
-    users, items = it["user"].to_numpy(), it["item"].to_numpy()
-    labels = (it["rating"].to_numpy() > like_threshold).astype(np.int64)
-    times = it["timestamp"].to_numpy()
-    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]]) if len(it) else np.zeros(0, int)
-    ends = np.r_[starts[1:], len(it)]
-    rows = []
-    for s, e in zip(starts, ends):
-        if e - s < min_ratings: continue
-        h = max(s, e - 1 - history_len)
-        rows.append((users[e - 1], items[e - 1], labels[e - 1], times[e - 1], list(items[h:e - 1]), labels[h:e - 1].tolist()))
-    df = pd.DataFrame(rows, columns=["user", "item", "label", "timestamp", "history", "history_labels"])
+    it = it.assign(label=(it["rating"].to_numpy() > like_threshold).astype(np.int64))
+    df = _labelled(history_windows(it, history_len, carry=["label"], min_history=min_ratings - 1, last_only=True, in_order=True))
     df = df.iloc[rng.permutation(len(df))].reset_index(drop=True)
     return df if n_samples is None else df.iloc[:n_samples].reset_index(drop=True)
 
@@ -643,7 +625,7 @@ def run(cfg: Config, work_dir: Path | str | None = None) -> Results:
     key = {"dataset": cfg.dataset, "dataset_kw": cfg.dataset_kw, "samples": [cfg.n_samples, cfg.history_len, cfg.like_threshold],
            "evaluated": [cfg.n_valid, cfg.n_test, cfg.seed]}
     scores, references = _baseline_units(dom, cfg, folder, key)
-    llm = load_llm(cfg.model, dtype=cfg.dtype)
+    llm = load_llm(cfg.model, dtype=cfg.dtype, device_map=cfg.device_map)
     key = {**key, "model": cfg.model, "dtype": cfg.dtype}
     test = to_instructions(dom.test, data)
     scores[("Zero-shot LLM", 0, 0)] = np.asarray(folder.json_unit("eval_zero_shot", {**key, "eval_batch_size": cfg.eval_batch_size},
@@ -669,8 +651,9 @@ def comparisons(res: Results) -> dict:
 
 def _std(a: np.ndarray) -> float: return float(a.std(ddof=1)) if len(a) > 1 else 0.0
 
-def auc_table(res: Results, comps: dict | None = None) -> pd.DataFrame:
-    "Test AUC (mean ± std over seeds) of every row; TALLRec's rows with their comparisons, tested over users."
+def auc_table(res: Results, comps: dict | None = None, paper: bool = True) -> pd.DataFrame:
+    """Test AUC (mean ± std over seeds) of every row; TALLRec's rows with their comparisons, tested over users;
+    `paper`: with the paper's AUC beside TALLRec's rows (`PAPER_AUC`; the baselines' are a range, not numbers)."""
     comps = comps or comparisons(res)
     rows = [{"method": "Zero-shot LLM", "K": 0, "auc_mean": res.aucs("Zero-shot LLM", 0)[0], "auc_std": 0.0}]
     for k in res.cfg.ks:
@@ -687,7 +670,10 @@ def auc_table(res: Results, comps: dict | None = None) -> pd.DataFrame:
     rows += [{"method": name, "K": n_pool, "auc_mean": res.aucs(name, n_pool)[0], "auc_std": 0.0} for name in res.references]
     table = pd.DataFrame(rows)
     table["AUC"] = [f"{m:.4f} ± {s:.4f}" for m, s in zip(table["auc_mean"], table["auc_std"])]
-    return table
+    if not paper: return table
+    from llmrec_nb.report import beside_paper
+    return beside_paper(table, [{"method": "TALLRec", "K": k, "auc_mean": v} for k, v in PAPER_AUC.items()], on=["method", "K"],
+                        source="TALLRec's table (LLaMA-7B, movies)")
 
 def cross_domain_tables(res: Results) -> tuple[pd.DataFrame, dict]:
     "The cross-domain table and its comparisons (`cross_domain_table` on the run's grid)."

@@ -282,9 +282,18 @@ def check_model_source(name: str) -> str:
 
 # %% ../nbs/03_llm.ipynb #955fc9f6
 def encode(tokenizer, texts: Sequence[str]) -> list[list[int]]:
-    "Token ids of each text, adding the tokenizer's special tokens unless the text already starts with BOS."
+    """Token ids of each text, adding the tokenizer's special tokens unless the text already starts with BOS (a fast
+    tokenizer encodes them as one batch)."""
     bos = tokenizer.bos_token
-    return [tokenizer(t, add_special_tokens=not (bos and t.startswith(bos)))["input_ids"] for t in texts]
+    special = [not (bos and t.startswith(bos)) for t in texts]
+    if not getattr(tokenizer, "is_fast", False) or len(texts) < 2:
+        return [tokenizer(t, add_special_tokens=s)["input_ids"] for t, s in zip(texts, special)]
+    out = [None] * len(texts)
+    for flag in (True, False):
+        idx = [i for i, s in enumerate(special) if s == flag]
+        if idx:
+            for i, ids in zip(idx, tokenizer([texts[i] for i in idx], add_special_tokens=flag)["input_ids"]): out[i] = ids
+    return out
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     n = 0

@@ -22,10 +22,10 @@ from .llm import encode, continuation_ids, pad_id_of
 from .kernels import fast_cpu_kernels
 
 # %% auto #0
-__all__ = ['LoraConfigError', 'LoraTrainConfig', 'encode_instruction', 'collate_right_padded', 'EncodedInstructions',
-           'response_loss', 'batch_loss', 'MixState', 'SeededLengthGroupedSampler', 'run_fingerprint',
-           'RunMismatchError', 'resumable_checkpoint', 'clear_run', 'peft_quietly', 'save_adapter', 'load_adapter',
-           'set_active_adapter', 'adapter_names', 'remove_lora', 'TrainResult', 'TrainingPrecision',
+__all__ = ['LoraConfigError', 'LoraTrainConfig', 'encode_instruction', 'collate_right_padded', 'encode_instructions',
+           'EncodedInstructions', 'response_loss', 'batch_loss', 'MixState', 'SeededLengthGroupedSampler',
+           'run_fingerprint', 'RunMismatchError', 'resumable_checkpoint', 'clear_run', 'peft_quietly', 'save_adapter',
+           'load_adapter', 'set_active_adapter', 'adapter_names', 'remove_lora', 'TrainResult', 'TrainingPrecision',
            'training_precision', 'train_lora', 'lora_layers', 'adapter_scaling', 'merge_adapters', 'delta_weight',
            'AdapterMixer']
 
@@ -163,6 +163,25 @@ def collate_right_padded(features: list[dict], pad_id: int) -> dict:
     return out
 
 # %% ../nbs/04_lora.ipynb #96bfa34a
+def encode_instructions(tokenizer, instructions: Sequence[Instruction], style: str = "chat", max_length: int = 1024) -> list[dict]:
+    "`encode_instruction` of each instruction, with the tokenizer called once per batch of texts."
+    if not getattr(tokenizer, "is_fast", False): return [encode_instruction(tokenizer, i, style, max_length) for i in instructions]
+    responses = [render_response(i) for i in instructions]
+    for inst, r in zip(instructions, responses):
+        if not r: raise ValueError(f"instruction {inst.id!r} has an empty response")
+    prompts = [render_prompt(i, tokenizer, style=style) for i in instructions]
+    p_ids, full = encode(tokenizer, prompts), encode(tokenizer, [p + r for p, r in zip(prompts, responses)])
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    out = []
+    for inst, p, f, r in zip(instructions, p_ids, full, responses):
+        # as continuation_ids: the response's ids after the prompt's, or alone where it merged with the prompt's end
+        r_ids = (f[len(p):] if f[:len(p)] == p and len(f) > len(p) else tokenizer(r, add_special_tokens=False)["input_ids"]) + eos
+        if len(p) + len(r_ids) > max_length: out.append(encode_instruction(tokenizer, inst, style, max_length)); continue
+        out.append({"input_ids": p + r_ids, "labels": [-100] * len(p) + r_ids,
+                    "weight": float((inst.meta or {}).get("weight", 1.0)), "dropped": 0})
+    return out
+
+# %% ../nbs/04_lora.ipynb #b75edaea
 def _data_digest(insts: Sequence[Instruction] | None) -> str | None:
     "A hash of what training reads from each instruction: the texts, the weight and the history spans."
     if not insts: return None
@@ -236,10 +255,14 @@ class EncodedInstructions(Sequence):
                 try: return cls.load(path)
                 except (OSError, ValueError, KeyError): path.unlink(missing_ok=True)   # a damaged file: tokenise again
         chunks, offsets, prompts, weights, dropped = [], [0], [], [], []
-        for inst in progress(instructions, desc=desc, total=len(instructions), mininterval=2.0):
-            e = encode_instruction(tokenizer, inst, style, max_length)
-            chunks.append(np.asarray(e["input_ids"], dtype=np.int32)); offsets.append(offsets[-1] + len(e["input_ids"]))
-            prompts.append(sum(1 for l in e["labels"] if l == -100)); weights.append(e["weight"]); dropped.append(e["dropped"])
+        bar = progress(desc=desc, total=len(instructions), mininterval=2.0)
+        for start in range(0, len(instructions), 512):
+            part = instructions[start:start + 512]
+            for e in encode_instructions(tokenizer, part, style, max_length):
+                chunks.append(np.asarray(e["input_ids"], dtype=np.int32)); offsets.append(offsets[-1] + len(e["input_ids"]))
+                prompts.append(sum(1 for l in e["labels"] if l == -100)); weights.append(e["weight"]); dropped.append(e["dropped"])
+            bar.update(len(part))
+        bar.close()
         out = cls(np.concatenate(chunks) if chunks else np.zeros(0, np.int32), np.asarray(offsets, np.int64),
                   np.asarray(prompts, np.int64), np.asarray(weights, np.float32), np.asarray(dropped, np.int64))
         if path is not None: out.save(path)

@@ -639,3 +639,22 @@ def test_wrapping_a_model_for_training_shows_no_deprecation_notice_of_transforme
         warnings.warn("`is_gradient_checkpointing` is deprecated", FutureWarning)    # outside those calls it still shows
     notices = [str(w.message) for w in caught if "is_gradient_checkpointing" in str(w.message)]
     assert notices == ["`is_gradient_checkpointing` is deprecated"], notices
+
+
+def test_a_rerun_reads_the_tokenised_data_back(tmp_path, monkeypatch):
+    "The first run tokenises into `tokenised/` beside its checkpoints; a run over the same folder and data reads it back."
+    import llmrec_nb.lora as lora
+    cfg = LoraTrainConfig(**{**FAST, "max_steps": 1})
+    first = train_lora(load_llm("tiny"), toy(6), valid=toy(2), config=cfg, output_dir=tmp_path)
+    assert len(list((tmp_path / "tokenised").glob("tokenised-*.npz"))) == 2        # train and valid
+    def no_tokenising(*a, **k): raise AssertionError("tokenised again")
+    monkeypatch.setattr(lora, "encode_instructions", no_tokenising)
+    again = train_lora(load_llm("tiny"), toy(6), valid=toy(2), config=cfg, output_dir=tmp_path, resume=False)
+    assert again.global_step == first.global_step == 1
+
+
+def test_a_bad_instruction_leaves_no_output_folder(tmp_path):
+    bad = toy(3) + [Instruction("Say it", "x", "", id="empty")]
+    with pytest.raises(ValueError, match="empty response"):
+        train_lora(load_llm("tiny"), bad, config=LoraTrainConfig(**FAST), output_dir=tmp_path / "m")
+    assert not (tmp_path / "m").exists()

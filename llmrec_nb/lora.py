@@ -739,7 +739,8 @@ def train_lora(llm, train: Sequence[Instruction], valid: Sequence[Instruction] |
         main = enc(train, "train").with_source(0)
         extra = enc(aux, "aux").with_source(1) if aux else None
         valid_features = enc(valid, "valid") if eval_fn is None and valid else None
-    except BaseException:   # a bad instruction: nothing of this run is left behind
+        model = _wrap_for_training(llm, cfg)      # a target module the model lacks fails here
+    except BaseException:   # a bad instruction or setting: nothing of this run is left behind
         if created and out.is_dir(): shutil.rmtree(out, ignore_errors=True)
         raise
     features = main + extra if extra is not None else main
@@ -763,7 +764,6 @@ def train_lora(llm, train: Sequence[Instruction], valid: Sequence[Instruction] |
 
     steps = math.ceil(math.ceil(len(features) / cfg.batch_size) / cfg.grad_accum * cfg.epochs)
     max_steps = min(cfg.max_steps, steps) if cfg.max_steps > 0 else -1
-    model = _wrap_for_training(llm, cfg)
     name = cfg.adapter_name
     Trainer_, Callback_ = _trainer_classes()
     cb = Callback_(cfg, eval_fn, mix, out / "best", lambda m, d: _save_run_adapter(m, d, name, fingerprint), fingerprint)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/20_reproduce.ipynb #2465e041
 from __future__ import annotations
-import json, math, os, time
+import json, math, os, tempfile, time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -41,13 +41,16 @@ def project_kernel(folder: Path | str) -> Path:
                                                  "display_name": "Python 3 (llmrec_nb)", "language": "python"}))
     return Path(folder)
 
-def ipc_kernel_manager():
-    "A kernel manager whose kernel talks over local IPC sockets: no TCP port, so nothing for the kernel to warn about."
+def ipc_kernel_manager(folder: Path | str):
+    """A kernel manager whose kernel talks over IPC sockets in `folder` (one folder per kernel, so kernels started at
+    once never share a socket): no TCP port, so nothing for the kernel to warn about."""
     from jupyter_client.manager import AsyncKernelManager
     from traitlets import default
     class IpcKernelManager(AsyncKernelManager):
         @default("transport")
         def _default_transport(self): return "ipc"
+        @default("ip")
+        def _default_ip(self): return str(Path(folder) / "kernel")
     return IpcKernelManager
 
 def run_notebook(nb: Path, params: dict, executed: Path, timeout: int | None = None, progress: bool = False) -> NotebookRun:
@@ -57,16 +60,18 @@ def run_notebook(nb: Path, params: dict, executed: Path, timeout: int | None = N
     import papermill as pm
     executed.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    if progress:   # papermill logs each cell's output at INFO: show those lines, prefixed with the notebook
+    if progress:   # papermill logs each cell's output at INFO: show those lines, prefixed with this notebook's name
         log = logging.getLogger("papermill")
-        if not any(getattr(h, "llmrec", False) for h in log.handlers):
-            h = logging.StreamHandler(); h.llmrec = True
-            h.setFormatter(logging.Formatter(f"  {nb.stem}: %(message)s")); log.addHandler(h)
+        h = next((h for h in log.handlers if getattr(h, "llmrec", False)), None)
+        if h is None:
+            h = logging.StreamHandler(); h.llmrec = True; log.addHandler(h)
+        h.setFormatter(logging.Formatter(f"  {nb.stem}: %(message)s"))
         log.setLevel(logging.INFO)
     try:
-        pm.execute_notebook(str(nb), str(executed), parameters=params, kernel_name="python3", language="python", cwd=str(nb.parent),
-                            kernel_manager_class=ipc_kernel_manager(),
-                            progress_bar=progress, log_output=progress, execution_timeout=timeout)
+        with tempfile.TemporaryDirectory(prefix="llmrec-kernel-") as sockets:
+            pm.execute_notebook(str(nb), str(executed), parameters=params, kernel_name="python3", language="python",
+                                cwd=str(nb.parent), kernel_manager_class=ipc_kernel_manager(sockets),
+                                progress_bar=progress, log_output=progress, execution_timeout=timeout)
         return NotebookRun(nb.stem, True, time.time() - t0, str(executed))
     except Exception as e:  # papermill wraps cell errors; keep the last line, the executed copy has the rest
         text = str(e).strip()

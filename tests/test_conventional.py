@@ -268,9 +268,9 @@ def test_like_mode(split):
     m = SASRec(dim=32, max_len=16, epochs=30, lr=5e-3, batch_size=16, eval_every=5, seed=0).fit(train, valid)
     m.fit_like(H, T, Y, history_labels=L, valid=like_samples(100, 1), epochs=30, lr=3e-3)
     p = m.predict_like(Ht, Tt, history_labels=Lt)
-    from llmrec_nb.conventional import _auc
+    from llmrec_nb.metrics import auc
     assert p.shape == (200,) and ((p > 0) & (p < 1)).all()
-    assert _auc(np.array(Yt), p) > 0.9
+    assert auc(np.array(Yt), p) > 0.9
     # from scratch (no next-item pre-training) it still runs and gives probabilities
     fresh = GRU4Rec(dim=8, max_len=8, seed=0).fit_like(H[:50], T[:50], Y[:50], epochs=2, data=Side())
     assert fresh.predict_like(Ht[:5], Tt[:5]).shape == (5,)

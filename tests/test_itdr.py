@@ -406,7 +406,7 @@ def test_config_defaults_are_the_papers_and_profiles_override_them():
     quick = itdr.Config.from_profile("quick")
     assert (quick.datasets, quick.n_eval_per_task, quick.max_length, quick.scoring, quick.n_boot) == (
         ["ml-100k", "clothing-reviews"], 8, 512, True, 2000)
-    paths = ("model", "datasets")   # where the paper profile points at local copies
+    paths = ("model", "datasets", "device_map")   # where the paper profile points at local copies, and places the model
     strip = lambda c: {k: v for k, v in c.as_dict().items() if k not in paths}
     assert strip(itdr.Config.from_profile("paper")) == strip(itdr.Config())
 

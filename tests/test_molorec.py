@@ -134,7 +134,7 @@ def test_tables_and_claims_average_over_seeds(tmp_path):
     assert (claims["second_round_forgets"]["n"], claims["second_round_forgets"]["n_effective"]) == (8, 4)   # 2 scenarios × 4 users
     report = molorec.save(res, tmp_path / "out", "test")
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert list(summary["tables"]) == ["overlap", "table1_warm", "table2_cold", "table3_few_shot", "table3_few_shot_by_seed",
+    assert list(summary["tables"]) == ["overlap", "table1_warm", "table2_cold", "beside_paper", "table3_few_shot", "table3_few_shot_by_seed",
                                        "learned_weights", "pull_towards_general", "ndcg1_vs_prompts", "training",
                                        "tta_lr_validation", "grid_validation", "tta"]
     assert summary["figures"] == ["weights_warm_vs_cold", "ndcg1_vs_prompts"] and len(report.claims) == 5

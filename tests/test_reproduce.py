@@ -376,3 +376,15 @@ def test_progress_streams_cells_and_output(tmp_path, capfd):
     assert "toy: hello from the notebook" in err and "Executing" in err
     # neither the kernel's TCP warning (IPC sockets) nor tqdm's ipywidgets warning reaches the user
     assert "without encryption" not in err and "IProgress" not in err, err
+
+
+def test_kernels_started_at_once_never_share_a_socket(tmp_path):
+    "Each kernel gets IPC sockets in a folder of its own: two notebooks at once both run, and no socket file is left."
+    import concurrent.futures as cf
+    from llmrec_nb.reproduce import run_notebook
+    for k in range(2):
+        _toy_paper_notebook(tmp_path / f"n{k}.ipynb", "x = 1", body=f"import time\ntime.sleep(1)\nprint({k})")
+    with cf.ThreadPoolExecutor(2) as ex:
+        runs = list(ex.map(lambda k: run_notebook(tmp_path / f"n{k}.ipynb", {}, tmp_path / f"run{k}.ipynb"), range(2)))
+    assert all(r.ok for r in runs), [r.error for r in runs]
+    assert not [p.name for p in tmp_path.iterdir() if "ipc" in p.name]

@@ -15,7 +15,7 @@ from .loaders import load_dataset
 from .templates import TALLREC_ANSWERS, fit_prompts, next_item_instruction, render_prompt
 from .core import cpu_info, environment
 from .llm import cast_llm, load_llm, resolve_dtype, score_binary, score_candidates, encode, continuation_ids, answer_token_id, generate
-from .kernels import cpu_kernel_path, onednn_linear_kernel
+from .llm.kernels import cpu_kernel_path, onednn_linear_kernel
 from .lora import LoraTrainConfig, train_lora, encode_instruction, remove_lora
 from .metrics import auc
 from .stats import auc_test
@@ -47,10 +47,12 @@ def plain_cpu_kernels():
     "Within the block the engine keeps PyTorch's own CPU kernels (`kernels.fast_cpu_kernels` off): for ablations."
     return environment(LLMREC_FAST_CPU="0")
 
+# %% ../nbs/30_bench.ipynb #5a7a62a3
 def forced_cpu_kernels():
     "Within the block `kernels.fast_cpu_kernels` runs its stand-ins whatever the calibration said: for ablations."
     return environment(LLMREC_FAST_CPU="1")
 
+# %% ../nbs/30_bench.ipynb #6303028c
 def _in_dtype(llm, dtype):
     "`llm` itself when its weights are in `dtype` already, else a copy of it in `dtype`."
     return llm if next(llm.model.parameters()).dtype == dtype else cast_llm(llm, dtype)
@@ -142,6 +144,7 @@ def generate_yes_no(llm, prompts, batch_size: int = 16, positive: str = "Yes", n
             out.append((probs[:, 0] / probs.sum(-1)).cpu().numpy())
     return np.concatenate(out).astype(np.float64)
 
+# %% ../nbs/30_bench.ipynb #86fa4b9f
 def scoring_agreement(y, baseline, engine, engine_fp32) -> dict:
     """How the engine's P(yes) compares with the baseline's: AUCs and DeLong's test of their difference (they agree
     when its 95% interval holds 0), the largest |ΔP|, and whether the float32 engine gives the baseline's AUC."""
@@ -153,6 +156,7 @@ def scoring_agreement(y, baseline, engine, engine_fp32) -> dict:
             "max_prob_abs_diff_float32": float(np.abs(baseline - engine_fp32).max()),
             "identical_auc_1e-4": abs(auc(y, engine_fp32) - d["auc_b"]) < 1e-4}
 
+# %% ../nbs/30_bench.ipynb #c9e95ac1
 def _warm_up(fn, *llms):
     for m in {id(m): m for m in llms}.values(): fn(m)
 
@@ -196,6 +200,7 @@ def score_each_sequence(llm, prompt: str, candidates, batch_size: int = 32) -> n
                 out.append(float(lp[r, pos, torch.tensor(c)].sum()))
     return np.array(out)
 
+# %% ../nbs/30_bench.ipynb #8182e8dd
 def ranking_agreement(baseline, engine, engine_fp32) -> dict:
     "How the engine's candidate scores compare with the baseline's (lists of score arrays, one per prompt)."
     def same_order(a, b): return bool((np.argsort(-a, kind="stable") == np.argsort(-b, kind="stable")).all())
@@ -205,6 +210,7 @@ def ranking_agreement(baseline, engine, engine_fp32) -> dict:
             "max_score_abs_diff": float(max(np.abs(b - e).max() for b, e in zip(baseline, engine))),
             "max_score_abs_diff_float32": float(max(np.abs(b - e).max() for b, e in zip(baseline, engine_fp32)))}
 
+# %% ../nbs/30_bench.ipynb #660b8184
 def ranking_cases(tokenizer, n_prompts: int = 5, n_candidates: int = 20, seed: int = 0,
                   max_length: int = LoraTrainConfig.max_length) -> tuple[list, int]:
     """`(prompt, candidate titles)` next-item cases from MovieLens-100K (a user's last item among random others), and
@@ -225,6 +231,7 @@ def ranking_cases(tokenizer, n_prompts: int = 5, n_candidates: int = 20, seed: i
     prompts, truncated = fit_prompts(insts, tokenizer, max_tokens=max_length)
     return [(p, c) for p, (_, c) in zip(prompts, cases)], truncated
 
+# %% ../nbs/30_bench.ipynb #ae69e646
 def bench_ranking(llm=None, n_prompts: int = 5, n_candidates: int = 20, seed: int = 0, rounds: int = 3, dtype="auto",
                   max_length: int = LoraTrainConfig.max_length) -> dict:
     """score_candidates (shared prompt cache, in `dtype`) vs one float32 sequence per candidate, on next-item prompts;
@@ -272,6 +279,7 @@ def plain_peft_train(llm, insts, config: LoraTrainConfig, output_dir) -> float:
     llm.model = model.unload()
     return secs
 
+# %% ../nbs/30_bench.ipynb #b3ac9a59
 def loss_curve_agreement(engine_log, reference_log) -> dict:
     "The largest relative difference between two runs' per-step training losses, and whether it is within 2%."
     a, b = np.asarray(engine_log["loss"], float), np.asarray(reference_log["loss"], float)
@@ -279,6 +287,7 @@ def loss_curve_agreement(engine_log, reference_log) -> dict:
     rel = float(np.max(np.abs(a - b) / np.abs(b))) if len(a) else 0.0
     return {"loss_steps": len(a), "loss_curve_max_rel_diff": rel, "loss_curves_within_2pct": rel <= 0.02}
 
+# %% ../nbs/30_bench.ipynb #37ad9684
 def bench_training(llm=None, n: int = 32, batch_size: int = 8, epochs: int = 1, seed: int = 0,
                    mixed_lengths: bool = True, share_prefix: bool = True, dtype="auto") -> dict:
     """train_lora (in `dtype`) vs plain float32 PEFT + Trainer: tokens/s on the same TALLRec examples and steps, and
@@ -346,12 +355,14 @@ def generate_each_batch(llm, prompts, max_new_tokens: int = 32, num_beams: int =
             out += [t.strip() for t in tok.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)]
     return out
 
+# %% ../nbs/30_bench.ipynb #3b0e8b00
 def generation_prompts(tokenizer, n: int = 16, seed: int = 0) -> list[str]:
     "`n` SOFT next-title prompts (the last 10 titles of a MovieLens-100K user → the next), chat-rendered."
     data = load_dataset("ml-100k")
     train = sample_splits(next_item_windows(data), (n, 1, 1), seed=seed)["train"]
     return [render_prompt(i, tokenizer, style="chat") for i in next_title_instructions(train, data)]
 
+# %% ../nbs/30_bench.ipynb #c3b0c5b9
 def bench_generation(llm=None, n: int = 16, max_new_tokens: int = 32, num_beams: int = 4, batch_size: int = 8, seed: int = 0,
                      rounds: int = 1, dtype="auto") -> dict:
     """llm.generate (in `dtype`) vs float32 `model.generate` per batch of `batch_size`, on `n` SOFT prompts, greedy and
@@ -393,6 +404,7 @@ def run_benchmark(name: str, model: str = "smollm2-135m", dtype="auto", **kw) ->
     out.update(model=model, device=str(llm.device), wall_seconds=time.perf_counter() - t)
     return out
 
+# %% ../nbs/30_bench.ipynb #0f2fa184
 def _agreement_line(r: dict) -> str:
     a = r["agreement"]
     if r["name"] == "scoring":
@@ -420,6 +432,7 @@ def benchmark_table(results: list) -> str:
                     f"| {ab['speedup_algorithm_only']:.2f}× / {ab['speedup_from_dtype_and_kernels']:.2f}× | {onednn} | {_agreement_line(r)} |")
     return "\n".join(rows)
 
+# %% ../nbs/30_bench.ipynb #5b5f4702
 def print_benchmarks(names=tuple(BENCHMARKS), model: str = "smollm2-135m", dtype="auto") -> list:
     "Run the benchmarks `names`, print each result as a JSON line on stderr and then the table on stdout (`make bench`)."
     results = []

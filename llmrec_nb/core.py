@@ -18,8 +18,8 @@ __all__ = ['LAYERS', 'MANIFEST_PACKAGES', 'ISA_FLAGS', 'ISA_LIMITS', 'layer_orde
            'params_hash', 'environment', 'isa_limit', 'cpu_info', 'record_compute', 'compute_info', 'run_manifest']
 
 # %% ../nbs/00_core.ipynb #e35cdc9c
-LAYERS = (("core",), ("runs", "data", "kernels"), ("loaders", "templates", "grounding"), ("llm",), ("served", "lora"),
-          ("metrics",), ("conventional",), ("stats",), ("report",), ("curriculum", "mixing", "aggregation"),
+LAYERS = (("core",), ("runs", "data", "llm.kernels"), ("loaders", "templates", "grounding"), ("llm.base",), ("llm.loading",),
+          ("llm.transformers_engine", "llm.vllm_engine", "llm.served"), ("llm.scoring",), ("llm",), ("lora",), ("metrics",), ("conventional",), ("stats",), ("report",), ("curriculum", "mixing", "aggregation"),
           ("tallrec", "itdr", "soft", "molorec", "llama4rec"), ("reproduce", "bench", "preflight"), ("cli",))
 
 def layer_order() -> str:

@@ -1035,7 +1035,7 @@ def _tuned_unit(llm, train, instances, lcfg, out_dir: Path, gen: dict) -> dict:
 def _served_llm(cfg: Config, llm):
     "The served model of `cfg.served_url`, with a tokenizer that renders (completions) or counts (chat) its prompts."
     from llmrec_nb.llm import load_llm
-    from llmrec_nb.served import counting_tokenizer
+    from llmrec_nb.llm.served import counting_tokenizer
     served = load_llm(cfg.served_model or None, backend="openai", base_url=cfg.served_url, api=cfg.served_api,
                       tokenizer=cfg.served_tokenizer, api_key_env=cfg.served_api_key_env or None, concurrency=cfg.served_concurrency)
     if served.tokenizer is None and cfg.served_api == "chat":   # counts tokens only: the server applies its template

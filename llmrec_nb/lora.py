@@ -19,7 +19,7 @@ from .core import read_json, write_json, write_text
 from .runs import RunConfig, setting
 from .templates import HISTORY_SPANS, Instruction, render_prompt, render_response, fit_prompt
 from .llm import encode, continuation_ids, pad_id_of
-from .kernels import fast_cpu_kernels
+from .llm.kernels import fast_cpu_kernels
 
 # %% auto #0
 __all__ = ['LoraConfigError', 'LoraTrainConfig', 'encode_instruction', 'collate_right_padded', 'encode_instructions',

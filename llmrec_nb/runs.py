@@ -106,8 +106,8 @@ def code_fingerprint() -> str:
     import hashlib, importlib.util
     root = Path(importlib.util.find_spec("llmrec_nb").origin).parent
     h = hashlib.blake2b(digest_size=6)
-    for p in sorted(root.glob("*.py")):
-        if p.name != "_modidx.py": h.update(p.name.encode() + b"\0" + p.read_bytes())
+    for p in sorted(root.rglob("*.py")):   # the llm package too
+        if p.name != "_modidx.py": h.update(p.relative_to(root).as_posix().encode() + b"\0" + p.read_bytes())
     return h.hexdigest()
 
 class RunFolder:

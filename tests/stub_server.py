@@ -123,7 +123,8 @@ class StubServer:
         likeliest next tokens (ids, log-probabilities), and the last position's whole log-probability row. With k=1,
         rows of a prefix seen recently are reused: only new positions go through the output layer."""
         import torch
-        from llmrec_nb.llm import _accepts, _common_prefix
+        from llmrec_nb.llm.transformers_engine import _accepts
+        from llmrec_nb.llm.base import common_prefix as _common_prefix
         ids, k, n, start, reuse = list(ids), max(1, int(k)), len(ids), 0, None
         model = self.llm.model
         if k == 1 and _accepts(model, "logits_to_keep"):

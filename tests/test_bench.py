@@ -9,7 +9,7 @@ import torch
 from llmrec_nb.bench import (run_benchmark, bench_scoring, bench_ranking, bench_training, bench_generation, benchmark_table, loss_curve_agreement,
                              ranking_agreement, scoring_agreement)
 from llmrec_nb.core import ISA_FLAGS
-from llmrec_nb.kernels import onednn_linear_kernel
+from llmrec_nb.llm.kernels import onednn_linear_kernel
 from llmrec_nb.llm import load_llm
 
 slow = pytest.mark.skipif(not os.environ.get("LLMREC_SLOW"), reason="slow: set LLMREC_SLOW=1")

@@ -8,22 +8,38 @@ ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "llmrec_nb"
 
 
+def module_name(path: Path) -> str:
+    "Dotted name of a library file below the package: `llm/base.py` -> `llm.base`, `llm/__init__.py` -> `llm`."
+    parts = list(path.relative_to(PKG).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
 def imports(path: Path) -> list[tuple[str, str]]:
-    "(module imported, name) for every import of a library module inside `path` (function-level imports included)."
+    """(library module imported, name) for every import of a library module inside `path` (function-level imports
+    included); `from llmrec_nb.llm import x` names the module `llm.x` when `llm/x.py` exists, else `(llm, x)`."""
+    here = module_name(path).split(".") if path.name == "__init__.py" else module_name(path).split(".")[:-1]
+    if path.name == "__init__.py" and here == [""]: here = []
     out = []
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
-            mod = node.module or ""
-            if node.level: mod = f"llmrec_nb.{mod}" if mod else "llmrec_nb"
-            if mod == "llmrec_nb": out += [(a.name, "") for a in node.names]
-            elif mod.startswith("llmrec_nb."): out += [(mod.split(".")[1], a.name) for a in node.names]
+            if node.level:
+                base = here[:len(here) - (node.level - 1)] if node.level > 1 else here
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                if not (node.module or "").startswith("llmrec_nb"): continue
+                mod = node.module.removeprefix("llmrec_nb").lstrip(".")
+            for a in node.names:
+                sub = f"{mod}.{a.name}" if mod else a.name
+                if (PKG / sub.replace(".", "/")).with_suffix(".py").exists() or (PKG / sub.replace(".", "/")).is_dir():
+                    out.append((sub, ""))
+                else: out.append((mod, a.name))
         elif isinstance(node, ast.Import):
-            out += [(a.name.split(".")[1], "") for a in node.names if a.name.startswith("llmrec_nb.")]
+            out += [(a.name.removeprefix("llmrec_nb."), "") for a in node.names if a.name.startswith("llmrec_nb.")]
     return out
 
 
 def modules() -> dict[str, Path]:
-    return {p.stem: p for p in PKG.glob("*.py") if p.stem not in ("__init__", "_modidx")}
+    return {module_name(p): p for p in PKG.rglob("*.py") if module_name(p) and p.stem != "_modidx"}
 
 
 def test_every_module_has_a_layer():

@@ -9,7 +9,7 @@ torch = pytest.importorskip("torch")
 os.environ.setdefault("LLMREC_PROGRESS", "0")
 
 from llmrec_nb import llm as L
-from llmrec_nb import kernels as K
+from llmrec_nb.llm import kernels as K, loading as LD, transformers_engine as E
 from llmrec_nb.core import LlmrecError
 from llmrec_nb.llm import (Grounded, continuation_ids, answer_token_id, encode, generate, ground, ground_list, last_token_embeddings,
                            load_llm, rank_candidates, score_binary, score_candidates, valid_rate)
@@ -94,10 +94,10 @@ def tallrec_prompts(tok):
 @pytest.mark.parametrize("batch", [1, 3, 16])
 def test_shared_prefix_scoring_equals_whole_prompts(tiny, prompts, monkeypatch, batch):
     alike = tallrec_prompts(tiny.tokenizer)
-    assert L._shared_prefix(encode(tiny.tokenizer, alike)) >= 20
+    assert E._shared_prefix(encode(tiny.tokenizer, alike)) >= 20
     mixed = alike + prompts  # the last prompts share nothing with the first ones: whole prompts only
     fast = {"alike": score_binary(tiny, alike, batch_size=batch), "mixed": score_binary(tiny, mixed, batch_size=batch)}
-    monkeypatch.setattr(L, "_MIN_SHARED", 10**9)
+    monkeypatch.setattr(E, "_MIN_SHARED", 10**9)
     np.testing.assert_allclose(fast["alike"], score_binary(tiny, alike, batch_size=batch), atol=1e-5)
     np.testing.assert_allclose(fast["mixed"], score_binary(tiny, mixed, batch_size=batch), atol=1e-5)
     np.testing.assert_allclose(fast["alike"], [manual_p_yes(tiny, q) for q in alike], atol=1e-5)
@@ -106,9 +106,9 @@ def test_shared_prefix_scoring_equals_whole_prompts(tiny, prompts, monkeypatch, 
 def test_shared_prefix_is_skipped_when_the_cache_cannot_be_reused(tiny, monkeypatch):
     alike = tallrec_prompts(tiny.tokenizer)
     ref = [manual_p_yes(tiny, q) for q in alike]
-    monkeypatch.setattr(L, "_cache_tensors", lambda past: None)  # e.g. a sliding-window or quantised cache
+    monkeypatch.setattr(E, "_cache_tensors", lambda past: None)  # e.g. a sliding-window or quantised cache
     np.testing.assert_allclose(score_binary(tiny, alike, batch_size=2), ref, atol=1e-5)
-    monkeypatch.setattr(L, "_accepts", lambda model, arg: False)  # a model without `past_key_values`/`logits_to_keep`
+    monkeypatch.setattr(E, "_accepts", lambda model, arg: False)  # a model without `past_key_values`/`logits_to_keep`
     np.testing.assert_allclose(score_binary(tiny, alike, batch_size=2), ref, atol=1e-5)
 
 
@@ -116,8 +116,8 @@ def test_shared_prefix_is_skipped_when_the_cache_cannot_be_reused(tiny, monkeypa
 def test_candidate_scoring_fallbacks_equal_independent_scoring(tiny, prompts, monkeypatch, fallback):
     cands = ["Heat (1995)", "X", "Usual Suspects, The (1995)", "Star Wars: Episode IV - A New Hope (1977)", "Alien (1979)"]
     ref = independent(tiny, prompts[0], cands)
-    if fallback in ("padded", "copied"): monkeypatch.setattr(L, "_custom_masks", lambda model: False)
-    if fallback == "copied": monkeypatch.setattr(L, "_cache_tensors", lambda past: None)
+    if fallback in ("padded", "copied"): monkeypatch.setattr(E, "_custom_masks", lambda model: False)
+    if fallback == "copied": monkeypatch.setattr(E, "_cache_tensors", lambda past: None)
     if fallback == "eager":  # the packed row with an additive mask in plain attention
         monkeypatch.setattr(tiny.model.config, "_attn_implementation", "eager")
     got = score_candidates(tiny, prompts[0], cands, batch_size=2)
@@ -129,8 +129,8 @@ def test_rank_candidates_shares_the_prompts_beginning(tiny, prompts, monkeypatch
     alike = tallrec_prompts(tiny.tokenizer)
     lists = [["Heat (1995)", "X", "Alien (1979)"], ["Babe (1995)", "Usual Suspects, The (1995)"], [], ["Fargo"]]
     runs = []
-    prefix_cache = L._prefix_cache
-    monkeypatch.setattr(L, "_prefix_cache", lambda *a: runs.append(len(a[1])) or prefix_cache(*a))
+    prefix_cache = E._prefix_cache
+    monkeypatch.setattr(E, "_prefix_cache", lambda *a: runs.append(len(a[1])) or prefix_cache(*a))
     r = rank_candidates(tiny, alike, lists, batch_size=2)
     assert len(runs) == 1 and runs[0] >= 20  # one run of the common beginning
     for row, p, c in zip(r, alike, lists):
@@ -167,7 +167,7 @@ def test_batched_generation_equals_one_by_one(tiny, prompts):
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_engine_generation_equals_transformers_generate(tiny, prompts, seed):
     # random models of other seeds, with a common token made an end token, so beams end at many different lengths
-    llm = L.LLM(L._tiny_model(tiny.tokenizer, seed).eval(), tiny.tokenizer, "tiny")
+    llm = L.LLM(LD._tiny_model(tiny.tokenizer, seed).eval(), tiny.tokenizer, "tiny")
     ps = prompts + [prompts[0] + "Alien (1979)", prompts[0] + "a longer question about this user"]
     plain = L.TransformersBackend().generate_plain
     from collections import Counter
@@ -274,11 +274,11 @@ def test_interrupted_cache_build_leaves_nothing(tmp_path, monkeypatch):
     import transformers
     def boom(*a, **k): raise KeyboardInterrupt  # the user hits Ctrl-C during the first load
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", boom)
-    with pytest.raises(KeyboardInterrupt): L.dequantised_cache(fake, "fake")
+    with pytest.raises(KeyboardInterrupt): LD.dequantised_cache(fake, "fake")
     assert list((tmp_path / "models").iterdir()) == []
     # a folder without the completion marker is not taken for a cache
     (tmp_path / "models" / "fake").mkdir(); (tmp_path / "models" / "fake" / "config.json").write_text("{}")
-    assert not L._cache_is_valid(tmp_path / "models" / "fake", fake)
+    assert not LD._cache_is_valid(tmp_path / "models" / "fake", fake)
 
 
 def test_unknown_backend_and_missing_vllm():

@@ -10,7 +10,7 @@ import pytest
 os.environ.setdefault("LLMREC_PROGRESS", "0")
 from llmrec_nb.core import LlmrecError, run_manifest
 from llmrec_nb.llm import generate, load_llm, rank_candidates, score_binary, score_candidates
-from llmrec_nb.served import OpenAIClient, ResponseCache, list_models, load_served
+from llmrec_nb.llm.served import OpenAIClient, ResponseCache, list_models, load_served
 from stub_server import StubServer
 
 SECRET = "sk-test-7f3a9c0e5b1d"
@@ -174,7 +174,7 @@ def test_redirects_are_refused_so_the_key_stays_with_the_server(status, tmp_path
 
 def test_the_key_is_redacted_from_every_answer_before_it_is_cut(monkeypatch, caplog, no_threads_left):
     monkeypatch.setenv("LLMREC_TEST_KEY", SECRET)
-    caplog.set_level(logging.WARNING, logger="llmrec_nb.served")
+    caplog.set_level(logging.WARNING, logger="llmrec_nb.llm.served")
     with StubServer(api_key=SECRET) as stub:
         client, waits = quick_client(stub.url, max_retries=3)
         client.api_key_env = "LLMREC_TEST_KEY"
@@ -189,7 +189,7 @@ def test_the_key_is_redacted_from_every_answer_before_it_is_cut(monkeypatch, cap
 
 def test_a_secret_in_the_query_string_is_sent_but_shown_and_stored_nowhere(tmp_path, caplog, no_threads_left):
     secret = "q-secret-5e6f7a8b9c"
-    caplog.set_level(logging.WARNING, logger="llmrec_nb.served")
+    caplog.set_level(logging.WARNING, logger="llmrec_nb.llm.served")
     umask = os.umask(0o022)                   # what most systems use: files would be 0644 unless made private
     try:
         with StubServer(model="m") as stub:

@@ -34,7 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # not named here goes under "Other"
 SECTIONS = [
     ("Foundation", ["core", "runs", "data", "loaders", "templates", "grounding"]),
-    ("LLM and training", ["llm", "kernels", "served", "lora"]),
+    ("LLM and training", ["llm.base", "llm.kernels", "llm.loading", "llm.transformers_engine", "llm.vllm_engine",
+                          "llm.served", "llm.scoring", "lora"]),
     ("Models and evaluation", ["conventional", "metrics", "stats", "report"]),
     ("Methods", ["tallrec", "itdr", "curriculum", "soft", "mixing", "molorec", "aggregation", "llama4rec"]),
     ("Reproduction", ["reproduce", "cli", "bench"]),

@@ -40,6 +40,7 @@ def long_tail_coefficient(n_interactions) -> np.ndarray:
     if (n < 0).any(): raise ValueError("interaction counts cannot be negative")
     return np.log(n + 1)
 
+# %% ../nbs/14_aggregation.ipynb #f6fa3457
 def adaptive_alpha(n_interactions, alpha1: float, alpha2: float, reference=None) -> np.ndarray:
     "The LLM's weight per user, `α1 · max((ℓ_max − ℓ_u)/(ℓ_max − ℓ_min), α2)`, ℓ_min/ℓ_max over `reference` (default: these users)."
     for name, a in (("alpha1", alpha1), ("alpha2", alpha2)):
@@ -51,6 +52,7 @@ def adaptive_alpha(n_interactions, alpha1: float, alpha2: float, reference=None)
     share = np.zeros_like(ell) if hi == lo else np.clip((hi - ell) / (hi - lo), 0.0, 1.0)
     return alpha1 * np.maximum(share, alpha2)
 
+# %% ../nbs/14_aggregation.ipynb #f943c541
 def aggregate(u_llm, u_rec, alpha) -> np.ndarray:
     "`α·U_LLM + (1 − α)·U_Rec`, with one α per row (user) or one for all."
     u_llm, u_rec = np.asarray(u_llm, dtype=float), np.asarray(u_rec, dtype=float)
@@ -64,6 +66,7 @@ def rec_utility(k: int, C: float = 1.0) -> np.ndarray:
     "`U_Rec = −C · position` for positions 1..k."
     return -C * np.arange(1, k + 1, dtype=float)
 
+# %% ../nbs/14_aggregation.ipynb #e328d257
 def listwise_utility(orders: Sequence[Sequence[int]], k: int) -> np.ndarray:
     "`(n, k)` utilities from LLM output orders (indices into each list, best first; items left out follow in list order)."
     out = np.empty((len(orders), k))
@@ -73,12 +76,14 @@ def listwise_utility(orders: Sequence[Sequence[int]], k: int) -> np.ndarray:
         out[r, order + rest] = -np.arange(1, k + 1, dtype=float)
     return out
 
+# %% ../nbs/14_aggregation.ipynb #a9fe7b0b
 def rerank(u_llm, u_rec, alpha) -> np.ndarray:
     "Per row, the list indices sorted by the mixed utility, best first; ties keep the conventional order."
     u = aggregate(u_llm, u_rec, alpha)
     pos = np.broadcast_to(np.arange(u.shape[1]), u.shape)
     return np.lexsort((pos, -u), axis=1) if u.size else np.zeros(u.shape, dtype=int)
 
+# %% ../nbs/14_aggregation.ipynb #bd629f48
 def ranks_after_rerank(order: np.ndarray, target_pos, full_rank) -> np.ndarray:
     "0-based target rank after re-ranking: its new position when the list holds it (`target_pos ≥ 0`), else `full_rank`."
     target_pos, full_rank = np.asarray(target_pos), np.asarray(full_rank, dtype=float)
@@ -87,6 +92,7 @@ def ranks_after_rerank(order: np.ndarray, target_pos, full_rank) -> np.ndarray:
     if inside.any(): new[inside] = np.argmax(order[inside] == target_pos[inside, None], axis=1)
     return np.where(inside, new, full_rank)
 
+# %% ../nbs/14_aggregation.ipynb #559f2d86
 TOPK_METRICS = ("H@3", "N@3", "H@5", "N@5")
 
 def topk_report(ranks) -> dict[str, np.ndarray]:
@@ -110,6 +116,7 @@ class LLMUtilities:
         "Share of answers that named at least one candidate (NaN without answers)."
         return float(self.valid.mean()) if len(self.named) else math.nan
 
+# %% ../nbs/14_aggregation.ipynb #c8dca9d5
 @dataclass
 class TopKCase:
     "One split's top-k′ lists of one conventional model, with what is needed to re-rank and score them."
@@ -142,6 +149,7 @@ class TopKCase:
         said[inside] = named[inside, self.target_pos[inside]]
         return np.where(inside & ~said, np.inf, ranks)
 
+# %% ../nbs/14_aggregation.ipynb #448d9418
 @dataclass
 class RatingCase:
     "One split's rating targets with one rating model's predictions."
@@ -157,15 +165,18 @@ class RatingCase:
         pred = self.r_rec if r_llm is None else aggregate(r_llm, self.r_rec, alpha)
         return (pred - self.y) ** 2
 
+# %% ../nbs/14_aggregation.ipynb #a14c0636
 def case_metric(case, u_llm, alpha, metric: str) -> float:
     "The case's mean `metric` (RMSE for a `RatingCase`) after mixing `u_llm` in with weights `alpha`."
     if isinstance(case, RatingCase): return float(np.sqrt(case.errors(u_llm, alpha).mean()))
     return float(topk_report(case.ranks(u_llm, alpha))[metric].mean())
 
+# %% ../nbs/14_aggregation.ipynb #f1fb12a8
 def alpha_weights(case, alpha1: float, alpha2: float, reference=None, uniform: bool = False) -> np.ndarray:
     "Per-user weights of a case: adaptive (α1, α2), or `alpha1` for everyone when `uniform`."
     return np.full(len(case.users), float(alpha1)) if uniform else adaptive_alpha(case.n_train, alpha1, alpha2, reference)
 
+# %% ../nbs/14_aggregation.ipynb #d47679ec
 def select_alpha(valid_case, u_llm_valid, reference=None, metric: str = "N@5", grid: Sequence[float] = ALPHA_GRID,
                  uniform: bool = False) -> tuple[tuple[float, float], pd.DataFrame]:
     """The (α1, α2) of `grid` with the best validation `metric` (RMSE for a `RatingCase`, lower is better), and the
@@ -189,6 +200,7 @@ def rating_scale(ratings) -> tuple[float, ...]:
     if len(vals) <= 11 and np.allclose(vals, np.round(vals)): return tuple(float(v) for v in vals)
     return tuple(float(v) for v in range(int(np.floor(r.min())), int(np.ceil(r.max())) + 1))
 
+# %% ../nbs/14_aggregation.ipynb #1fdf59f0
 class Setting:
     "A dataset with its leave-one-out split and the per-user views the method reads."
     def __init__(self, data: RecData, split: Split, history_len: int = 10):
@@ -225,6 +237,7 @@ class Setting:
     def counts(self, users: Sequence[str]) -> np.ndarray:
         return np.array([self.n_train.get(u, 0) for u in users])
 
+# %% ../nbs/14_aggregation.ipynb #5a2d8556
 def _split_scores(model, setting: Setting, users: Sequence[str], split: str) -> np.ndarray:
     "users × catalogue scores (columns in `model.items` order) with everything known before the target masked."
     targets = [setting.target[split][u] for u in users]
@@ -252,6 +265,7 @@ def topk_case(model, setting: Setting, users: Sequence[str], split: str, k: int 
     return TopKCase(split, np.array(users, dtype=object), model.items.decode(top.ravel()).reshape(top.shape),
                     target_pos, full_rank, setting.counts(users))
 
+# %% ../nbs/14_aggregation.ipynb #f00fd3f8
 def rating_case(model, setting: Setting, users: Sequence[str], split: str) -> RatingCase:
     "The rating model's predictions of each user's `split` target."
     users = list(users)
@@ -281,6 +295,7 @@ def most_similar_users(embeddings: pd.DataFrame, users: Sequence[str] | None = N
         for u, j in zip(want[s:s + chunk], sim.argmax(1)): out[u] = str(ids[j])
     return out
 
+# %% ../nbs/14_aggregation.ipynb #4060de0f
 def user_vectors(model, setting: Setting, split: str) -> pd.DataFrame:
     "The model's user vectors for prompts on `split`: a sequential model reads each user's history before the target."
     if not model.sequential: return model.user_embeddings()
@@ -288,6 +303,7 @@ def user_vectors(model, setting: Setting, split: str) -> pd.DataFrame:
     users = [u for u in model.users.ids if u in setting.train_items]
     return pd.DataFrame(history_embeddings(model, [setting.known(u, split) for u in users]), index=pd.Index(users, name="user"))
 
+# %% ../nbs/14_aggregation.ipynb #eb10a2d9
 def _fmt_rating(r: float) -> str: return f"{float(r):.1f}"
 
 def topk_instruction(setting: Setting, user: str, split: str, candidates: Sequence[str], target: str | None = None,
@@ -302,6 +318,7 @@ def topk_instruction(setting: Setting, user: str, split: str, candidates: Sequen
     return listwise_instruction(setting.titles(setting.known(user, split)[-h:]), setting.titles(candidates), out, top_n=top_n,
                                 id=f"{user}:{split}", meta={"user": user, "split": split}, extra=extra or None)
 
+# %% ../nbs/14_aggregation.ipynb #c597e288
 def _ranking_lines(setting: Setting, ranking: Sequence[str]) -> str:
     return "\n".join(f"{n}. {t}" for n, t in enumerate(setting.titles(ranking), 1))
 
@@ -332,6 +349,7 @@ def held_out_last(split: Split) -> Split:
     rest = df.drop(index=last.index)
     return Split(rest.reset_index(drop=True), last.reset_index(drop=True), last.iloc[:0], "held_out_last")
 
+# %% ../nbs/14_aggregation.ipynb #78ae9491
 def _shuffled(items: Sequence[str], *key) -> list[str]:
     rng = np.random.default_rng(stable_hash(*key))
     return [items[j] for j in rng.permutation(len(items))]
@@ -340,6 +358,7 @@ def answer_positions(instructions: Sequence[Instruction]) -> np.ndarray:
     "0-based position of the answer in the conventional model's list, for each listwise instruction."
     return np.array([i.meta["answer_position"] for i in instructions if i.task == "listwise"], dtype=int)
 
+# %% ../nbs/14_aggregation.ipynb #8668a5a4
 ABSENT_TARGET = ("skip", "insert")
 
 def build_instructions(inner: Setting, rank_model=None, rating_model=None, n_per_task: int | None = None,
@@ -419,6 +438,7 @@ def answer_distribution(llm, prompt_groups: Sequence[Sequence[str]], answers: Se
             raise
     return out
 
+# %% ../nbs/14_aggregation.ipynb #8b972965
 def predicted_ratings(llm, prompt_groups: Sequence[Sequence[str]], scale: Sequence[float], readout: str = "expected",
                       batch_size: int = 64) -> list[np.ndarray]:
     """The LLM's rating for every prompt of every group: the expectation over the rating values (`readout="expected"`)
@@ -443,6 +463,7 @@ def predicted_ratings(llm, prompt_groups: Sequence[Sequence[str]], scale: Sequen
         out[g][members] = _expected(scores[r, :len(conts[r])].reshape(len(members), len(values)), scale, readout)
     return out
 
+# %% ../nbs/14_aggregation.ipynb #ecdeaeb8
 def listwise_orders(llm, instructions: Sequence[Instruction], candidates: Sequence[Sequence[str]], readout: str = "score",
                     max_new_tokens: int = 96, batch_size: int = 8, style: str = "chat") -> list[list[int]]:
     """Per instruction, the candidate indices in the LLM's order, best first (`readout`: 'score', every candidate by
@@ -456,6 +477,7 @@ def listwise_orders(llm, instructions: Sequence[Instruction], candidates: Sequen
     texts = generate(llm, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
     return [[g.item for g in ground_list(t, list(c))] for t, c in zip(texts, candidates)]
 
+# %% ../nbs/14_aggregation.ipynb #ae8ee139
 def llm_topk_utilities(llm, setting: Setting, case: TopKCase, mode: str = "listwise", similar: Mapping[str, str] | None = None,
                        ranking: bool = False, readout: str = "score", top_n: int = 5, seed: int = 0,
                        batch_size: int = 8, rating_readout: str = "expected") -> LLMUtilities:
@@ -482,6 +504,7 @@ def llm_topk_utilities(llm, setting: Setting, case: TopKCase, mode: str = "listw
     u = np.stack(predicted_ratings(llm, groups, setting.scale, rating_readout)) if groups else np.zeros((0, case.k))
     return LLMUtilities(u, np.ones(u.shape, dtype=bool))
 
+# %% ../nbs/14_aggregation.ipynb #8487f3dd
 def llm_ratings(llm, setting: Setting, case: RatingCase, similar: Mapping[str, str] | None = None,
                 rec_rating: bool = False, readout: str = "expected") -> np.ndarray:
     "The LLM's rating (`readout` 'expected' or 'greedy') of each target of a rating case (with the similar user and/or the model's rating in the prompt)."
@@ -524,6 +547,7 @@ def pairwise_triples(llm, setting: Setting, users: Sequence[str], pairs_per_user
     return pd.DataFrame({"user": out["user"], "pos": np.where(first, out["a"], out["b"]), "neg": np.where(first, out["b"], out["a"]),
                          "p": np.where(first, p_first, 1 - p_first)})
 
+# %% ../nbs/14_aggregation.ipynb #daab9c76
 def sequential_insertions(llm, setting: Setting, users: Sequence[str], n_candidates: int = 10, seed: int = 0) -> dict[str, list[str]]:
     "User → training sequence with the LLM's pick among `n_candidates` random unseen items inserted at a random position."
     h = setting.history_len
@@ -545,6 +569,7 @@ def sequential_insertions(llm, setting: Setting, users: Sequence[str], n_candida
         out[u] = seq[:at] + [pick] + seq[at:]
     return out
 
+# %% ../nbs/14_aggregation.ipynb #eaeda62f
 def shuffled_triples(triples: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     "The same item pairs with a coin flip for which is preferred: the control for LLM-ordered `pairwise_triples`."
     flip = np.array([np.random.default_rng(stable_hash(seed, r.user, r.pos, r.neg, "flip")).random() < 0.5
@@ -554,6 +579,7 @@ def shuffled_triples(triples: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     if "p" in out: out["p"] = 0.5
     return out
 
+# %% ../nbs/14_aggregation.ipynb #5a2357f7
 def random_insertions(setting: Setting, users: Sequence[str], n_candidates: int = 10, seed: int = 0) -> dict[str, list[str]]:
     """`sequential_insertions` with a random candidate in place of the LLM's pick: the same candidates and the same
     insertion slot per user (its control)."""
@@ -567,6 +593,7 @@ def random_insertions(setting: Setting, users: Sequence[str], n_candidates: int 
         out[u] = seq[:at] + [pick] + seq[at:]
     return out
 
+# %% ../nbs/14_aggregation.ipynb #9d8bfe2c
 def permuted_attributes(attributes: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     "Each attribute column of an `item_attributes` frame permuted over the items: the same values, no information (the control)."
     out = attributes.copy()
@@ -574,6 +601,7 @@ def permuted_attributes(attributes: pd.DataFrame, seed: int = 0) -> pd.DataFrame
         out[c] = out[c].to_numpy()[np.random.default_rng(stable_hash(seed, c, "permute")).permutation(len(out))]
     return out
 
+# %% ../nbs/14_aggregation.ipynb #8cf91b34
 MOVIE_ATTRIBUTES = ("director", "star")
 MOVIE_EXAMPLES = (
     {"title": "Toy Story (1995)", "director": "John Lasseter", "star": "Tom Hanks"},
@@ -596,16 +624,19 @@ def normalise_attribute(text: str | None, max_words: int = 4) -> str | None:
     words = [w.strip(".'-") for w in t.split() if w.strip(".'-")][:max_words]
     return " ".join(w[:1].upper() + w[1:] for w in words) or None
 
+# %% ../nbs/14_aggregation.ipynb #c17ac589
 def categorise(values: Sequence[str | None], n_categories: int = 20) -> list[str]:
     "Keep the `n_categories` most frequent values; the rest become 'other', missing ones 'unknown'."
     top = {v for v, _ in Counter(v for v in values if v).most_common(n_categories)}
     return [("unknown" if not v else v if v in top else "other") for v in values]
 
+# %% ../nbs/14_aggregation.ipynb #abe4dabd
 def attribute_prompt(title: str, attributes: Sequence[str], examples: Sequence[Mapping[str, str]]) -> str:
     "A few-shot completion prompt that ends where the first attribute of `title` is to be written."
     block = lambda e: "\n".join([f"Title: {e['title']}"] + [f"{a.capitalize()}: {e[a]}" for a in attributes])
     return "\n\n".join([block(e) for e in examples] + [f"Title: {title}\n{attributes[0].capitalize()}:"])
 
+# %% ../nbs/14_aggregation.ipynb #e06fe075
 def _parse_attributes(text: str, attributes: Sequence[str]) -> dict[str, str | None]:
     "Values of `attributes` from a completion that starts right after the first attribute's name."
     text = f"{attributes[0].capitalize()}:{text}"
@@ -680,6 +711,7 @@ def compare_rmse(method_sq_errors, baseline_sq_errors, n_boot: int = 2000, seed:
     return {**c, "mse_effect": c["effect"], "effect": r["effect"], "rel_effect": r["effect"] / base if base else math.nan,
             "ci_low": r["ci_low"], "ci_high": r["ci_high"], "p_bootstrap": r["p"], "mean": r["mean"], "baseline_mean": base}
 
+# %% ../nbs/14_aggregation.ipynb #efbab626
 def activity_buckets(n_train, n_buckets: int = 4) -> np.ndarray:
     "Quantile bucket (0 = least active) of each user's training count."
     n = np.asarray(n_train, dtype=float)

@@ -186,6 +186,7 @@ def train_lora_parser() -> argparse.ArgumentParser:
     _config_options(tl.add_argument_group("training settings (lora.LoraTrainConfig)"), LoraTrainConfig)
     return tl
 
+# %% ../nbs/21_cli.ipynb #1cb4b9a3
 def _config_options(parser, config_cls) -> None:
     """One `--option` per field of a config dataclass, with the field's help and default (tuples take several values
     or one with commas, booleans `true`/`false`, optional numbers `none`)."""
@@ -283,6 +284,7 @@ def train_lora_options(argv: list[str]) -> argparse.Namespace:
     args.settings = LoraTrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
     return args
 
+# %% ../nbs/21_cli.ipynb #c3c6effc
 def _registered(spec: str) -> tuple[str | None, str | None]:
     "`FILE.json:NAME` (a dataset registered in a LLaMA-Factory dataset_info.json) as (FILE.json, NAME); else (None, None)."
     if Path(spec).exists() or ":" not in spec: return None, None
@@ -399,6 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     tl.set_defaults(func=_train_lora)
     return p
 
+# %% ../nbs/21_cli.ipynb #ca9ee703
 def _one_line(error: BaseException) -> str:
     "The error's message on one line; for a file-system error, the file and what went wrong."
     if isinstance(error, OSError) and error.filename is not None and error.strerror:

@@ -26,9 +26,11 @@ __all__ = ['CTR_MODELS', 'USER_FEATURES', 'ITEM_FEATURES', 'UnknownIdError', 'No
 class UnknownIdError(LlmrecError, ValueError):
     "A user or item id that the fitted model has no row for."
 
+# %% ../nbs/05_conventional.ipynb #3078deca
 class NotFittedError(LlmrecError, RuntimeError):
     "The model was used before `fit`."
 
+# %% ../nbs/05_conventional.ipynb #5805e98a
 def _as_ids(ids) -> list[str]:
     if isinstance(ids, (str, bytes)) or np.isscalar(ids): return [str(ids)]
     return [str(x) for x in ids]
@@ -450,6 +452,7 @@ class BPRMF(_BPRBase):
         U, I = self.net.user.weight, self.net.item.weight
         return U, I, U, I
 
+# %% ../nbs/05_conventional.ipynb #25802720
 class _SymSparseMM(torch.autograd.Function):
     "`A @ E` for a symmetric SciPy CSR matrix `A` (so the gradient is `A @ grad`); SciPy is several times faster than torch.sparse on CPU."
     @staticmethod
@@ -706,6 +709,7 @@ class SASRec(_SequentialBase):
     name = "SASRec"
     _net_cls = _SASRecNet
 
+# %% ../nbs/05_conventional.ipynb #9f67a697
 class GRU4Rec(_SequentialBase):
     "GRU4Rec: a GRU over the last `max_len` items, softmax over the catalogue."
     name = "GRU4Rec"
@@ -928,6 +932,7 @@ def declared_side_features(data, user_columns: Sequence[str] = USER_FEATURES, it
         elif c in data.items.columns: items[c] = data.items[c].to_numpy()
     return users, items
 
+# %% ../nbs/05_conventional.ipynb #3441ae04
 def _ctr_table(index: IdIndex, key: str, frame: pd.DataFrame | None, max_card: int):
     "Per-entity columns of category codes (0 = missing): [(name, codes (n, width), vocabulary size)], the id first."
     out = [(key, np.arange(1, len(index) + 1, dtype=np.int64)[:, None], len(index) + 1)]

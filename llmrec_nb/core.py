@@ -23,13 +23,14 @@ LAYERS = (("core",), ("runs", "data", "llm.kernels"), ("loaders", "templates", "
           ("tallrec", "itdr", "soft", "molorec", "llama4rec"), ("reproduce", "bench", "preflight"), ("cli",))
 
 def layer_order() -> str:
-    "The layers as one line, lowest first: `core → runs / data / kernels → …`."
+    "The layers as one line, lowest first: `core → runs / data / llm.kernels → …`."
     return " → ".join(" / ".join(f"`{m}`" for m in layer) for layer in LAYERS)
 
 # %% ../nbs/00_core.ipynb #47f85616
 class LlmrecError(Exception):
     "Base class of every error llmrec_nb raises on purpose."
 
+# %% ../nbs/00_core.ipynb #3a35b20e
 class DataFormatError(LlmrecError, ValueError):
     "A file (or in-memory table) does not have the expected shape."
     def __init__(self, path, message: str, line: int | None = None, field: str | None = None, expected: str | None = None):
@@ -50,11 +51,13 @@ def set_seed(seed: int) -> int:
     except ImportError: pass
     return seed
 
+# %% ../nbs/00_core.ipynb #55c5da43
 def stable_hash(*parts: Any, mod: int | None = None) -> int:
     "A hash of `parts` that is the same on every machine and run (unlike `hash`)."
     h = int.from_bytes(hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=8).digest(), "big")
     return h % mod if mod else h
 
+# %% ../nbs/00_core.ipynb #6d539ebd
 def get_device(prefer: str | None = None) -> str:
     "`prefer` if given, else `cuda` when a GPU is visible, else `cpu`."
     if prefer: return prefer
@@ -72,6 +75,7 @@ def cache_dir(*parts: str) -> Path:
     p.mkdir(parents=True, exist_ok=True)
     return p
 
+# %% ../nbs/00_core.ipynb #44998f5f
 def repo_root(start: Path | str | None = None) -> Path:
     "The folder holding `settings.ini` above `start` (default: this module, then the working directory)."
     here = globals().get("__file__")
@@ -80,6 +84,7 @@ def repo_root(start: Path | str | None = None) -> Path:
             if (p / "settings.ini").exists(): return p
     return Path.cwd()
 
+# %% ../nbs/00_core.ipynb #52b8c998
 def figures_dir(*parts: str) -> Path:
     "Where regenerated figures and tables go (`$LLMREC_FIGURES`, default `<repo>/figures`), created on demand."
     root = Path(os.environ.get("LLMREC_FIGURES", repo_root() / "figures"))
@@ -105,11 +110,13 @@ def atomic_path(path: Path | str):
     finally:
         if os.path.exists(tmp): os.unlink(tmp)
 
+# %% ../nbs/00_core.ipynb #0a13aabf
 def write_text(path: Path | str, text: str) -> Path:
     "Write `text` to `path` atomically."
     with atomic_path(path) as tmp: Path(tmp).write_text(text, encoding="utf-8")
     return Path(path)
 
+# %% ../nbs/00_core.ipynb #bdfd1505
 def _json_default(o):
     if isinstance(o, (np.integer,)): return int(o)
     if isinstance(o, (np.floating,)): return None if np.isnan(o) else float(o)
@@ -128,6 +135,7 @@ def write_json(path: Path | str, obj: Any, indent: int = 2) -> Path:
     "Write `obj` as JSON atomically (NumPy scalars and arrays allowed; NaN becomes null)."
     return write_text(path, json.dumps(_nan_to_none(obj), indent=indent, default=_json_default, allow_nan=False) + "\n")
 
+# %% ../nbs/00_core.ipynb #8a2d1054
 def unique_keys(pairs: list) -> dict:
     "`object_pairs_hook` for `json.loads`: an object that names a key twice is a `ValueError` (never the last one silently)."
     out = {}
@@ -136,12 +144,14 @@ def unique_keys(pairs: list) -> dict:
         out[k] = v
     return out
 
+# %% ../nbs/00_core.ipynb #c9cb76ed
 def read_json(path: Path | str) -> Any:
     "Read a JSON file, with an error that names the file and line when it is malformed or names a key twice."
     try: return json.loads(Path(path).read_text(encoding="utf-8"), object_pairs_hook=unique_keys)
     except json.JSONDecodeError as e: raise DataFormatError(path, f"invalid JSON: {e.msg}", line=e.lineno, expected="a JSON document") from None
     except ValueError as e: raise DataFormatError(path, str(e), expected="each key once per object") from None
 
+# %% ../nbs/00_core.ipynb #3b5d1560
 def read_yaml(text: str, source: Any = "YAML") -> Any:
     "Safe-load YAML `text`; a key given twice in one mapping is a `DataFormatError` naming `source` and the line."
     import yaml
@@ -180,6 +190,7 @@ def package_versions(names: Iterable[str] = MANIFEST_PACKAGES) -> dict[str, str 
         except metadata.PackageNotFoundError: out[n] = None
     return out
 
+# %% ../nbs/00_core.ipynb #044d5c72
 def git_commit(path: Path | str | None = None) -> str | None:
     "The current commit of the repository (with `+dirty` when there are uncommitted changes), or None."
     cwd = str(path or repo_root())
@@ -190,10 +201,12 @@ def git_commit(path: Path | str | None = None) -> str | None:
         return sha.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError): return None
 
+# %% ../nbs/00_core.ipynb #6031cfe6
 def params_hash(params: dict) -> str:
     "A short, order-independent hash of a parameter dict."
     return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
+# %% ../nbs/00_core.ipynb #f37bcd2f
 ISA_FLAGS = ("amx_bf16", "avx512_bf16", "avx512f", "avx2")   # the flags that decide precision and kernels
 
 def _cpu_model_and_flags() -> tuple[str | None, set | None]:
@@ -222,6 +235,7 @@ def environment(**values: str):
             if v is None: os.environ.pop(k, None)
             else: os.environ[k] = v
 
+# %% ../nbs/00_core.ipynb #69db0d27
 # What PyTorch's CPU libraries (ATen's vector kernels, oneDNN, MKL, FBGEMM) read to stay under an instruction set.
 ISA_LIMITS = {"avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
                        "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2"}}
@@ -239,6 +253,7 @@ def isa_limit() -> str | None:
 
 isa_limit()   # at import, before this package computes anything
 
+# %% ../nbs/00_core.ipynb #a2a7d76c
 def _check_isa_limit(limit: str) -> None:
     "Raise when PyTorch already dispatches to vector kernels above `limit` (it computed before the limit was set)."
     if "torch" not in sys.modules: return
@@ -259,16 +274,19 @@ def cpu_info() -> dict:
     info = {"model": model, "flags": {f: None if flags is None else f in flags for f in ISA_FLAGS}}
     return {**info, "isa_limit": limit} if limit else info
 
+# %% ../nbs/00_core.ipynb #7abcccc3
 _COMPUTE: dict = {}   # what the model layers noted about how this process computes
 
 def record_compute(**fields) -> None:
     "Note how this process computes (precision, kernel path, and why); run manifests report it under `compute`."
     _COMPUTE.update(copy.deepcopy(fields))
 
+# %% ../nbs/00_core.ipynb #9d8521d5
 def compute_info() -> dict:
     "The CPU (`cpu_info`) and everything noted with `record_compute` so far."
     return {"cpu": cpu_info(), **copy.deepcopy(_COMPUTE)}
 
+# %% ../nbs/00_core.ipynb #77a10f44
 def run_manifest(params: dict, seeds: Iterable[int] = (), wall_seconds: float | None = None, device: str | None = None) -> dict:
     "What produced a result: commit, package versions, parameters (and their hash), seeds, device, how it computed, wall time."
     return {"git_commit": git_commit(), "packages": package_versions(), "python": sys.version.split()[0],

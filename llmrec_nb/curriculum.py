@@ -34,6 +34,7 @@ def next_item_windows(data: RecData, history_len: int = 10) -> pd.DataFrame:
     "SOFT's windows: every target with a full history of `history_len` items (`data.history_windows`), by target time."
     return history_windows(data.interactions, history_len)
 
+# %% ../nbs/12_curriculum.ipynb #835e68bb
 def sample_splits(windows: pd.DataFrame, sizes: Sequence[int | None] = (4096, 512, 1000), seed: int = 0,
                   ratios: Sequence[float] = (0.8, 0.1, 0.1)) -> dict[str, pd.DataFrame]:
     "Chronological train/valid/test split of `windows`, then a seeded sample of `sizes` from each (None: all), kept in time order."
@@ -60,6 +61,7 @@ def to_instructions(windows: pd.DataFrame, data: RecData, variant: int = 0,
         out.append(inst)
     return out
 
+# %% ../nbs/12_curriculum.ipynb #60469b3f
 def guidance_examples(train_windows: pd.DataFrame, data: RecData, n_shots: int = 2, seed: int = 0) -> list[Instruction]:
     "`n_shots` solved instructions drawn with `seed` from the training windows (the in-context examples of Guidance-only)."
     if n_shots <= 0: return []
@@ -93,6 +95,7 @@ class Catalogue:
         "A hash of the embedded texts (what the embedding cache is keyed on, with the model)."
         return hashlib.sha256("\x1e".join(self.texts).encode()).hexdigest()[:16]
 
+# %% ../nbs/12_curriculum.ipynb #5f0af97e
 def item_categories(data: RecData, max_share: float = 0.5) -> dict[str, frozenset]:
     "item -> set of its genres/categories, dropping those carried by more than `max_share` of the items."
     col = next((c for c in ("genres", "categories") if c in data.items.columns), None)
@@ -102,6 +105,7 @@ def item_categories(data: RecData, max_share: float = 0.5) -> dict[str, frozense
     common = {c for c, n in counts.items() if n > max_share * len(sets)}
     return {i: s - common for i, s in zip(data.items["item"], sets)}
 
+# %% ../nbs/12_curriculum.ipynb #f90755df
 def build_catalogue(data: RecData, max_category_share: float = 0.5) -> Catalogue:
     "Every item of `data.items`, grouped by normalised title (an empty normalised title keeps its raw title as key)."
     items, titles = data.items["item"].astype(str).tolist(), data.items["title"].astype(str).tolist()
@@ -130,12 +134,14 @@ def model_identity(llm) -> str:
         h.update(n.encode()); h.update(p.detach().float().cpu().flatten()[:65536].numpy().tobytes())
     return h.hexdigest()[:16]
 
+# %% ../nbs/12_curriculum.ipynb #8b8e9e1c
 def embed_texts(llm, texts: Sequence[str], batch_size: int = 8) -> np.ndarray:
     """Frozen-base last-token embeddings of `texts` (an empty text is embedded as the end-of-text token). Short
     batches: on CPU, 8 titles a batch ran three times faster per title than 32 (less left padding)."""
     eos = llm.tokenizer.eos_token or " "
     return last_token_embeddings(llm, [t if str(t).strip() else eos for t in texts], batch_size, base=True).astype(np.float32)
 
+# %% ../nbs/12_curriculum.ipynb #1d89c947
 def embed_catalogue(llm, catalogue: Catalogue, batch_size: int = 8, cache: bool = True) -> Catalogue:
     "Fill `catalogue.embeddings` (one row per title group), from the disk cache when present."
     path = cache_dir("embeddings") / f"{model_identity(llm)}-{catalogue.fingerprint}.npy"
@@ -161,6 +167,7 @@ def l2_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
     return np.sqrt(np.maximum(sq, 0.0))
 
+# %% ../nbs/12_curriculum.ipynb #159aed65
 def rank_groups(text_emb: np.ndarray, catalogue: Catalogue, target_groups: Sequence[int], top: int = 50,
                 chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
     "0-based rank of each target group by distance to its text, and the `top` nearest groups of each text."
@@ -176,6 +183,7 @@ def rank_groups(text_emb: np.ndarray, catalogue: Catalogue, target_groups: Seque
         nearest[lo:lo + chunk] = np.take_along_axis(part, order, 1)
     return ranks, nearest
 
+# %% ../nbs/12_curriculum.ipynb #4a931028
 def exact_matches(texts: Sequence[str], catalogue: Catalogue) -> np.ndarray:
     "1.0 where a text is a catalogue title, as written or after normalisation (`ground`'s exact and normalised rules)."
     raw, norms = set(catalogue.titles), {n for n in catalogue.norms if n}
@@ -185,6 +193,7 @@ def exact_matches(texts: Sequence[str], catalogue: Catalogue) -> np.ndarray:
         out.append(float(s in raw or c in raw or (bool(n) and n in norms)))
     return np.array(out)
 
+# %% ../nbs/12_curriculum.ipynb #d2ff61c3
 def ground_report(llm, texts: Sequence[str], target_items: Sequence[str], catalogue: Catalogue, ks: Sequence[int] = KS,
                   category_ks: Sequence[int] = (), batch_size: int = 8) -> dict[str, np.ndarray]:
     "Per-instance HR@K, NDCG@K, `valid` (exact match), `distance` to the target title, and `HC@K` for `category_ks`."
@@ -215,6 +224,7 @@ def generate_titles(llm, instructions: Sequence[Instruction], num_beams: int = 4
     nearest = l2_distances(embed_texts(llm, flat), catalogue.embeddings).min(1).reshape(len(prompts), num_beams)
     return [bs[int(np.argmin(d))] for bs, d in zip(beams, nearest)]
 
+# %% ../nbs/12_curriculum.ipynb #7e35e40f
 def evaluate(llm, instructions: Sequence[Instruction], catalogue: Catalogue, ks: Sequence[int] = KS,
              category_ks: Sequence[int] = (), texts: Sequence[str] | None = None, **gen_kw) -> tuple[dict, list[str]]:
     "Generate for `instructions` (or use `texts`) and ground against `catalogue`: (per-instance report, texts)."
@@ -229,6 +239,7 @@ def self_distill(llm, train: Sequence[Instruction], texts: Sequence[str] | None 
     return [replace(i, output=t if t.strip() else i.output, meta={**i.meta, "generated": t, "sd_empty": not t.strip()})
             for i, t in zip(train, texts)]
 
+# %% ../nbs/12_curriculum.ipynb #7b605d84
 def response_nll(llm, instructions: Sequence[Instruction], style: str = "chat") -> np.ndarray:
     "Mean negative log-likelihood per token of each instruction's output (and the end token) after its prompt."
     return np.array([-score_candidates(llm, render_prompt(i, llm.tokenizer, style=style), [i.output], reduce="mean", eos=True)[0]
@@ -241,6 +252,7 @@ def soft_lambda(d_prev: float, d0: float, alpha: float) -> float:
     x = alpha * (d_prev / d0 - 1.0)
     return 1.0 if x >= 0 else float(math.exp(x))
 
+# %% ../nbs/12_curriculum.ipynb #3ec6763d
 class TargetDistance:
     "d: mean L2 distance (frozen-base embeddings) between the generations for fixed instructions and their true titles."
     def __init__(self, llm, instructions: Sequence[Instruction], catalogue: Catalogue | None = None, **gen_kw):
@@ -253,6 +265,7 @@ class TargetDistance:
         self.last_texts = generate_titles(self.llm, self.instructions, catalogue=self.catalogue, **self.gen_kw)
         return float(np.linalg.norm(embed_texts(self.llm, self.last_texts).astype(np.float64) - self.targets, axis=1).mean())
 
+# %% ../nbs/12_curriculum.ipynb #3657fdd2
 class SoftSchedule:
     """`mix_lambda` for `train_lora`: λ_t from the distance `measure()` at the start of each epoch (λ ≡ 1 when `alpha`
     is None, the "w/o SA" ablation). `log` holds epoch (1-based), d_{t−1} and λ_t; kept in `log_path` when given."""
@@ -287,6 +300,7 @@ def soft_config(**overrides) -> LoraTrainConfig:
                            batch_size=8, patience=2, save_total_limit=1)
     return replace(base, **overrides)
 
+# %% ../nbs/12_curriculum.ipynb #e705261f
 class ValidationMetric:
     """`eval_fn` for `train_lora`: a grounded metric (default HR@10) on validation instructions; every report is kept.
 
@@ -312,6 +326,7 @@ class ValidationMetric:
         steps = [e["step"] for e in result.evals]
         return self.reports[steps.index(result.best_step)] if result.best_step in steps and len(self.reports) == len(steps) else {}
 
+# %% ../nbs/12_curriculum.ipynb #8d1099fb
 def train_sft(llm, train: Sequence[Instruction], valid: Sequence[Instruction], catalogue: Catalogue,
               config: LoraTrainConfig | None = None, output_dir: Path | str = "sft_out", resume: bool = False,
               **gen_kw) -> tuple[TrainResult, ValidationMetric]:
@@ -320,6 +335,7 @@ def train_sft(llm, train: Sequence[Instruction], valid: Sequence[Instruction], c
     res = train_lora(llm, list(train), config=config or soft_config(), output_dir=output_dir, eval_fn=val, resume=resume)
     return res, val
 
+# %% ../nbs/12_curriculum.ipynb #be276af1
 def train_soft(llm, train: Sequence[Instruction], sd_train: Sequence[Instruction], valid: Sequence[Instruction],
                catalogue: Catalogue, schedule: SoftSchedule, config: LoraTrainConfig | None = None,
                output_dir: Path | str = "soft_out", resume: bool = False, **gen_kw) -> tuple[TrainResult, ValidationMetric]:
@@ -331,6 +347,7 @@ def train_soft(llm, train: Sequence[Instruction], sd_train: Sequence[Instruction
                      aux=list(sd_train), mix_lambda=schedule)
     return res, val
 
+# %% ../nbs/12_curriculum.ipynb #74a65d2e
 def choose_alpha(valid_scores: Mapping[float, float]) -> float:
     "The α with the best validation score (NaN scores ignored; the smaller α on a tie)."
     ok = {a: v for a, v in valid_scores.items() if v is not None and not math.isnan(v)}

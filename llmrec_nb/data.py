@@ -24,6 +24,7 @@ __all__ = ['INTERACTION_COLUMNS', 'SYNTH_GENRES', 'SYNTH_OCCUPATIONS', 'DataFilt
 class DataFilterError(LlmrecError, ValueError):
     "A filter or split left no data (or too little to go on)."
 
+# %% ../nbs/01_data.ipynb #87d3b758
 INTERACTION_COLUMNS = ("user", "item", "rating", "timestamp")
 
 def _as_ids(s: pd.Series, where: str, col: str) -> pd.Series:
@@ -98,6 +99,7 @@ def isin_strings(s: pd.Series, values) -> pd.Series:
     mask = pc.is_in(_arrow_strings(s), value_set=_arrow_strings(values)).to_numpy(zero_copy_only=False)
     return pd.Series(mask, index=s.index)
 
+# %% ../nbs/01_data.ipynb #692b3924
 def sort_by_time(interactions: pd.DataFrame) -> pd.DataFrame:
     "Interactions ordered by user, timestamp, then `stable_hash(user, item)` for ties (never item id); index reset."
     df = interactions
@@ -268,6 +270,7 @@ class Split:
     def __repr__(self):
         return f"Split({self.name!r}: train {len(self.train)}, valid {len(self.valid)}, test {len(self.test)})"
 
+# %% ../nbs/01_data.ipynb #52937091
 def _pos_from_end(sorted_df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     "For interactions sorted by user and time: (position counted from the user's last, 0 = last; the user's count)."
     users = sorted_df["user"].to_numpy()
@@ -300,6 +303,7 @@ def leave_one_out(interactions: pd.DataFrame, min_len: int = 3) -> Split:
     return Split(df[~(test | valid)].reset_index(drop=True), df[valid].reset_index(drop=True), df[test].reset_index(drop=True),
                  "leave_one_out", {"users_train_only": int(len(np.unique(df["user"].to_numpy()[~ok])))})
 
+# %% ../nbs/01_data.ipynb #6686b360
 def temporal_split(interactions: pd.DataFrame, valid_q: float = 0.8, test_q: float = 0.9) -> Split:
     """Global time cut-offs at the `valid_q` / `test_q` quantiles of the timed interactions' timestamps: before → train,
     between → valid, after → test. Rows marked `history` (no time of their own) always train."""
@@ -316,6 +320,7 @@ def temporal_split(interactions: pd.DataFrame, valid_q: float = 0.8, test_q: flo
     return Split(df[tr].reset_index(drop=True), df[va].reset_index(drop=True), df[te].reset_index(drop=True),
                  "temporal", {"t_valid": int(tv), "t_test": int(tt)})
 
+# %% ../nbs/01_data.ipynb #0bbe0a3e
 def cold_item_split(interactions: pd.DataFrame, frac_items: float = 0.1, seed: int = 0) -> Split:
     """New-item split: a seeded `frac_items` of the items never occurs in train or valid; each user's last interaction
     with one of them is the test. Validation is each user's last warm interaction (settings are chosen on warm items,
@@ -430,6 +435,7 @@ def sample_candidates(split_targets: pd.DataFrame, interactions: pd.DataFrame, n
     return pd.DataFrame({"user": pd.Series([o[0] for o in out], dtype=str), "target": pd.Series([o[1] for o in out], dtype=str),
                          "candidates": [o[2] for o in out]})
 
+# %% ../nbs/01_data.ipynb #bcfd7174
 def save_candidates(df: pd.DataFrame, path: Path | str) -> Path:
     "Write a candidate frame atomically as JSON lines (`.jsonl`/`.json`) or parquet (`.parquet`)."
     path = Path(path)
@@ -441,6 +447,7 @@ def save_candidates(df: pd.DataFrame, path: Path | str) -> Path:
                          for k, v in r.items()}, ensure_ascii=False) for r in recs]
     return write_text(path, "".join(l + "\n" for l in lines))
 
+# %% ../nbs/01_data.ipynb #03fc324e
 def load_candidates(path: Path | str) -> pd.DataFrame:
     "Read a frame written by `save_candidates` (same columns, dtypes and values)."
     path = Path(path)
@@ -463,6 +470,7 @@ def load_candidates(path: Path | str) -> pd.DataFrame:
     if "candidates" in df.columns: df["candidates"] = pd.Series([[str(x) for x in v] for v in df["candidates"]], index=df.index, dtype=object)
     return df
 
+# %% ../nbs/01_data.ipynb #8f8b6ad3
 def few_shot(df: pd.DataFrame, k: int, seed: int = 0) -> pd.DataFrame:
     "`k` rows drawn with `seed` (original order kept; all rows when k ≥ len). Nested: the k rows include the k' < k rows."
     if k >= len(df): return df.copy()
@@ -484,6 +492,7 @@ def dataset_stats(data: RecData) -> dict:
             "rating_mean": float(np.nanmean(r)) if np.isfinite(r).any() else None,
             "catalogue_items": int(data.n_items)}
 
+# %% ../nbs/01_data.ipynb #553f989c
 def split_by_genre(data: RecData, genres_a: Iterable[str], genres_b: Iterable[str], names: tuple[str, str] = ("A", "B"),
                    column: str = "genres") -> RecData:
     "A RecData whose items and interactions carry a `domain` column: `names[0]` for genre group A, `names[1]` for B."
@@ -499,6 +508,7 @@ def split_by_genre(data: RecData, genres_a: Iterable[str], genres_b: Iterable[st
     if len(inter) == 0: raise DataFilterError(f"{data.name}: no interaction falls in either genre group")
     return RecData(f"{data.name}[{names[0]}|{names[1]}]", inter, items, data.users[isin_strings(data.users["user"], inter["user"])])
 
+# %% ../nbs/01_data.ipynb #8c92aa7c
 def domain_view(data: RecData, domain: str) -> RecData:
     "The part of a domain-labelled RecData (see `split_by_genre`) in one domain."
     return data.subset(data.interactions[data.interactions["domain"] == domain], name=f"{data.name}:{domain}")

@@ -27,6 +27,8 @@ class Grounded:
     def valid(self) -> bool: return self.item is not None
 
 _NO_MATCH = Grounded(None, None, "none", 0.0)
+
+# %% ../nbs/02a_grounding.ipynb #954205f1
 _ARTICLES = r"(the|a|an|les|le|la|il|el|der|die|das)"
 
 NUMBERING = re.compile(r"^\s*(?:\[?\d{1,3}[.)\]]|[a-jA-J][.)](?=\s)|[-*•>]+|#+|(?:rank|top)\s*\d+\s*[:.)-])\s*", re.I)
@@ -35,12 +37,14 @@ def strip_numbering(entry: str) -> str:
     "An entry of a list answer without its numbering or bullet (`1.`, `2)`, `[3]`, `a)`, `-`, `*`, `•`, `#`, `Rank 1:`, `Top 2 -`)."
     return NUMBERING.sub("", str(entry), count=1)
 
+# %% ../nbs/02a_grounding.ipynb #784e0af7
 def clean_answer(text: str) -> str:
     "Strip list numbering, bullets, quotes and a final full stop around an answer."
     t = strip_numbering(text.strip())
     for _ in range(2): t = t.strip().strip("\"'“”‘’`*").rstrip(".")
     return t.strip()
 
+# %% ../nbs/02a_grounding.ipynb #d6575a70
 def normalise_title(title: str) -> str:
     "Lowercase, accents, punctuation, a year in parentheses and leading/trailing articles removed."
     t = unicodedata.normalize("NFKD", str(title)).encode("ascii", "ignore").decode()
@@ -51,6 +55,7 @@ def normalise_title(title: str) -> str:
     t = re.sub(rf"^\s*{_ARTICLES}\s+", "", t)
     return re.sub(r"\s+", " ", t).strip()
 
+# %% ../nbs/02a_grounding.ipynb #130842a5
 def _as_dict(candidates) -> dict:
     return dict(candidates) if isinstance(candidates, Mapping) else dict(enumerate(candidates))
 
@@ -89,6 +94,7 @@ def split_entries(text: str) -> list[str]:
         elif ";" in line or " | " in line: lines = [p for p in re.split(r";|\s\|\s", line) if p.strip()]
     return lines
 
+# %% ../nbs/02a_grounding.ipynb #db059b67
 def contained_in(text: str, candidates: Sequence[str] | Mapping[Any, str]) -> list:
     "Keys of the candidates whose normalised title appears in `text` as whole words, in order of position (nested shorter titles dropped)."
     cands, nt = _as_dict(candidates), f" {normalise_title(clean_answer(str(text)))} "
@@ -99,6 +105,7 @@ def contained_in(text: str, candidates: Sequence[str] | Mapping[Any, str]) -> li
     keep = [sp for sp in spans if not any(o[0] <= sp[0] and sp[1] <= o[1] and o[1] - o[0] > sp[1] - sp[0] for o in spans)]
     return [key for _, _, key in sorted(keep, key=lambda sp: sp[0])]
 
+# %% ../nbs/02a_grounding.ipynb #253d1bfe
 def ground_list(text: str, candidates: Sequence[str] | Mapping[Any, str], top_n: int | None = None,
                 threshold: float = 85.0) -> list[Grounded]:
     "Parse a ranked-list answer into grounded, distinct candidates, best first (at most `top_n`)."
@@ -123,6 +130,7 @@ def ground_list(text: str, candidates: Sequence[str] | Mapping[Any, str], top_n:
                 add(ground(pieces[i], cands, threshold)); i += 1
     return out[:top_n] if top_n else out
 
+# %% ../nbs/02a_grounding.ipynb #943595e3
 def valid_rate(groundings: Sequence) -> float:
     "Share of answers that grounded to a candidate (a list answer counts when it grounded at least one item)."
     if not len(groundings): return float("nan")

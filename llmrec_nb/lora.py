@@ -36,6 +36,7 @@ class LoraConfigError(LlmrecError, ValueError):
         self.field, self.value, self.expected = field, value, expected
         super().__init__(f"{field}={value!r}: expected {expected}")
 
+# %% ../nbs/04_lora.ipynb #df73d7e4
 def _installed_reporting() -> tuple:
     "Where training progress goes unless told otherwise: TensorBoard when it is installed, else nowhere."
     return ("tensorboard",) if importlib.util.find_spec("tensorboard") else ()
@@ -148,6 +149,7 @@ def encode_instruction(tokenizer, inst: Instruction, style: str = "chat", max_le
     return {"input_ids": p_ids + r_ids, "labels": [-100] * len(p_ids) + r_ids,
             "weight": float((inst.meta or {}).get("weight", 1.0)), "dropped": dropped}
 
+# %% ../nbs/04_lora.ipynb #e8b8ef36
 def collate_right_padded(features: list[dict], pad_id: int) -> dict:
     "Pad a batch on the right to its longest example (dynamic padding)."
     n = max(len(f["input_ids"]) for f in features)
@@ -308,6 +310,7 @@ def response_loss(model, input_ids, attention_mask, labels, logits_only_where_ne
     logits = lm.get_output_embeddings()(hidden[:, :-1][keep])
     return _per_example(F.cross_entropy(logits.float(), target[keep], reduction="none"), keep, reduction)
 
+# %% ../nbs/04_lora.ipynb #fa25c381
 def _per_example(tok_loss, keep, reduction):
     rows = keep.nonzero()[:, 0]
     total = torch.zeros(keep.shape[0], dtype=tok_loss.dtype, device=tok_loss.device).index_add(0, rows, tok_loss)
@@ -382,6 +385,7 @@ def run_fingerprint(cfg: LoraTrainConfig, train, valid=None, aux=None, mix_lambd
     return {"settings": json.loads(json.dumps(settings, default=str)),
             "data": {"train": _data_digest(train), "valid": _data_digest(valid), "aux": _data_digest(aux)}}
 
+# %% ../nbs/04_lora.ipynb #68697563
 def _fingerprint_differences(old: dict | None, new: dict) -> list[str]:
     "What differs between two fingerprints, in words (empty when they match)."
     if not old: return ["settings that were not recorded"]
@@ -396,6 +400,7 @@ class RunMismatchError(LlmrecError, ValueError):
         super().__init__(f"{output_dir}: its {where} comes from a run with {'; '.join(differences)}; "
                          "resume=False starts afresh, replacing it")
 
+# %% ../nbs/04_lora.ipynb #952afde1
 def _step_of(folder: Path) -> int:
     return int(folder.name.rsplit("-", 1)[1]) if folder.name.rsplit("-", 1)[-1].isdigit() else -1
 
@@ -417,6 +422,7 @@ def resumable_checkpoint(output_dir: Path | str, fingerprint: dict) -> Path | No
         if differences := _fingerprint_differences(old, fingerprint): raise RunMismatchError(out, where, differences)
     return complete[-1] if complete else None
 
+# %% ../nbs/04_lora.ipynb #385bf03e
 def clear_run(output_dir: Path | str) -> None:
     "Remove what `train_lora` wrote into `output_dir` (checkpoints, adapters, results, TensorBoard logs); other files stay."
     out = Path(output_dir)
@@ -561,6 +567,7 @@ def peft_quietly():
         warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
         yield
 
+# %% ../nbs/04_lora.ipynb #f402be80
 def save_adapter(model, path: Path | str, name: str | None = None) -> Path:
     "Write adapter `name` (default: the active one) of a PEFT model to `path` as a standalone PEFT folder."
     from peft import get_peft_model_state_dict
@@ -574,6 +581,7 @@ def save_adapter(model, path: Path | str, name: str | None = None) -> Path:
     write_json(path / "adapter_config.json", cfg)
     return path
 
+# %% ../nbs/04_lora.ipynb #5c4d3472
 def load_adapter(llm, path: Path | str, name: str = "default", trainable: bool = False):
     "Load the adapter at `path` onto `llm.model` as `name` (wrapping the base in a PEFT model if needed); it becomes active."
     from peft import PeftModel
@@ -591,15 +599,18 @@ def load_adapter(llm, path: Path | str, name: str = "default", trainable: bool =
     llm.adapter = str(path)
     return llm.model
 
+# %% ../nbs/04_lora.ipynb #158786cf
 def set_active_adapter(llm, name: str):
     "Make adapter `name` the one used by `llm.model`."
     llm.model.set_adapter(name)
     return llm.model
 
+# %% ../nbs/04_lora.ipynb #a4512e9d
 def adapter_names(model) -> list[str]:
     "Names of the adapters on `model` (empty for a plain model)."
     return list(getattr(model, "peft_config", {}) or {})
 
+# %% ../nbs/04_lora.ipynb #e5b2ec1c
 def remove_lora(llm):
     "Take every adapter off `llm.model`, leaving the untouched base model."
     if adapter_names(llm.model): llm.model = llm.model.unload()
@@ -628,6 +639,7 @@ class TrainResult:
     loss_curve: Path
     truncated: int = 0             # training prompts (train + aux) that lost history entries to fit max_length
 
+# %% ../nbs/04_lora.ipynb #f3231742
 def _target_modules(target_modules) -> str | list[str]:
     "PEFT's `target_modules`: 'all-linear' for every linear layer (also spelt 'all'), else the sorted module names."
     names = [target_modules] if isinstance(target_modules, str) else list(target_modules)
@@ -683,6 +695,7 @@ class TrainingPrecision:
         finally:
             for t, d in copies: t.data = d
 
+# %% ../nbs/04_lora.ipynb #6f93ef70
 @contextlib.contextmanager
 def training_precision(model, precision: str = "auto"):
     """Within the block a low-precision (bf16/fp16) `model` computes in float32 when `precision` resolves to float32:
@@ -701,6 +714,7 @@ def training_precision(model, precision: str = "auto"):
     finally:
         for t, d in saved: t.data = d
 
+# %% ../nbs/04_lora.ipynb #f863a450
 def _close_reporting(trainer) -> None:
     "Close the TensorBoard writer of a failed run (the Trainer closes it only at the end of training): its files are complete."
     for callback in (trainer.callback_handler.callbacks if trainer is not None else []):
@@ -788,6 +802,10 @@ def train_lora(llm, train: Sequence[Instruction], valid: Sequence[Instruction] |
                            callbacks=[cb, *callbacks], mix=mix, logits_only=cfg.response_logits_only,
                            share_prefix=cfg.share_prefix, loss_average=cfg.loss_average)
         cb.log = trainer.log
+        engine = str(trainer.accelerator.distributed_type).rsplit(".", 1)[-1]
+        if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" and engine != "FSDP" and writer:
+            warnings.warn(f"the accelerate config asks for FSDP, but accelerate shards only over GPUs (and similar "
+                          f"accelerators): these {args.world_size} processes train as {engine}, each with a whole model")
         if quiet:
             from transformers.trainer_callback import PrinterCallback
             trainer.remove_callback(PrinterCallback)
@@ -838,6 +856,7 @@ def train_lora(llm, train: Sequence[Instruction], valid: Sequence[Instruction] |
                    "lambdas": mix.history, "train_seconds": secs, "tokens": trainer.tokens_seen,
                    "truncated_prompts": truncated, "truncated_valid_prompts": truncated_valid,
                    "resumed_from": last.name if last else None, "world_size": trainer.args.world_size,
+                   "distributed": engine,
                    "written_by_process": trainer.args.process_index,
                    "config": asdict(cfg), "fingerprint": fingerprint})
     return TrainResult(model, name, out, adapter_dir, trainer.state.global_step, trainer.state.epoch, cb.best,
@@ -850,11 +869,13 @@ def lora_layers(model, names: Sequence[str] = ()) -> dict:
     from peft.tuners.lora import LoraLayer
     return {n: m for n, m in model.named_modules() if isinstance(m, LoraLayer) and all(a in m.lora_A for a in names)}
 
+# %% ../nbs/04_lora.ipynb #83fe97ee
 def adapter_scaling(layer, name: str) -> float:
     "Adapter `name`'s own scaling in a LoRA layer, from its rank and alpha: alpha/r, or alpha/√r with rsLoRA."
     r, alpha = layer.r[name], layer.lora_alpha[name]
     return alpha / math.sqrt(r) if layer.use_rslora.get(name, False) else alpha / r
 
+# %% ../nbs/04_lora.ipynb #daf088d3
 def merge_adapters(model, names: Sequence[str], weights, new_name: str = "merged", fold: bool = False):
     """Add adapter `new_name` with ΔW = Σ_k w_k ΔW_k on every LoRA module and make it active.
 
@@ -885,6 +906,7 @@ def merge_adapters(model, names: Sequence[str], weights, new_name: str = "merged
     if fold: return model.merge_and_unload(adapter_names=[new_name])
     return model
 
+# %% ../nbs/04_lora.ipynb #854f31b4
 def delta_weight(layer, name: str) -> torch.Tensor:
     "ΔW (out × in) that adapter `name` adds to a LoRA layer on its own (at its configured scaling)."
     return adapter_scaling(layer, name) * layer.lora_B[name].weight @ layer.lora_A[name].weight

@@ -54,6 +54,7 @@ def hit_rate(ranks, k: int) -> np.ndarray:
     "Per-user hit (1.0 if the target is in the top `k`)."
     return (_as_ranks(ranks) < k).astype(float)
 
+# %% ../nbs/06_metrics.ipynb #76f34f50
 def ndcg(ranks, k: int) -> np.ndarray:
     "Per-user NDCG@k with one relevant item: 1/log2(rank+2) inside the top `k`, else 0."
     r = _as_ranks(ranks)
@@ -62,15 +63,18 @@ def ndcg(ranks, k: int) -> np.ndarray:
     out[hit] = 1.0 / np.log2(r[hit] + 2)
     return out
 
+# %% ../nbs/06_metrics.ipynb #fe477bfd
 def precision(ranks, k: int) -> np.ndarray:
     "Per-user precision@k with one relevant item (hit/k)."
     return hit_rate(ranks, k) / k
 
+# %% ../nbs/06_metrics.ipynb #86a25ab8
 def mrr(ranks) -> np.ndarray:
     "Per-user reciprocal rank 1/(rank+1), 0 for a target that was not ranked."
     r = _as_ranks(ranks)
     return np.where(np.isfinite(r), 1.0 / (r + 1), 0.0)
 
+# %% ../nbs/06_metrics.ipynb #477d79bd
 def ranking_report(ranks, ks: Sequence[int] = (1, 3, 5, 10)) -> dict[str, np.ndarray]:
     "Per-user HR@k, NDCG@k, P@k for each k, and MRR."
     r = _as_ranks(ranks)
@@ -80,6 +84,7 @@ def ranking_report(ranks, ks: Sequence[int] = (1, 3, 5, 10)) -> dict[str, np.nda
     out["MRR"] = mrr(r)
     return out
 
+# %% ../nbs/06_metrics.ipynb #c156a71f
 def mean_report(report: Mapping[str, Any]) -> dict[str, float]:
     "The mean of every per-user vector of a report."
     return {k: float(np.mean(v)) for k, v in report.items()}
@@ -123,6 +128,7 @@ def binary_labels(labels) -> np.ndarray:
         y = y.astype(bool)
     return y
 
+# %% ../nbs/06_metrics.ipynb #30918ca3
 def auc(labels, scores) -> float:
     "Area under the ROC curve (ties count 1/2); equals sklearn's `roc_auc_score`."
     from scipy.stats import rankdata
@@ -135,6 +141,7 @@ def auc(labels, scores) -> float:
     rank_sum = rankdata(s)[y].sum()
     return float((rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
+# %% ../nbs/06_metrics.ipynb #3d4cacce
 def grouped_auc(labels, scores, groups, weighted: bool = False) -> float:
     "Mean AUC over the groups that contain both classes (weighted by group size when `weighted`)."
     y = binary_labels(labels); s = np.asarray(scores, dtype=float); g = np.asarray(groups)
@@ -160,23 +167,28 @@ def squared_errors(y_true, y_pred) -> np.ndarray:
     "Per-sample squared error."
     t, p = _pair(y_true, y_pred); return (p - t) ** 2
 
+# %% ../nbs/06_metrics.ipynb #1612ed11
 def rmse(y_true, y_pred) -> float:
     "Root mean squared error."
     return float(np.sqrt(np.mean(squared_errors(y_true, y_pred))))
 
+# %% ../nbs/06_metrics.ipynb #91ea08c3
 def absolute_errors(y_true, y_pred) -> np.ndarray:
     "Per-sample absolute error."
     t, p = _pair(y_true, y_pred); return np.abs(p - t)
 
+# %% ../nbs/06_metrics.ipynb #0c2e6627
 def mae(y_true, y_pred) -> float:
     "Mean absolute error."
     return float(np.mean(absolute_errors(y_true, y_pred)))
 
+# %% ../nbs/06_metrics.ipynb #ad5deba6
 def correct(y_true, y_pred) -> np.ndarray:
     "Per-sample 1.0 where the prediction equals the truth (any comparable labels, e.g. strings)."
     t, p = _pair(y_true, y_pred, dtype=object)
     return np.array([a == b for a, b in zip(t, p)], dtype=float)
 
+# %% ../nbs/06_metrics.ipynb #b90b9ad9
 def accuracy(y_true, y_pred) -> float:
     "Fraction of exact matches."
     return float(np.mean(correct(y_true, y_pred)))
@@ -188,6 +200,7 @@ def tokenize(text: str) -> list[str]:
     "Lowercase word tokens (punctuation dropped)."
     return _WORD.findall(str(text).lower())
 
+# %% ../nbs/06_metrics.ipynb #4f9b7216
 BLEU_SMOOTHING = "NLTK sentence_bleu, smoothing method 2 (add one to matches and totals of orders >= 2)"
 
 def _sentence_bleu(hyp: list[str], ref: list[str], n: int) -> float:
@@ -220,12 +233,14 @@ def bleu(hyp, ref, n: int = 2):
     if n < 1: raise DataFormatError("n", f"got {n}", expected="n ≥ 1")
     return _map_text(lambda h, r: _sentence_bleu(tokenize(h), tokenize(r), n), hyp, ref)
 
+# %% ../nbs/06_metrics.ipynb #91e73e6d
 def rouge(hyp, ref, kind: str | int = "L"):
     "ROUGE-1, ROUGE-2 (n-gram F1) or ROUGE-L (LCS F1) from rouge-score (strings → float; sequences → per-sample array)."
     k = str(kind).lower().replace("rouge", "").strip("-_ ")
     if k not in _ROUGE_TYPES: raise DataFormatError("kind", f"got {kind!r}", expected="1, 2 or 'L'")
     return _map_text(lambda h, r: _sentence_rouge(h, r, k), hyp, ref)
 
+# %% ../nbs/06_metrics.ipynb #9b7eb61d
 def text_report(hyps: Sequence[str], refs: Sequence[str]) -> dict[str, np.ndarray]:
     "Per-sample BLEU-1, BLEU-2, ROUGE-1, ROUGE-2 and ROUGE-L."
     return {"BLEU-1": bleu(hyps, refs, 1), "BLEU-2": bleu(hyps, refs, 2),

@@ -40,6 +40,7 @@ def user_disjoint_domains(data: RecData, general_frac: float = 0.5, seed: int = 
     is_g = it["user"].astype(str).isin(general)
     return data.subset(it[is_g], name=f"{data.name}:general"), data.subset(it[~is_g], name=f"{data.name}:specific")
 
+# %% ../nbs/13_mixing.ipynb #747e014c
 _ARTICLE = re.compile(r"^(.*), (the|a|an|les|la|le|l'|il|el|der|die|das)( \(\d{4}\))?$", re.IGNORECASE)
 OVERLAP_KINDS = ("events", "items", "users", "none")
 
@@ -50,6 +51,7 @@ def title_key(title: str) -> str:
     if m: t = f"{m.group(2)} {m.group(1)}{m.group(3) or ''}"
     return " ".join(re.sub(r"[^\w]+", " ", t.casefold()).split())
 
+# %% ../nbs/13_mixing.ipynb #13f35dd3
 def _event_keys(data: RecData) -> pd.Series:
     it = data.interactions
     keys = it["item"].astype(str).map({i: title_key(t) for i, t in data.title_of.items()})
@@ -104,6 +106,7 @@ def histories_before(known: pd.DataFrame, targets: pd.DataFrame, history_len: in
         out.append([x for x in items[:n] if x != it][-history_len:] if history_len > 0 else [])
     return out
 
+# %% ../nbs/13_mixing.ipynb #5f4657c3
 def training_targets(train: pd.DataFrame, per_user: int | None = 4, min_history: int = 1) -> pd.DataFrame:
     "The last `per_user` interactions of each user's training sequence that have at least `min_history` earlier ones."
     df = sort_by_time(train)
@@ -113,12 +116,14 @@ def training_targets(train: pd.DataFrame, per_user: int | None = 4, min_history:
     if per_user is not None: keep &= back < per_user
     return df[keep].reset_index(drop=True)
 
+# %% ../nbs/13_mixing.ipynb #70fbfed9
 def popularity_order(interactions: pd.DataFrame) -> dict[str, int]:
     "item → rank by interaction count (0 = most frequent; ties by stable hash)."
     counts = interactions["item"].astype(str).value_counts()
     items = sorted(counts.index, key=lambda i: (-counts[i], stable_hash(i)))
     return {i: r for r, i in enumerate(items)}
 
+# %% ../nbs/13_mixing.ipynb #afb8ea02
 def candidate_sets(targets: pd.DataFrame, interactions: pd.DataFrame, path: Path | str, n_neg: int = 29, seed: int = 0,
                    items: Sequence[str] | None = None) -> pd.DataFrame:
     "Seeded candidate sets for `targets`, written to `path` (kept when the file already holds the same sets) and read back."
@@ -129,6 +134,7 @@ def candidate_sets(targets: pd.DataFrame, interactions: pd.DataFrame, path: Path
     if not cands.equals(fresh): raise DataFormatError(path, "the candidate sets did not survive the round trip to disk")
     return cands
 
+# %% ../nbs/13_mixing.ipynb #e41ba4b2
 def listwise_instructions(targets: pd.DataFrame, histories: Sequence[Sequence[str]], candidates: pd.DataFrame,
                           titles: Mapping[str, str], top_n: int = 5, fill: Mapping[str, int] | None = None,
                           respond: bool = False, variant: int = 0) -> list[Instruction]:
@@ -227,6 +233,7 @@ def generate_rankings(llm, instructions: Sequence[Instruction], titles: Mapping[
             texts += [t.strip() for t in tok.batch_decode(gen[:, b_ids.shape[1]:], skip_special_tokens=True)]
     return texts
 
+# %% ../nbs/13_mixing.ipynb #78b67e68
 def ranking_outcomes(texts: Sequence[str], instructions: Sequence[Instruction], titles: Mapping[str, str],
                      top_n: int = 5, ks: Sequence[int] = (1, 3, 5)) -> dict[str, np.ndarray]:
     "Per-user HR@k and NDCG@k of grounded answers, and `valid` (1.0 when the answer grounded to a candidate)."
@@ -238,6 +245,7 @@ def ranking_outcomes(texts: Sequence[str], instructions: Sequence[Instruction], 
     out["valid"] = np.array([float(len(g) > 0) for g in grounded])
     return out
 
+# %% ../nbs/13_mixing.ipynb #42caf421
 def evaluate_rankings(llm, instructions: Sequence[Instruction], titles: Mapping[str, str], top_n: int = 5,
                       ks: Sequence[int] = (1, 3, 5), max_new_tokens: int = 96, batch_size: int = 8,
                       constrained: bool = False) -> tuple[dict[str, np.ndarray], list[str]]:
@@ -255,6 +263,7 @@ def adapter_scale(model, name: str, layer) -> float:
     alpha = float(layer.lora_alpha[name])
     return alpha / math.sqrt(r) if cfg.use_rslora else alpha / r
 
+# %% ../nbs/13_mixing.ipynb #4a388e9c
 def _relative_name(name: str) -> str:
     return re.sub(r"^base_model\.model\.", "", name)
 
@@ -415,6 +424,7 @@ class TtaResult:
     mean_weights: list
     seconds: float
 
+# %% ../nbs/13_mixing.ipynb #564d0dd8
 def _row_entropies(llm, mixture: LoraMixture, ids: Sequence[Sequence[int]], n_tokens: int, n_titles: int, gen_tokens: int,
                    shift: torch.Tensor | None = None) -> tuple[torch.Tensor, list[int]]:
     """Per row, the mean entropy of the first title tokens of its greedy answer (differentiable in the mixture, and in
@@ -467,6 +477,7 @@ def mean_answer_entropy(llm, mixture: LoraMixture, prompts: Sequence[str], n_tok
             if e is not None: vals.append((float(e), len(ids[s:s + batch_size])))
     return float(sum(v * n for v, n in vals) / sum(n for _, n in vals)) if vals else math.nan
 
+# %% ../nbs/13_mixing.ipynb #767daf00
 def tta_batches(n_prompts: int, batch_size: int, passes: int = 1, seed: int = 0) -> list[list[int]]:
     "Prompt indices of each TTA step: every pass visits all `n_prompts` once, in a seeded order of its own, in ⌈n / batch_size⌉ batches."
     if n_prompts < 1 or batch_size < 1 or passes < 1:
@@ -478,6 +489,7 @@ def tta_batches(n_prompts: int, batch_size: int, passes: int = 1, seed: int = 0)
         out += [order[s:s + batch_size] for s in range(0, n_prompts, batch_size)]
     return out
 
+# %% ../nbs/13_mixing.ipynb #fb3a1bd8
 def entropy_tta(llm, mixture: LoraMixture, prompts: Sequence[str], lr: float = 0.05, passes: int = 1, batch_size: int = 8,
                 n_tokens: int = 3, n_titles: int = 1, gen_tokens: int | None = None, seed: int = 0,
                 measure: bool = True) -> TtaResult:
@@ -508,6 +520,7 @@ def entropy_tta(llm, mixture: LoraMixture, prompts: Sequence[str], lr: float = 0
     return TtaResult(lr, passes, len(batches), len(losses), skipped, len(ids), len(used), losses, before, after,
                      mixture.module_weights(), mixture.mean_weights(), time.time() - t0)
 
+# %% ../nbs/13_mixing.ipynb #a44b005e
 def general_pull(llm, mixture: LoraMixture, prompts: Sequence[str], n_tokens: int = 3, n_titles: int = 1,
                  batch_size: int = 8, gen_tokens: int | None = None) -> np.ndarray:
     """Per prompt, how strongly the TTA objective pulls towards the first (general) adapter at the mixture's current
@@ -554,6 +567,7 @@ def molorec_config(**overrides) -> LoraTrainConfig:
                            batch_size=8, grad_accum=16, save_total_limit=1, style="chat")
     return replace(base, **overrides)
 
+# %% ../nbs/13_mixing.ipynb #82ba69b1
 def init_from_adapter(model, source: str, target: str):
     "A trainer callback that copies adapter `source`'s LoRA weights into `target` when training begins."
     from transformers import TrainerCallback
@@ -568,6 +582,7 @@ def init_from_adapter(model, source: str, target: str):
                         dst.copy_(src)
     return _Init()
 
+# %% ../nbs/13_mixing.ipynb #99185f0a
 def train_adapter(llm, train: Sequence[Instruction], name: str, config: LoraTrainConfig, output_dir: Path | str,
                   valid: Sequence[Instruction] | None = None, lrs: Sequence[float] | None = None,
                   valid_score: Callable[[], float] | None = None, init_from: str | None = None) -> tuple[TrainResult, float, pd.DataFrame]:

@@ -30,6 +30,7 @@ class DatasetSpec:
     kw: dict = field(default_factory=dict)
     setting: str = "dataset"
 
+# %% ../nbs/22_preflight.ipynb #3e6e70ce
 @dataclass
 class RunNeeds:
     "What one notebook or library run reads: its settings, datasets and model; relative paths are taken from `base`."
@@ -39,6 +40,7 @@ class RunNeeds:
     model: str | None
     base: Path
 
+# %% ../nbs/22_preflight.ipynb #4c679848
 BARE_DATASET_NAME = ("baselines", "tallrec", "soft")   # runs that pass `dataset` to the loader as it is
 
 def _spec(value, setting: str, kw: dict, bare: bool = False) -> DatasetSpec:
@@ -72,11 +74,13 @@ def notebook_needs(profile_cfg: dict, nb: Path, profile_name: str = "profile") -
     model = params.get("model") if "model" in used and params.get("model") else None
     return RunNeeds(nb.stem, params, dataset_specs(params, used, nb.stem), model and str(model), nb.parent)
 
+# %% ../nbs/22_preflight.ipynb #c616c559
 def profile_needs(profile: str | Path, only: Iterable[str] | None = None, nbs_dir: Path | None = None) -> list[RunNeeds]:
     "What each paper notebook (or those in `only`) reads under `profile`; a malformed profile raises, as `run_papers` would."
     cfg = load_profile(profile, nbs_dir=nbs_dir)
     return [notebook_needs(cfg, nb, Path(profile).stem) for nb in paper_notebooks(nbs_dir, only)]
 
+# %% ../nbs/22_preflight.ipynb #8daeeb03
 def paper_needs(paper: str, cfg) -> RunNeeds:
     "What library run `paper` reads with its `Config` `cfg` (its own `specs()` of the datasets where it has one)."
     params = cfg.as_dict()
@@ -95,6 +99,7 @@ class Problem:
     def __str__(self) -> str:
         return f"{self.subject}: {self.message}" + (f" [needed by {', '.join(self.needed_by)}]" if self.needed_by else "")
 
+# %% ../nbs/22_preflight.ipynb #37475d66
 def _shown_name(f: DataFile, kw: dict) -> str:
     "The file's name with the placeholders the run sets filled in."
     if f.keyword and kw.get(f.keyword): return str(kw[f.keyword])
@@ -145,6 +150,7 @@ def check_file(path: Path, spec: DataFile) -> str | None:
         return f"line 1 has {len(line.split(spec.sep))} fields: expected {spec.layout()}"
     return None
 
+# %% ../nbs/22_preflight.ipynb #43d8978a
 def _matches(folder: Path, spec: DataFile, kw: dict) -> list[Path]:
     return sorted({p for pat in spec.patterns(kw) for p in folder.glob(pat) if p.is_file()})
 
@@ -200,6 +206,7 @@ def check_model(name: str, base: Path | None = None) -> tuple[str | None, str]:
         except LlmrecError as e: return str(e), "missing"
     return None, kind
 
+# %% ../nbs/22_preflight.ipynb #9f32bdeb
 def hub_cached(name: str) -> bool:
     "Whether hub id `name` has its config.json in the local hub cache."
     try:
@@ -222,10 +229,12 @@ def check_needs(needs: Iterable[RunNeeds]) -> list[Problem]:
             if problem: add(n.model, problem, n.name)
     return list(merged.values())
 
+# %% ../nbs/22_preflight.ipynb #c035f2eb
 def check_profile(profile: str | Path, only: Iterable[str] | None = None, nbs_dir: Path | None = None) -> list[Problem]:
     "Every missing or malformed data folder, file or model that the paper notebooks (or those in `only`) need under `profile`."
     return check_needs(profile_needs(profile, only, nbs_dir))
 
+# %% ../nbs/22_preflight.ipynb #f2cd2b2e
 def check_paper(paper: str, cfg) -> list[Problem]:
     "Every missing or malformed data folder, file or model of library run `paper` with its `Config` `cfg`."
     return check_needs([paper_needs(paper, cfg)])
@@ -255,6 +264,7 @@ def parameter_count(config: dict) -> int | None:
     embeddings = vocab * h * (1 if c.get("tie_word_embeddings", True) else 2)
     return int(layers * per_layer + embeddings)
 
+# %% ../nbs/22_preflight.ipynb #862eb9a2
 def model_config(name: str, kind: str, base: Path | None = None) -> dict | None:
     "The `config.json` values of model `name` (of `check_model`'s `kind`), where they can be read without loading it."
     if name in KNOWN_MODEL_CONFIGS: return KNOWN_MODEL_CONFIGS[name]
@@ -349,6 +359,7 @@ def visible_gpus() -> list[dict]:
     return [{"name": torch.cuda.get_device_name(i), "memory_gib": torch.cuda.get_device_properties(i).total_memory / 2**30}
             for i in range(torch.cuda.device_count())]
 
+# %% ../nbs/22_preflight.ipynb #96b1218a
 def cpu_token_seconds(refresh: bool = False) -> float | None:
     """Seconds per token of a forward pass of the bundled model on this CPU (4 × 128 tokens, the output layer on the
     last position only, as scoring runs it; the fastest of three), measured once and cached per CPU model and thread
@@ -376,6 +387,7 @@ def cpu_token_seconds(refresh: bool = False) -> float | None:
     write_json(store, {**known, key: seconds})
     return seconds
 
+# %% ../nbs/22_preflight.ipynb #886d3713
 def _duration(seconds: float) -> str:
     for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
         if seconds >= size: return f"{seconds / size:.2g} {unit}"
@@ -390,6 +402,7 @@ def model_size(n: RunNeeds) -> tuple[int | None, dict | str]:
     return None, ("missing" if problem else "a .gguf file" if kind == "gguf" else "not in the local cache" if kind == "hub"
                   else "no sizes in its config.json")
 
+# %% ../nbs/22_preflight.ipynb #71b6f2f9
 def estimate_line(n: RunNeeds, gpus: list[dict], cpu_seconds: float | None) -> str:
     "One line: the run's model size, and its rough memory and time."
     if not n.model: return f"{n.name}: no language model (conventional models only; not estimated)"
@@ -413,6 +426,7 @@ def estimate_line(n: RunNeeds, gpus: list[dict], cpu_seconds: float | None) -> s
     else: return text + "; time: no estimate (no GPU, and no bundled model to measure the CPU with)"
     return text + f"; time ≈ {_duration(seconds)} on {basis} ({train / 1e6:.3g}M training + {forward / 1e6:.3g}M forward tokens)"
 
+# %% ../nbs/22_preflight.ipynb #8e27e4e9
 def overview(needs: Iterable[RunNeeds], gpus: list[dict] | None = None, cpu_seconds: float | None = None) -> list[str]:
     """Lines for the GPUs, the rough estimate of each run and the models that would download from the hub. `gpus`,
     `cpu_seconds`: None asks `visible_gpus` and (without a GPU) `cpu_token_seconds`."""

@@ -87,6 +87,7 @@ class Claim:
                 "paper_effect": num(self.paper_effect), "paper_source": self.paper_source, "degenerate": self.degenerate,
                 "mean": num(self.mean), "baseline_mean": num(self.baseline_mean)}
 
+# %% ../nbs/08_report.ipynb #2192ebe6
 def in_notebook() -> bool:
     "Whether this code runs in a Jupyter kernel (where figures can be shown inline)."
     try:
@@ -94,6 +95,7 @@ def in_notebook() -> bool:
         return type(get_ipython()).__name__ == "ZMQInteractiveShell"
     except ImportError: return False
 
+# %% ../nbs/08_report.ipynb #92901a8f
 class PaperReport:
     "Collects one paper notebook's tables, figures and claims, and writes them (atomically) under `out_dir`."
     def __init__(self, paper: str, profile: str = "quick", out_dir: str | Path | None = None, params: dict | None = None,
@@ -196,6 +198,7 @@ def notebook_defaults(nb: Path) -> dict:
                 except ValueError: out[t.id] = ...
     return out
 
+# %% ../nbs/08_report.ipynb #03440bcd
 def _type_name(v) -> str:
     return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list", tuple: "a list", dict: "a mapping"}.get(type(v), type(v).__name__)
 
@@ -233,6 +236,7 @@ def validate_profile(cfg: dict, path: Path, nbs_dir: Path) -> dict:
                                           expected=f"{_type_name(d[key])}, like the notebook's default {d[key]!r}")
     return cfg
 
+# %% ../nbs/08_report.ipynb #5e58e63e
 def load_profile(profile: str | Path, root: Path | None = None, nbs_dir: Path | None = None, validate: bool = True) -> dict:
     """The parameters of a profile: a name in `params/` (smoke, quick, paper) or a path to a YAML file, checked
     against the paper notebooks in `nbs_dir` (default `nbs/paper/`) by `validate_profile` unless `validate` is False."""
@@ -255,6 +259,7 @@ def load_profile(profile: str | Path, root: Path | None = None, nbs_dir: Path | 
     if not validate: return cfg
     return validate_profile(cfg, path, Path(nbs_dir) if nbs_dir else (root or repo_root()) / "nbs" / "paper")
 
+# %% ../nbs/08_report.ipynb #3b09d7e4
 def notebook_parameters(profile_cfg: dict, notebook: str, profile_name: str, out_dir: Path | str,
                         declared: Iterable[str] | None = None) -> dict:
     """The papermill parameters for one notebook: `common` (only the keys in `declared`, the notebook's parameters,
@@ -277,6 +282,7 @@ class PaperConfig(RunConfig):
         params = {k: v for k, v in notebook_parameters(prof, cls.PAPER, str(profile), "").items() if k in cls.names()}
         return cls().override(params, f"profile {profile}, section {cls.PAPER}").override(overrides)
 
+# %% ../nbs/08_report.ipynb #bda7b098
 def paper_notebooks(nbs_dir: Path | None = None, only: Iterable[str] | None = None) -> list[Path]:
     "The paper notebooks to run (all of `nbs/paper/*.ipynb`, or those named in `only`, in the given order)."
     nbs_dir = Path(nbs_dir) if nbs_dir else repo_root() / "nbs" / "paper"

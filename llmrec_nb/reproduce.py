@@ -31,6 +31,7 @@ class NotebookRun:
     executed: str
     error: str = ""
 
+# %% ../nbs/20_reproduce.ipynb #290ffee7
 def project_kernel(folder: Path | str) -> Path:
     """A `python3` kernelspec under `folder/kernels/` that starts this interpreter (`sys.executable`): with `folder`
     first on `JUPYTER_PATH`, notebooks run in the project's environment whatever kernelspecs the user has installed."""
@@ -41,6 +42,7 @@ def project_kernel(folder: Path | str) -> Path:
                                                  "display_name": "Python 3 (llmrec_nb)", "language": "python"}))
     return Path(folder)
 
+# %% ../nbs/20_reproduce.ipynb #ff0d0c23
 def ipc_kernel_manager(folder: Path | str):
     """A kernel manager whose kernel talks over IPC sockets in `folder` (one folder per kernel, so kernels started at
     once never share a socket): no TCP port, so nothing for the kernel to warn about."""
@@ -53,6 +55,7 @@ def ipc_kernel_manager(folder: Path | str):
         def _default_ip(self): return str(Path(folder) / "kernel")
     return IpcKernelManager
 
+# %% ../nbs/20_reproduce.ipynb #39467a48
 def run_notebook(nb: Path, params: dict, executed: Path, timeout: int | None = None, progress: bool = False) -> NotebookRun:
     """Execute one notebook with papermill; never raises for a failure inside the notebook. `progress`: papermill's
     bar of cells done and the notebook's own output lines, as they come."""
@@ -78,6 +81,7 @@ def run_notebook(nb: Path, params: dict, executed: Path, timeout: int | None = N
         msg = getattr(e, "evalue", None) or (text.splitlines()[-1] if text else "")
         return NotebookRun(nb.stem, False, time.time() - t0, str(executed), f"{getattr(e, 'ename', type(e).__name__)}: {msg}")
 
+# %% ../nbs/20_reproduce.ipynb #d87c2f95
 def _fmt(x, spec=".3g"):
     return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
 
@@ -92,6 +96,7 @@ def computed_on(manifest: dict) -> str:
              c.get("dtype"), f"kernels: {kernels}" if kernels else None]
     return ", ".join(p for p in parts if p)
 
+# %% ../nbs/20_reproduce.ipynb #f7a0c05f
 def holm_claims(claims: list[dict]) -> list[dict]:
     """One paper's claims with `p_holm` (Holm over the claims that rest on a test) and `holds` decided on it;
     `holds_raw` keeps what the notebook measured."""
@@ -107,10 +112,12 @@ def holm_claims(claims: list[dict]) -> list[dict]:
         out.append(c)
     return out
 
+# %% ../nbs/20_reproduce.ipynb #b6c3483d
 def default_out(profile: str) -> Path:
     "Where a profile's outputs go by default: `figures/`, or `runs/smoke/` for the synthetic smoke profile."
     return repo_root() / "runs" / "smoke" if profile == "smoke" else figures_dir()
 
+# %% ../nbs/20_reproduce.ipynb #50b905b6
 def _sample_size_parameter(paper: str, claim_id: str) -> str | None:
     key = f"{paper}/{claim_id}"
     return SAMPLE_SIZE_PARAMETERS[key] if key in SAMPLE_SIZE_PARAMETERS else SAMPLE_SIZE_PARAMETERS.get(paper)
@@ -152,6 +159,7 @@ def what_it_would_take(paper: str, assessed: dict, run_params: dict, profiles: I
     else: verdict = f"the {able[0][0]} profile reaches it" + (" if its data has that many" if able[0][1] is None else "")
     return text + f"; `{param}` ≈ {target:,} ({settings}): {verdict}"
 
+# %% ../nbs/20_reproduce.ipynb #66dbbfbf
 def _row(a: dict) -> str:
     if not a["tested"]:
         return f"| `{a['id']}` | {a['text']} | {a['verdict']} | {_fmt(a.get('effect'))} | — | {_fmt(a.get('p'))} | — | — | — | — |"
@@ -238,10 +246,12 @@ def write_report(out: Path, runs: list[NotebookRun], profile: str | None = None,
             + (f"Kept from earlier runs: {'; '.join(kept)}." if kept else ""), "", _VERDICT_LEGEND, ""]
     return write_text(out / "REPORT.md", "\n".join(head + body))
 
+# %% ../nbs/20_reproduce.ipynb #1c1dcc30
 def rebuild_report(out: Path | str | None = None, profile: str | None = None) -> Path:
     "Rewrite `REPORT.md` from the `summary.json` files under `out` (default `figures/`) without running any notebook."
     return write_report(Path(out) if out else figures_dir(), [], profile)
 
+# %% ../nbs/20_reproduce.ipynb #5741d8ce
 def _swap_in(staging: Path, final: Path) -> None:
     "Put a finished run's folder in place of the previous one (two renames; the old folder goes last)."
     import shutil
@@ -311,6 +321,7 @@ def library_papers() -> list[str]:
         if hasattr(mod, "Config") and hasattr(mod, "run") and hasattr(mod, "save"): out.append(name)
     return out
 
+# %% ../nbs/20_reproduce.ipynb #cde99285
 def paper_module(paper: str):
     "The module of library run `paper`; a one-line error naming the known ones otherwise."
     import importlib
@@ -318,6 +329,7 @@ def paper_module(paper: str):
     if paper not in known: raise LlmrecError(f"unknown paper '{paper}' (library runs: {', '.join(known)})")
     return importlib.import_module(f"llmrec_nb.{paper}")
 
+# %% ../nbs/20_reproduce.ipynb #d747c2f2
 def paper_config(paper: str, profile: str = "quick", config: str | Path | None = None, sets: Iterable[str] = ()):
     "The `Config` of `paper`: the paper's settings, then `profile`, then the YAML file `config`, then `key=value` strings."
     import yaml
@@ -337,6 +349,7 @@ def paper_config(paper: str, profile: str = "quick", config: str | Path | None =
         overrides[key.strip()] = yaml.safe_load(text) if text.strip() else None
     return cfg.override(overrides, "--set")
 
+# %% ../nbs/20_reproduce.ipynb #e8c009a6
 def run_paper(paper: str, cfg, out_dir: Path | str | None = None, work_dir: Path | str | None = None, profile: str = "custom"):
     "Run library run `paper` with `cfg` and write its outputs (default `runs/<profile>/<paper>`); returns the `PaperReport`."
     mod = paper_module(paper)
@@ -397,6 +410,7 @@ def paper_effect(claim: dict) -> tuple[float | None, str | None]:
     if entry is None: return None, claim.get("paper_source")
     return entry[0], claim.get("paper_source") or entry[1]
 
+# %% ../nbs/20_reproduce.ipynb #288694d1
 _N_PATTERNS = (r"\bn(?:_test)?=(\d+)", r"\bover (\d+) (?:test samples|training prompts|users|\()", r"\b(\d+) modules\b")
 _BOUNDED_METRIC = r"\b(?:HR|H|NDCG|N|P|Recall)@\d+|\bhit rate\b|\baccuracy\b"
 

@@ -30,6 +30,7 @@ def type_name(hint) -> str:
     if isinstance(hint, type): return hint.__name__
     return str(hint).replace("typing.", "")
 
+# %% ../nbs/00a_runs.ipynb #b040da7f
 def matches_hint(value, hint) -> bool:
     "Whether `value` (as read from YAML or given in Python) fits the type hint `hint` (checked one level into containers)."
     if hint is Any or hint is typing.Any: return True
@@ -110,6 +111,7 @@ def code_fingerprint() -> str:
         if p.name != "_modidx.py": h.update(p.relative_to(root).as_posix().encode() + b"\0" + p.read_bytes())
     return h.hexdigest()
 
+# %% ../nbs/00a_runs.ipynb #9010bdf3
 class RunFolder:
     "The folder of one run: resumable units keyed by the fingerprint of their inputs (and of the library's code)."
     KEY = ".unit.json"

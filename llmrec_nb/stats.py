@@ -30,6 +30,7 @@ class PairedTestResult(NamedTuple):
     statistic: float
     p: float
 
+# %% ../nbs/07_stats.ipynb #51caf1d1
 class BootstrapResult(NamedTuple):
     "Mean difference, two-sided bootstrap p-value and percentile confidence interval."
     effect: float
@@ -37,6 +38,7 @@ class BootstrapResult(NamedTuple):
     ci_low: float
     ci_high: float
 
+# %% ../nbs/07_stats.ipynb #0576aa59
 def _paired(a, b) -> tuple[np.ndarray, np.ndarray]:
     x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if x.ndim != 1 or x.shape != y.shape:
@@ -83,6 +85,7 @@ def paired_bootstrap(a, b, n_boot: int = 10000, seed: int = 0, level: float = 0.
     hits = int(np.sum(np.abs(means - m) >= abs(m) - tol))
     return BootstrapResult(m, (1 + hits) / (1 + n_boot), float(lo_q), float(hi_q))
 
+# %% ../nbs/07_stats.ipynb #a4a4d6ca
 def permutation_test(a, b, n_perm: int = 10000, seed: int = 0) -> PairedTestResult:
     "Sign-flip permutation test of mean(a − b) = 0 (exact when 2^n ≤ n_perm); statistic is the mean difference."
     x, y = _paired(a, b)
@@ -100,6 +103,7 @@ def permutation_test(a, b, n_perm: int = 10000, seed: int = 0) -> PairedTestResu
         hits += int(np.sum(np.abs(signs @ d / n) >= abs(m) - tol))
     return PairedTestResult(m, (1 + hits) / (1 + n_perm))
 
+# %% ../nbs/07_stats.ipynb #1625e4fc
 def wilcoxon(a, b) -> PairedTestResult:
     "Wilcoxon signed-rank test (zero differences dropped); p = 1 when all differences are zero."
     from scipy.stats import wilcoxon as _wilcoxon
@@ -148,6 +152,7 @@ def auc_test(labels, scores_a, scores_b, level: float = 0.95) -> dict[str, float
     return {"auc_a": float(aucs[0]), "auc_b": float(aucs[1]), "effect": diff, "se": se, "z": z, "p": p,
             "ci_low": diff - half, "ci_high": diff + half}
 
+# %% ../nbs/07_stats.ipynb #f01f50c4
 def auc_bootstrap(labels, scores_a, scores_b, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict[str, float]:
     "Paired, class-stratified bootstrap of AUC(a) − AUC(b): AUCs, difference, two-sided p and percentile CI."
     from scipy.stats import rankdata
@@ -190,10 +195,12 @@ def holm(pvalues) -> np.ndarray:
     "Holm–Bonferroni adjusted p-values (input order, monotone, clipped to 1)."
     return _adjust(pvalues, "holm")
 
+# %% ../nbs/07_stats.ipynb #62cbc040
 def benjamini_hochberg(pvalues) -> np.ndarray:
     "Benjamini–Hochberg (FDR) adjusted p-values (input order, monotone, clipped to 1)."
     return _adjust(pvalues, "bh")
 
+# %% ../nbs/07_stats.ipynb #f72a6edb
 def mean_ci(x, level: float = 0.95) -> tuple[float, float, float]:
     "Mean and its t-interval: (mean, low, high)."
     from scipy.stats import t as t_dist
@@ -204,6 +211,7 @@ def mean_ci(x, level: float = 0.95) -> tuple[float, float, float]:
     half = float(t_dist.ppf((1 + level) / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
     return m, m - half, m + half
 
+# %% ../nbs/07_stats.ipynb #06be3b93
 def cohens_d_paired(a, b) -> float:
     "Cohen's d for paired samples (d_z): mean difference over the standard deviation of the differences."
     x, y = _paired(a, b)
@@ -213,6 +221,7 @@ def cohens_d_paired(a, b) -> float:
     if sd <= 1e-12 * max(abs(m), 1e-300): return 0.0 if m == 0 else math.copysign(math.inf, m)
     return m / sd
 
+# %% ../nbs/07_stats.ipynb #fb7769af
 def mean_std_str(values, digits: int = 3, ddof: int = 1) -> str:
     "'mean ± std' of `values` (e.g. over seeds), sample std by default; a single value prints alone."
     v = np.asarray(values, dtype=float)
@@ -272,6 +281,7 @@ def claim_statistics(c: Mapping[str, Any]) -> dict[str, Any]:
             "n_effective": n if n_eff is None or pd.isna(n_eff) else int(n_eff), "sd": num(c.get("sd")),
             "mean": num(c.get("mean")), "baseline_mean": num(c.get("baseline_mean"))}
 
+# %% ../nbs/07_stats.ipynb #d200ec2e
 def degenerate_reason(method_values, baseline_values) -> str | None:
     "Why a paired test of these values says nothing ('all zeros', 'both arms constant', 'identical arms'), or None."
     x, y = _paired(method_values, baseline_values)
@@ -292,6 +302,7 @@ def paired_power(effect: float, sd: float, n: int, alpha: float = 0.05) -> float
     lower = nct.cdf(-crit, df, shift)   # the far tail: negligible, and NaN in scipy for some large shifts
     return float(nct.sf(crit, df, shift) + (lower if math.isfinite(lower) else 0.0))
 
+# %% ../nbs/07_stats.ipynb #e2fa5d94
 def min_detectable_effect(sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
     "Smallest true mean difference the two-sided paired t-test detects with `power` (NaN when n < 2 or sd unknown)."
     from scipy.optimize import brentq
@@ -303,6 +314,7 @@ def min_detectable_effect(sd: float, n: int, alpha: float = 0.05, power: float =
     while paired_power(hi, sd, n, alpha) < power: hi *= 2
     return float(brentq(lambda e: paired_power(e, sd, n, alpha) - power, 0.0, hi, xtol=1e-12 * max(sd, 1e-300)))
 
+# %% ../nbs/07_stats.ipynb #c363dd80
 def n_needed(effect: float, sd: float, alpha: float = 0.05, power: float = 0.8) -> int | None:
     "Smallest number of pairs for which the two-sided paired t-test detects `effect` with `power` (None if unknowable)."
     from scipy.stats import norm
@@ -312,6 +324,7 @@ def n_needed(effect: float, sd: float, alpha: float = 0.05, power: float = 0.8) 
     while paired_power(effect, sd, n, alpha) < power: n += 1
     return n
 
+# %% ../nbs/07_stats.ipynb #a306f508
 def normal_ci(effect: float, p: float, level: float = 0.95) -> tuple[float, float]:
     "CI of an effect recovered from its two-sided p-value under the normal approximation (se = |effect| / z_p)."
     from scipy.stats import norm
@@ -321,6 +334,7 @@ def normal_ci(effect: float, p: float, level: float = 0.95) -> tuple[float, floa
     half = norm.ppf((1 + level) / 2) * abs(effect) / norm.isf(p / 2)
     return effect - half, effect + half
 
+# %% ../nbs/07_stats.ipynb #055a8ddb
 def sd_from_p(effect: float, p: float, n: int) -> float:
     "Std of the paired differences implied by a two-sided paired t-test's effect, p-value and n (NaN when it is not identified)."
     from scipy.stats import t as t_dist
@@ -328,11 +342,13 @@ def sd_from_p(effect: float, p: float, n: int) -> float:
     if p == 0: return 0.0
     return float(abs(effect) * math.sqrt(n) / t_dist.isf(p / 2, n - 1))
 
+# %% ../nbs/07_stats.ipynb #52bece1f
 def bounded_sd(mean: float, baseline_mean: float) -> float:
     "Std of a paired difference of two independent [0, 1] arms with these means, at its largest (Bernoulli arms)."
     if mean is None or baseline_mean is None or not (0 <= mean <= 1 and 0 <= baseline_mean <= 1): return math.nan
     return math.sqrt(mean * (1 - mean) + baseline_mean * (1 - baseline_mean))
 
+# %% ../nbs/07_stats.ipynb #adfae352
 def min_detectable_rate_difference(baseline_mean: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
     "Smallest rise over `baseline_mean` of a [0, 1] metric detectable with `power` by the paired t-test, the sd taken from the means (`bounded_sd`)."
     from scipy.optimize import brentq
@@ -351,6 +367,7 @@ def default_higher_is_better(metric: str) -> bool:
     "False for error-like metric names (RMSE, MAE, MSE, loss, error, perplexity), True otherwise."
     return not any(w in metric.lower() for w in _LOWER_IS_BETTER)
 
+# %% ../nbs/07_stats.ipynb #bdc4c138
 def _canonical(values, seeds) -> tuple[dict[str, dict[str, np.ndarray]], str]:
     "Turn a nested dict or a long frame into {model: {metric: array}} and the unit ('user' or 'seed')."
     if isinstance(values, pd.DataFrame):
@@ -407,6 +424,7 @@ def claim_from_comparison(row: Mapping[str, Any], alpha: float = 0.05, adjusted:
     better = effect > 0 if higher else effect < 0
     return {"holds": bool(better and p <= alpha), "effect": effect, "p": p}
 
+# %% ../nbs/07_stats.ipynb #75e751a8
 @dataclass
 class ResultsTable:
     "A results table: numeric values, markers, comparisons, and how to print them."
@@ -448,6 +466,7 @@ class ResultsTable:
         "`{holds, effect, p}` of `model` against the baseline on `metric` (corrected p)."
         return claim_from_comparison(self.comparison(model, metric), self.alpha if alpha is None else alpha)
 
+# %% ../nbs/07_stats.ipynb #2faa7865
 def results_table(
     values,  # {model: {metric: values}} (per user, or per seed with `seeds`), or a long DataFrame
     baseline: str | Mapping[str, str] = "best",  # "best" non-method model per metric, a model name, or {metric: model}
@@ -585,6 +604,7 @@ def latex_escape(text: str) -> str:
     "Escape LaTeX's special characters in plain text."
     return "".join(_TEX_ESCAPE.get(ch, ch) for ch in str(text))
 
+# %% ../nbs/07_stats.ipynb #fa937eab
 def _latex(cells: pd.DataFrame, legend: str = "", escape_cells: bool = False, index: bool = True) -> str:
     body = cells.map(latex_escape) if escape_cells else cells
     first = lambda i: [latex_escape(i)] if index else []
@@ -721,6 +741,7 @@ def compare_over_seeds(
     if side: out[side] = side_p(ms.mean(axis=0), bs.mean(axis=0))
     return out
 
+# %% ../nbs/07_stats.ipynb #79a7ea66
 def correct_comparisons(comparisons, correction: str = "holm"):
     "Add `p_adj` (Holm or Benjamini–Hochberg across all of them) to each comparison dict; a dict of them or a list."
     items = list(comparisons.values()) if isinstance(comparisons, Mapping) else list(comparisons)
@@ -729,6 +750,7 @@ def correct_comparisons(comparisons, correction: str = "holm"):
     for c, a in zip(items, adj): c["p_adj"], c["correction"] = float(a), correction
     return comparisons
 
+# %% ../nbs/07_stats.ipynb #a3587e67
 def describe_comparison(c: Mapping[str, Any], digits: int = 4) -> str:
     "One line for a claim's detail: values, effect with CI, p (raw and adjusted), the side test, and per seed."
     f = lambda v: f"{v:.{digits}f}"

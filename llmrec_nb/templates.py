@@ -45,6 +45,7 @@ def has_chat_template(tokenizer) -> bool:
     "Whether `tokenizer` carries a chat template."
     return bool(getattr(tokenizer, "chat_template", None))
 
+# %% ../nbs/02_templates.ipynb #46957504
 def render_prompt(inst: Instruction, tokenizer=None, style: str = "chat", system: str | None = None) -> str:
     "The text the model sees before the answer: the tokenizer's chat template (`style='chat'`) or Alpaca sections."
     if style not in ("chat", "alpaca"): raise ValueError(f"style must be 'chat' or 'alpaca', not {style!r}")
@@ -58,6 +59,7 @@ def render_prompt(inst: Instruction, tokenizer=None, style: str = "chat", system
     parts.append("### Response:\n")
     return "\n\n".join(parts)
 
+# %% ../nbs/02_templates.ipynb #94ed0481
 def render_response(inst: Instruction, tokenizer=None, eos: bool = False) -> str:
     "The answer text that follows the prompt (with the tokenizer's EOS token when `eos`)."
     return inst.output + (tokenizer.eos_token if eos and tokenizer is not None and tokenizer.eos_token else "")
@@ -233,6 +235,7 @@ def drop_history(inst: Instruction, n: int) -> Instruction:
             out.append(lines[i]); i += 1
     return replace(inst, input="\n".join(out), meta={**inst.meta, HISTORY_SPANS: new_spans} if spans else dict(inst.meta))
 
+# %% ../nbs/02_templates.ipynb #0bd7f93f
 def fit_prompt(inst: Instruction, tokenizer, style: str = "chat", max_tokens: int = 1024, reserve: int = 0,
                system: str | None = None) -> tuple[str, int]:
     """The prompt of `inst` with as few of its oldest history entries dropped as makes prompt + `reserve` tokens fit in
@@ -253,6 +256,7 @@ def fit_prompt(inst: Instruction, tokenizer, style: str = "chat", max_tokens: in
         else: lo = mid
     return render(hi), hi
 
+# %% ../nbs/02_templates.ipynb #f3fc2a66
 def fit_prompts(instructions: Iterable[Instruction], tokenizer, style: str = "chat", max_tokens: int = 1024,
                 reserve: int = 0, system: str | None = None) -> tuple[list[str], int]:
     "`fit_prompt` for each instruction: the prompts, and how many of them were shortened."
@@ -291,6 +295,7 @@ def export_alpaca(instructions: Iterable[Instruction], folder: Path | str, datas
     write_json(info_path, info)
     return path
 
+# %% ../nbs/02_templates.ipynb #d9088823
 def _record_line(text: str, index: int) -> int | None:
     "The line on which record `index` of the JSON list `text` starts (None when the text cannot be scanned)."
     try:
@@ -332,6 +337,7 @@ def read_records(path: Path | str) -> tuple[list, Callable[[int], int | None]]:
         lines.append(n)
     return records, lambda i: lines[i]
 
+# %% ../nbs/02_templates.ipynb #b38e1338
 def _text_of(record: dict, name: str | None, bad, required: bool = False) -> str:
     "The string under `name` in `record` ('' when absent or null, unless `required`)."
     if not name: return ""
@@ -417,14 +423,17 @@ def load_instructions(path: Path | str, formatting: str | None = None, columns: 
         out = [replace(i, id=str(m.get("id", "")), task=str(m.get("task", "")), meta=dict(m.get("meta", {}))) for i, m in zip(out, metas)]
     return out
 
+# %% ../nbs/02_templates.ipynb #41eb75c7
 def load_alpaca(path: Path | str, columns: Mapping | None = None) -> list[Instruction]:
     "`load_instructions` for an Alpaca file (JSON list or JSON Lines)."
     return load_instructions(path, "alpaca", columns)
 
+# %% ../nbs/02_templates.ipynb #12926471
 def load_sharegpt(path: Path | str, columns: Mapping | None = None, tags: Mapping | None = None) -> list[Instruction]:
     "`load_instructions` for a ShareGPT file (JSON list or JSON Lines of `{conversations: [{from, value}, ...]}`)."
     return load_instructions(path, "sharegpt", columns, tags)
 
+# %% ../nbs/02_templates.ipynb #a7d15a82
 DATASET_INFO = "dataset_info.json"
 _REMOTE_KEYS = ("hf_hub_url", "ms_hub_url", "om_hub_url", "script_url", "cloud_file_name")
 

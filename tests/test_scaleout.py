@@ -17,10 +17,10 @@ def data(tmp_path_factory):
     return path
 
 
-def launch(data, out, *options, processes=2, **popen):
+def launch(data, out, *options, processes=2, config="cpu_2proc.yaml", accelerate=(), **popen):
     "`accelerate launch` of `llmrec train-lora` on the tiny model in `processes` CPU processes (gloo)."
-    cmd = [str(ACCELERATE), "launch", "--config_file", str(ROOT / "params" / "accelerate" / "cpu_2proc.yaml"),
-           "--num_processes", str(processes), "-m", "llmrec_nb.cli", "train-lora",
+    cmd = [str(ACCELERATE), "launch", "--config_file", str(ROOT / "params" / "accelerate" / config),
+           "--num_processes", str(processes), *accelerate, "-m", "llmrec_nb.cli", "train-lora",
            "--data", str(data), "--model", "tiny", "--out", str(out), "--batch-size", "4", "--lr", "1e-2", *options]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "LLMREC_PROGRESS": "0"}
     return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
@@ -58,6 +58,14 @@ def test_two_processes_train_disjoint_shards_and_rank0_writes(data, tmp_path):
     saved = load_file(str(tmp_path / "run" / "final" / "adapter_model.safetensors"))
     state = {k: v for k, v in model.state_dict().items() if "lora_" in k}
     assert len(saved) == len(state) > 0
+
+
+def test_fsdp_config_on_cpus_trains_data_parallel_and_says_so(data, tmp_path):
+    "accelerate shards with FSDP only over GPUs: on CPUs the FSDP config runs two whole-model processes, and says so."
+    out = finish(launch(data, tmp_path / "run", "--max-steps", "2", config="fsdp.yaml", accelerate=("--mixed_precision", "no")))
+    result = json.loads((tmp_path / "run" / "train_result.json").read_text())
+    assert (result["world_size"], result["distributed"], result["global_step"]) == (2, "MULTI_CPU", 2)
+    assert "asks for FSDP" in out and (tmp_path / "run" / "final" / "adapter_model.safetensors").exists()
 
 
 def test_killed_launcher_resumes_from_its_last_checkpoint(data, tmp_path):

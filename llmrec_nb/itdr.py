@@ -160,6 +160,7 @@ class ITDRConfig:
     split_fracs: tuple[float, float, float] = (0.8, 0.1, 0.1)
     tasks: tuple[str, ...] = TASKS
 
+# %% ../nbs/11_itdr.ipynb #98412355
 SPLITS = ("train", "valid", "test")
 
 @dataclass
@@ -342,6 +343,7 @@ def eligible_rating(src: _Source):
     us = [u for u, h in src.hist.items() if len(h) > src.cfg.min_history or (h and src.item_stats(h[-1], exclude_user=u)[0] > 0)]
     return us, ("no user with enough rated history, and no item rated by other training users" if not us else None)
 
+# %% ../nbs/11_itdr.ipynb #ab20c9a4
 def build_rating(src: _Source, users: list[str], rng) -> list[dict]:
     out = []
     for u in users:
@@ -362,6 +364,7 @@ def build_rating(src: _Source, users: list[str], rng) -> list[dict]:
                         rating_scale=list(src.rating_scale), variant=variant)))
     return out
 
+# %% ../nbs/11_itdr.ipynb #b41aaeb9
 def _liked_target(src: _Source, u: str) -> int | None:
     h = src.hist[u]
     for pos in range(len(h) - 1, src.cfg.min_history - 1, -1):
@@ -374,6 +377,7 @@ def eligible_topk(src: _Source):
     if src.data.n_items < 2 * src.cfg.n_candidates: return [], "catalogue too small for the candidate list"
     return us, None
 
+# %% ../nbs/11_itdr.ipynb #41c6e4d8
 def _ranking_instances(src, users, targets, cands, head, task_kind, extra=None) -> list[dict]:
     out = []
     for u in users:
@@ -400,10 +404,12 @@ def build_topk(src: _Source, users: list[str], rng) -> list[dict]:
     cands = _sample_negatives(src, [(u, targets[u][1]) for u in users], src.data.interactions, src.cfg.n_candidates - 1, "topk")
     return _ranking_instances(src, users, targets, cands, heads, "topk", {u: dict(history=src.hist[u][max(0, targets[u][0] - src.cfg.history_len):targets[u][0]]) for u in users})
 
+# %% ../nbs/11_itdr.ipynb #bf476884
 def eligible_next(src: _Source):
     us = [u for u, h in src.hist.items() if len(h) > src.cfg.min_history]
     return us, (f"no user with more than {src.cfg.min_history} interactions" if not us else None)
 
+# %% ../nbs/11_itdr.ipynb #620045ea
 def build_next(src: _Source, users: list[str], rng) -> list[dict]:
     targets, heads = {}, {}
     for u in users:
@@ -413,6 +419,7 @@ def build_next(src: _Source, users: list[str], rng) -> list[dict]:
     cands = _sample_negatives(src, [(u, targets[u][1]) for u in users], src.data.interactions, src.cfg.next_item_candidates - 1, "next")
     return _ranking_instances(src, users, targets, cands, heads, "next", {u: dict(history=src.hist[u][max(0, len(src.hist[u]) - 1 - src.cfg.history_len):-1]) for u in users})
 
+# %% ../nbs/11_itdr.ipynb #1f1f50fc
 def _domain_plan(src: _Source):
     if not hasattr(src, "_dplan"):
         dom, how = item_domains(src.data)
@@ -441,6 +448,7 @@ def eligible_cross(src: _Source):
     if not plan: return [], f"no user has at least {src.cfg.min_domain_items} items in each of two domains ({how})"
     return sorted(plan), None
 
+# %% ../nbs/11_itdr.ipynb #aa4260f9
 def build_cross(src: _Source, users: list[str], rng) -> list[dict]:
     dom, how, plan = _domain_plan(src)
     H = src.cfg.history_len
@@ -465,12 +473,14 @@ def build_cross(src: _Source, users: list[str], rng) -> list[dict]:
         extra[u] = dict(source_domain=sd, target_domain=td, domain_rule=how, history=s_hist + t_hist)
     return _ranking_instances(src, users, targets, cands, heads, "cross", extra)
 
+# %% ../nbs/11_itdr.ipynb #d4902df6
 def eligible_attr(src: _Source):
     if not src.attr_values: return [], "no user attributes (age, gender, occupation) with at least two values"
     us = [u for u, a in src.user_attr.items() if any(k in a for k in src.attr_values)
           and any(src.liked(u, i) or (u, i) in src.review for i in src.hist[u])]
     return us, ("no user with both attributes and liked items or reviews" if not us else None)
 
+# %% ../nbs/11_itdr.ipynb #d75c0174
 def build_attr(src: _Source, users: list[str], rng) -> list[dict]:
     out, keys = [], list(src.attr_values)
     labels = {"age_group": "age group", "gender": "gender", "occupation": "occupation"}
@@ -491,6 +501,7 @@ def build_attr(src: _Source, users: list[str], rng) -> list[dict]:
         out.append(dict(entity=u, input=inp, output=a[k], meta=meta))
     return out
 
+# %% ../nbs/11_itdr.ipynb #122702bb
 def _top_labels(counter: Counter, n: int, exclude=()) -> list[str]:
     return [g for g, _ in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0])) if g not in exclude][:n]
 
@@ -506,6 +517,7 @@ def interest_reference(src: _Source, u: str, items: list[str]) -> str | None:
     s = f"Enjoys {_join([l.lower() for l in likes])}" if likes else "Shows no clear favourites"
     return s + (f"; tends to avoid {_join([l.lower() for l in dislikes])}." if dislikes else ".")
 
+# %% ../nbs/11_itdr.ipynb #b80701ec
 def _interest_cut(src: _Source, u: str) -> tuple[list[str], list[str]]:
     "The items an interest prompt shows (the end of the earlier half of the history) and the later half the reference summarises."
     h = src.hist[u]; half = len(h) // 2
@@ -517,6 +529,7 @@ def eligible_interest(src: _Source):
     us = [u for u, h in src.hist.items() if len(h) >= need]
     return us, (f"no user with at least {need} interactions: the reference must summarise items the prompt does not show" if not us else None)
 
+# %% ../nbs/11_itdr.ipynb #1479dac2
 def build_interest(src: _Source, users: list[str], rng) -> list[dict]:
     out = []
     for u in users:
@@ -531,6 +544,7 @@ def build_interest(src: _Source, users: list[str], rng) -> list[dict]:
         out.append(dict(entity=u, input=inp, output=ref, meta=dict(user=u, history=shown, reference_items=held_out, reference=ref)))
     return out
 
+# %% ../nbs/11_itdr.ipynb #0b8355cd
 def _likers(src: _Source) -> dict[str, list[str]]:
     if not hasattr(src, "_likers"):
         lk: dict[str, list[str]] = {}
@@ -557,11 +571,13 @@ def target_user_reference(src: _Source, likers: list[str]) -> str | None:
     if occs: s += f", especially {_join(_top_labels(occs, 2))}"
     return s + "."
 
+# %% ../nbs/11_itdr.ipynb #e3cde589
 def eligible_target(src: _Source):
     if not any(src.user_attr.values()): return [], "no user attributes to describe an item's audience"
     its = [i for i, us in _likers(src).items() if len(us) >= src.cfg.min_raters]
     return its, (f"no item liked by at least {src.cfg.min_raters} users with known attributes" if not its else None)
 
+# %% ../nbs/11_itdr.ipynb #0a28119b
 def build_target(src: _Source, items: list[str], rng) -> list[dict]:
     out, lk = [], _likers(src)
     for i in items:
@@ -661,6 +677,7 @@ def itdr_stats(ds: ITDRDataset | Sequence, tokenizer=None) -> pd.DataFrame:
     out[["avg_input", "avg_output"]] = out[["avg_input", "avg_output"]].round(1)
     return out[cols]
 
+# %% ../nbs/11_itdr.ipynb #be7d75aa
 def export_itdr(ds: ITDRDataset, folder: Path | str, dataset_name: str = "itdr", tokenizer=None) -> dict:
     "Write `<name>_<split>.json` (+ sidecar), `dataset_info.json`, `stats.csv` and `skipped.json` into `folder`."
     folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
@@ -696,10 +713,12 @@ def parse_rating(text: str, lo: float = 1.0, hi: float = 5.0) -> float | None:
         if lo <= v <= hi: return v
     return None
 
+# %% ../nbs/11_itdr.ipynb #2f7fe669
 def parse_ranked_list(text: str, titles: Sequence[str], threshold: float = 85.0) -> list[int]:
     "Indices of `titles` in the order the answer ranks them (`grounding.ground_list`; repeats and unknown entries dropped)."
     return [g.item for g in ground_list(str(text or ""), list(titles), threshold=threshold)]
 
+# %% ../nbs/11_itdr.ipynb #a974a6c4
 _GENDER_SYN = {"male": ("male", "man", "men", "boy", "masculine"), "female": ("female", "woman", "women", "girl", "feminine")}
 
 def parse_attribute(text: str, choices: Sequence[str], attribute: str | None = None) -> str | None:
@@ -743,6 +762,7 @@ def rating_fallback(train_instances: Iterable) -> dict[str, float]:
         if x.task == "rating_prediction": by.setdefault(x.meta.get("source", ""), []).append(float(x.meta["rating"]))
     return {k: float(np.mean(v)) for k, v in by.items()}
 
+# %% ../nbs/11_itdr.ipynb #f796dc37
 def _fallback_for(fb, source, scale) -> float:
     if isinstance(fb, dict): fb = fb.get(source)
     return float(fb) if fb is not None else (scale[0] + scale[1]) / 2
@@ -785,6 +805,7 @@ def evaluate_one(inst, output: str, rating_fallback: float | dict | None = None,
     else: raise ValueError(f"unknown ITDR subtask {task!r}")
     return row
 
+# %% ../nbs/11_itdr.ipynb #c6ea5de9
 def summarize(frame: pd.DataFrame, by: Sequence[str] = ("task",)) -> pd.DataFrame:
     "Per-subtask (or per subtask and source) means, RMSEs, valid-output rate and the 0–100 score."
     rows = []
@@ -809,6 +830,7 @@ def summarize(frame: pd.DataFrame, by: Sequence[str] = ("task",)) -> pd.DataFram
         out = out.sort_values("task", key=lambda c: c.map(order), kind="stable").reset_index(drop=True)
     return out
 
+# %% ../nbs/11_itdr.ipynb #ffe77126
 def evaluate(instances: Sequence, outputs: Sequence[str], rating_fallback: float | dict | None = None,
              age_fallback: float = 35.0) -> tuple[pd.DataFrame, pd.DataFrame]:
     "Per-instance metric frame and per-subtask summary of `outputs` (one text answer per instance)."
@@ -821,6 +843,7 @@ def evaluate(instances: Sequence, outputs: Sequence[str], rating_fallback: float
         frame["scale_range"] = frame.id.map(scale)
     return frame, summarize(frame)
 
+# %% ../nbs/11_itdr.ipynb #1578948c
 def aggregate_scores(summary: pd.DataFrame) -> dict[str, float]:
     "Interaction and understanding scores: the mean of their subtasks' 0–100 scores (NaN when none was evaluated)."
     out = {}
@@ -829,6 +852,7 @@ def aggregate_scores(summary: pd.DataFrame) -> dict[str, float]:
         out[root] = float(s.mean()) if len(s) else math.nan
     return out
 
+# %% ../nbs/11_itdr.ipynb #789e1cb3
 def instance_scores(frames: pd.DataFrame | Sequence[pd.DataFrame], root: str | None = None) -> pd.Series:
     """Per-instance 0–100 scores of `root` ('interaction', 'understanding', None: both), indexed by instance id and
     averaged over `frames` (one per training seed, the same instances). Each score is weighted so that the plain mean
@@ -956,6 +980,7 @@ def first_per_task(instances: Sequence, n: int | None) -> list:
         if n is None or seen[k] < n: out.append(x); seen[k] += 1
     return out
 
+# %% ../nbs/11_itdr.ipynb #90891bf2
 def fraction_per_task(instances: Sequence, frac: float, seed: int) -> list:
     "A seeded share `frac` of the instances of every (subtask, source) pair (at least one each), in their order."
     if frac >= 1: return list(instances)
@@ -966,6 +991,7 @@ def fraction_per_task(instances: Sequence, frac: float, seed: int) -> list:
         keep |= {group[j].id for j in rng.permutation(len(group))[:max(1, int(round(frac * len(group))))]}
     return [x for x in instances if x.id in keep]
 
+# %% ../nbs/11_itdr.ipynb #27a358c4
 def instance_cluster(inst) -> str:
     "The user behind an instance (for target-user identification, its item), qualified by the source."
     m = inst.meta
@@ -1126,6 +1152,7 @@ def clustered(res: Results, method: str | list[str], baseline: str, root: str | 
     c = compare_clustered(x, base.to_numpy(), res.clusters(base.index), seed=res.cfg.seed, n_boot=res.cfg.n_boot)
     return {**c, "p": c["p_bootstrap"], "degenerate": degenerate_reason(x, base.to_numpy())}
 
+# %% ../nbs/11_itdr.ipynb #630cb870
 def base_vs_tuned_table(res: Results) -> pd.DataFrame:
     "Per subtask: metric and score of the base and the tuned model (per seed too), the paired test over instances (Holm over subtasks)."
     from llmrec_nb.stats import correct_comparisons
@@ -1149,12 +1176,14 @@ def base_vs_tuned_table(res: Results) -> pd.DataFrame:
     out["sig"] = out.p_holm <= 0.05
     return out
 
+# %% ../nbs/11_itdr.ipynb #7d5c6fa6
 def metrics_detail_table(res: Results) -> pd.DataFrame:
     "Every metric per subtask of the base, the tuned (seed-averaged) and the served model."
     parts = [summarize(res.frame("base")).assign(model="base"), summarize(res.tuned_frame()).assign(model="ITDR-tuned")]
     if "served" in res.runs: parts.append(summarize(res.frame("served")).assign(model="served"))
     return pd.concat(parts, ignore_index=True)
 
+# %% ../nbs/11_itdr.ipynb #78f54b8b
 PAPER_AGGREGATE = {"interaction": ((28, 44), (65, 70)), "understanding": ((4, 13), (25, 31))}  # (base, tuned) ranges, 0-100
 PAPER_AGGREGATE_SOURCE = "ITDR: aggregate scores before and after tuning (ranges over its models)"
 
@@ -1179,6 +1208,7 @@ def aggregate_table(res: Results) -> pd.DataFrame:
     paper = [{"root_task": r, "base": f"≈{b[0]}–{b[1]}", "tuned": f"≈{t[0]}–{t[1]}"} for r, (b, t) in PAPER_AGGREGATE.items()]
     return beside_paper(pd.DataFrame(rows), paper, on=["root_task"], source=PAPER_AGGREGATE_SOURCE)
 
+# %% ../nbs/11_itdr.ipynb #32994a9d
 def _overall(frame: pd.DataFrame) -> dict:
     agg = aggregate_scores(summarize(frame))
     return {**agg, "overall": float(np.mean([agg["interaction"], agg["understanding"]]))}
@@ -1189,11 +1219,13 @@ def data_scale_table(res: Results) -> pd.DataFrame:
     runs.update({f: (f"frac{f:g}", res.runs[f"frac{f:g}"]["n_train"]) for f in res.cfg.data_fracs if 0 < f < 1})
     return pd.DataFrame([dict(fraction=f, n_train=n, **_overall(res.frame(name))) for f, (name, n) in sorted(runs.items())])
 
+# %% ../nbs/11_itdr.ipynb #adaf6004
 def task_description_table(res: Results) -> pd.DataFrame:
     "Aggregate scores of the first seed's adapter with and without task descriptions."
     return pd.DataFrame([dict(variant="with description", **_overall(res.frame(res.tuned[0]))),
                          dict(variant="without description", **_overall(res.frame("no-desc")))])
 
+# %% ../nbs/11_itdr.ipynb #27c6f76c
 def task_correlation_table(res: Results) -> pd.DataFrame:
     "Score gain over the base model of the adapter trained on one subtask (rows) on every subtask (columns)."
     ids = [x.id for x in res.sets["corr"]]
@@ -1205,6 +1237,7 @@ def task_correlation_table(res: Results) -> pd.DataFrame:
             gains.loc[t] = (summarize(res.frame(f"only-{t}")).set_index("task").score - base).reindex(tasks).to_numpy()
     return gains
 
+# %% ../nbs/11_itdr.ipynb #ceaa6134
 def timings_table(res: Results) -> pd.DataFrame:
     "Seconds of each unit when it was computed (reused units keep their first cost), and of this call."
     rows = [dict(stage="build+load", seconds=res.runs["base"].get("build_seconds"))]
@@ -1213,6 +1246,7 @@ def timings_table(res: Results) -> pd.DataFrame:
         rows.append(dict(stage=f"eval {name}", seconds=r["answer_seconds"]))
     return pd.DataFrame(rows + [dict(stage="total", seconds=round(res.seconds, 1))])
 
+# %% ../nbs/11_itdr.ipynb #49e8070f
 def tables(res: Results) -> dict[str, pd.DataFrame]:
     "Every table of the run, by its name in `figures/itdr/`."
     out = {"statistics": res.stats, "skipped": res.skipped, "base_vs_tuned": base_vs_tuned_table(res),
@@ -1236,6 +1270,7 @@ def base_vs_tuned_figure(res: Results):
     ax.set_ylabel("score (0–100)"); ax.legend()
     return fig
 
+# %% ../nbs/11_itdr.ipynb #f9d2ce2c
 def data_scale_figure(res: Results):
     "Aggregate scores against the share of the training data (0%: the base model)."
     import matplotlib.pyplot as plt
@@ -1245,6 +1280,7 @@ def data_scale_figure(res: Results):
     ax.set_xlabel("training data used (%)"); ax.set_ylabel("aggregate score"); ax.legend()
     return fig
 
+# %% ../nbs/11_itdr.ipynb #32c27a96
 def task_correlation_figure(res: Results):
     "Heatmap of the score gain over the base model: trained on the row subtask, tested on the column subtask."
     import matplotlib.pyplot as plt
@@ -1262,6 +1298,7 @@ def task_correlation_figure(res: Results):
     fig.colorbar(im, ax=ax, label="score gain over base")
     return fig
 
+# %% ../nbs/11_itdr.ipynb #a3bc9cfe
 def figures(res: Results) -> dict:
     "Every figure of the run, by its name in `figures/itdr/`."
     out = {"base_vs_tuned": base_vs_tuned_figure(res), "data_scale": data_scale_figure(res)}

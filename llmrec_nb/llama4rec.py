@@ -128,6 +128,7 @@ class Config(PaperConfig):
         need(self.instruction_rating_backbone in self.rating_backbones, "instruction_rating_backbone", "one of the rating backbones")
         return self
 
+# %% ../nbs/17_llama4rec.ipynb #92b6f47a
 def per_dataset(value, name: str):
     "A setting given once, or per dataset as {dataset: value, 'default': value}."
     if not isinstance(value, dict): return value
@@ -153,12 +154,14 @@ class Prepared:
     examples: str
     key: dict                     # what the dataset's units depend on
 
+# %% ../nbs/17_llama4rec.ipynb #3197352d
 def sample_users(pool: list[str], n: int | None, seed: int) -> list[str]:
     "`n` users of `pool` drawn with `seed`, in pool order (all of them when `n` is None or not smaller)."
     if n is None or n >= len(pool): return list(pool)
     where = {u: j for j, u in enumerate(pool)}
     return sorted(np.random.default_rng(seed).choice(pool, n, replace=False).tolist(), key=where.get)
 
+# %% ../nbs/17_llama4rec.ipynb #56ed75e1
 def prepare(spec: str, cfg: Config) -> Prepared:
     "Load, split and sample one dataset of `cfg`."
     from llmrec_nb.conventional import declared_side_features
@@ -191,6 +194,7 @@ def make_backbone(name: str, seed: int, cfg: Config, **over):
     if name in CTR_MODELS: return CTRRating(name, **kw)
     return {"BPR-MF": BPRMF, "LightGCN": LightGCN, "SASRec": SASRec, "BERT4Rec": BERT4Rec}[name](**kw)
 
+# %% ../nbs/17_llama4rec.ipynb #4c3a5b6f
 def fit_backbone(ctx: Prepared, cfg: Config, name: str, seed: int, split, epochs: int | None = None, extra: dict | None = None,
                  items: pd.DataFrame | None = None):
     "Fit a backbone on `split` (its epoch chosen on `split.valid`, or `epochs` of them), with optional LLM-made data."
@@ -207,6 +211,7 @@ def case_json(case) -> dict:
     out = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in d.items()}
     return {**out, "type": type(case).__name__, **({"k": int(case.lists.shape[1])} if isinstance(case, agg.TopKCase) else {})}
 
+# %% ../nbs/17_llama4rec.ipynb #c77230e0
 def case_from_json(d: dict):
     "The case `case_json` wrote."
     obj = lambda v: np.array(v, dtype=object)
@@ -217,6 +222,7 @@ def case_from_json(d: dict):
     return agg.TopKCase(d["split"], obj(d["users"]), obj(d["lists"]).reshape(n, d["k"]), np.array(d["target_pos"], dtype=int),
                         np.array(d["full_rank"]), np.array(d["n_train"], dtype=int))
 
+# %% ../nbs/17_llama4rec.ipynb #17d8d403
 def view_of(model, ctx: Prepared, cfg: Config, users: list[str]) -> dict:
     "What the pipeline reads off a fitted backbone, as JSON: per split its case on `users` and their most similar users."
     rating, cases, similar = model.task == "rating", {}, {}
@@ -260,6 +266,7 @@ def digest(instructions) -> str:
     "A short hash of a list of instructions."
     return f"{stable_hash(json.dumps([dataclasses.asdict(i) for i in instructions], sort_keys=True), mod=16**12):012x}"
 
+# %% ../nbs/17_llama4rec.ipynb #9af5a1de
 def instructions(ctx: Prepared, cfg: Config, seed: int, backbones: Backbones) -> dict[str, list[Instruction]]:
     "Training (on the inner split) and validation instructions, with (`_pa`) and without (`_plain`) prompt augmentation."
     rank_n, rating_n = cfg.instruction_rank_backbone, cfg.instruction_rating_backbone
@@ -386,6 +393,7 @@ def augmentation(ctx: Prepared, cfg: Config, seed: int, folder: RunFolder, llms:
     return {"users": users, "key": key, "inserted": made["inserted"],
             "triples": None if made["triples"] is None else pd.DataFrame(made["triples"])}
 
+# %% ../nbs/17_llama4rec.ipynb #3649cb9a
 def llm_attributes(ctx: Prepared, cfg: Config, folder: RunFolder, llms: TunedLLMs) -> tuple[pd.DataFrame | None, dict]:
     "The base model's attributes of the most popular items (a frame `item, <attributes>`; None without rating backbones), and the unit's key."
     pop = ctx.split.train["item"].value_counts()
@@ -401,11 +409,13 @@ def llm_attributes(ctx: Prepared, cfg: Config, folder: RunFolder, llms: TunedLLM
                                        batch_size=16).to_dict("list")
     return pd.DataFrame(folder.json_unit(f"{ctx.name}/attributes", key, compute)), key
 
+# %% ../nbs/17_llama4rec.ipynb #9812ab93
 def with_attributes(ctx: Prepared, attrs: pd.DataFrame | None) -> pd.DataFrame:
     "The declared item features with LLM-made attributes beside them ('unknown' where an item has none)."
     if attrs is None: return ctx.item_features
     return ctx.item_features.merge(attrs, on="item", how="left").fillna({c: "unknown" for c in attrs.columns[1:]})
 
+# %% ../nbs/17_llama4rec.ipynb #3c649923
 def augmented_views(backbones: Backbones, made: dict, attrs: pd.DataFrame | None, attrs_key: dict) -> tuple[dict, dict]:
     "Views of every backbone retrained with the LLM-made data (aug) and with its seed-matched control (ctl)."
     ctx, cfg, seed = backbones.ctx, backbones.cfg, backbones.seed
@@ -427,9 +437,11 @@ def augmented_views(backbones: Backbones, made: dict, attrs: pd.DataFrame | None
 def utilities_json(u: agg.LLMUtilities) -> dict:
     return {"u": np.asarray(u.u, dtype=float).tolist(), "named": np.asarray(u.named, dtype=bool).tolist()}
 
+# %% ../nbs/17_llama4rec.ipynb #a076beb7
 def utilities_from_json(d: dict, n: int, k: int) -> agg.LLMUtilities:
     return agg.LLMUtilities(np.array(d["u"], dtype=float).reshape(n, k), np.array(d["named"], dtype=bool).reshape(n, k))
 
+# %% ../nbs/17_llama4rec.ipynb #16fce0a4
 def _test_values(case, u, a1, a2, reference, uniform) -> np.ndarray:
     w = agg.alpha_weights(case, a1, 0.0 if a2 is None or pd.isna(a2) else a2, reference, uniform)
     return case.errors(u, w) if isinstance(case, agg.RatingCase) else case.ranks(u, w)
@@ -440,6 +452,7 @@ def choice_tie(grid: pd.DataFrame, case_t, u_t, reference, lower: bool, uniform:
     outcomes = {_test_values(case_t, u_t, a1, a2, reference, uniform).tobytes() for a1, a2 in zip(tied["alpha1"], tied["alpha2"])}
     return len(outcomes) > 1
 
+# %% ../nbs/17_llama4rec.ipynb #3fb0a273
 def select_variant(case_v, case_t, u_v: dict, u_t: dict, reference, metric: str, grid, uniform: bool = False) -> dict:
     """Per mode of `u_v` / `u_t` (LLM utilities, or ratings), α chosen on validation and the test ranks (or squared errors)
     it gives; the mode with the best validation value on top, with `tie` when a tie decided either choice."""
@@ -511,6 +524,7 @@ def topk_results(ev: Evaluator, n: str, views: dict, llms: dict) -> dict:
                  wo_pa=ev.variant(views["aug"]["cases"], U["wo_pa"]), wo_aa=ev.variant(views["aug"]["cases"], U["l4r"], uniform=True))
     return r
 
+# %% ../nbs/17_llama4rec.ipynb #f646092c
 def rating_results(ev: Evaluator, base: dict, aug: dict, ctl: dict, llms: dict) -> tuple[dict, dict | None]:
     "Per rating backbone its per-user errors (base, augmented, control, Llama4Rec), and the IFT LLM's errors alone."
     cfg, out = ev.cfg, {}
@@ -528,6 +542,7 @@ def rating_results(ev: Evaluator, base: dict, aug: dict, ctl: dict, llms: dict) 
                   "l4r": v, "l4r_abs": np.abs(pred - at.y), "n_train": ct.n_train, "base_valid_rmse": float(np.sqrt(cv.errors().mean()))}
     return out, ift
 
+# %% ../nbs/17_llama4rec.ipynb #ee8e97a1
 def data_scaling(ev: Evaluator, inst: dict, topk: dict, aug: dict, llms: dict) -> list[dict]:
     "Llama4Rec on the ablation backbone with LLMs tuned on shares (`data_fracs`) of the instructions: test ranks per share."
     cfg, n, out = ev.cfg, ev.cfg.ablation_backbone, []
@@ -559,6 +574,7 @@ class Results:
         "The dataset of the ablation, the figures and the claims (the first)."
         return self.datasets[0]["name"]
 
+# %% ../nbs/17_llama4rec.ipynb #54861265
 class Clock:
     "Seconds spent per step of a run, printed as each step ends."
     def __init__(self):
@@ -597,6 +613,7 @@ def run_seed(ctx: Prepared, cfg: Config, seed: int, folder: RunFolder, tuned: Tu
     return {"topk": topk, "rating": rating, "rating_ift": rating_ift, "scaling": scaling, "answer_positions": positions,
             "n_instructions": len(inst["train_pa"]), "augmentation": {"triples": made["triples"], "inserted": made["inserted"], "attributes": attrs}}
 
+# %% ../nbs/17_llama4rec.ipynb #38f93142
 def run(cfg: Config, work_dir: Path | str | None = None) -> Results:
     "The whole Llama4Rec experiment for `cfg`; finished units under `work_dir` (default `runs/work/llama4rec`) are reused."
     from llmrec_nb.llm import load_llm
@@ -626,11 +643,13 @@ def topk_values(R: dict, n: str, key: str) -> dict[str, np.ndarray]:
     reports = [agg.topk_report(np.asarray(get(r), dtype=float)) for r in R.values()]
     return {m: np.mean([rep[m] for rep in reports], axis=0) for m in agg.TOPK_METRICS}
 
+# %% ../nbs/17_llama4rec.ipynb #603282fa
 def valid_rate(R: dict, n: str, key: str) -> float:
     "The LLM's valid-output rate on test for a row, averaged over the repetitions."
     get = (lambda r: r["topk"][n][key]["valid_rate"]) if key in VARIANTS else (lambda r: r["topk"][n]["ift_valid"])
     return float(np.mean([get(r) for r in R.values()]))
 
+# %% ../nbs/17_llama4rec.ipynb #d403e83d
 def caption(res: Results, ds: str) -> str:
     "What the tables of dataset `ds` measure."
     d, c = next(d for d in res.datasets if d["name"] == ds), res.cfg
@@ -661,6 +680,7 @@ def topk_table(res: Results, names: list[str], ds: str | None = None) -> tuple[p
     if len(tests): tests["p_holm"] = holm(tests["p_ttest"].to_numpy())
     return pd.DataFrame(rows), tests
 
+# %% ../nbs/17_llama4rec.ipynb #605aa7a6
 def ranking_modes(res: Results, ds: str | None = None) -> pd.DataFrame:
     "Per top-k backbone and repetition: the mode and α chosen on validation, both modes' validation and test values and valid rates."
     R, cfg = res.runs[ds or res.primary], res.cfg
@@ -672,6 +692,7 @@ def ranking_modes(res: Results, ds: str | None = None) -> pd.DataFrame:
                           **{f"valid answers ({m})": r["topk"][n]["l4r"]["per_mode"][m]["valid_rate"] for m in cfg.modes}}
                          for s, r in R.items() for n in cfg.topk_names()])
 
+# %% ../nbs/17_llama4rec.ipynb #f21b62dc
 def answer_position_table(res: Results, ds: str | None = None) -> pd.DataFrame:
     "Where the answer sits in the conventional list: listwise training instructions against the test lists (Fisher's test on the last slot)."
     from scipy.stats import fisher_exact
@@ -715,12 +736,14 @@ def rating_table(res: Results, ds: str | None = None) -> tuple[pd.DataFrame, pd.
     tests["p_holm"] = holm(tests["p_ttest"].to_numpy())
     return pd.DataFrame(rows), tests
 
+# %% ../nbs/17_llama4rec.ipynb #c1363c1d
 def rating_alphas(res: Results, ds: str | None = None) -> pd.DataFrame:
     "Per rating backbone and repetition: α1, α2 and the validation RMSE they give, beside the backbone's."
     return pd.DataFrame([{"backbone": n, "seed": s, "alpha1": r["rating"][n]["l4r"]["alpha1"], "alpha2": r["rating"][n]["l4r"]["alpha2"],
                           "valid RMSE": r["rating"][n]["l4r"]["valid"], "base valid RMSE": r["rating"][n]["base_valid_rmse"]}
                          for s, r in res.runs[ds or res.primary].items() for n in res.cfg.rating_backbones])
 
+# %% ../nbs/17_llama4rec.ipynb #f75ca62f
 def augmentation_tables(res: Results, ds: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     "Each backbone retrained on the LLM-made data against the base and the seed-matched control (tests), and what the LLM made."
     from llmrec_nb.stats import compare, holm
@@ -771,12 +794,14 @@ def ablation_table(res: Results) -> tuple[pd.DataFrame, pd.DataFrame]:
     tests["p_holm"] = holm(tests["p_ttest"].to_numpy())
     return pd.DataFrame(rows), tests
 
+# %% ../nbs/17_llama4rec.ipynb #fd016d4f
 def data_scaling_table(res: Results) -> pd.DataFrame:
     "Llama4Rec's test metrics on the ablation backbone per share of the instructions (first repetition of the first dataset)."
     sc = next(iter(res.runs[res.primary].values()))["scaling"]
     return pd.DataFrame([{"fraction": p["fraction"], "instructions": p["instructions"],
                           **{m: float(agg.topk_report(p["ranks"])[m].mean()) for m in agg.TOPK_METRICS}} for p in sc])
 
+# %% ../nbs/17_llama4rec.ipynb #e92b2413
 def activity_table(res: Results, n_buckets: int = 4) -> pd.DataFrame:
     "Llama4Rec's gain over each backbone per quartile of the users' training interactions (first dataset)."
     cfg, R = res.cfg, res.runs[res.primary]
@@ -841,6 +866,7 @@ def alpha_heatmap(res: Results):
     fig.tight_layout()
     return fig
 
+# %% ../nbs/17_llama4rec.ipynb #eb94bce9
 def data_scaling_figure(res: Results):
     "Llama4Rec's test H@5 and N@5 against the number of tuning instructions, with the backbone alone as dashed lines."
     import matplotlib.pyplot as plt
@@ -855,6 +881,7 @@ def data_scaling_figure(res: Results):
     fig.tight_layout()
     return fig
 
+# %% ../nbs/17_llama4rec.ipynb #857139f6
 def activity_gain_figure(res: Results):
     "Llama4Rec's gain over each backbone per activity quartile: top-k (`select_metric`) and rating (RMSE reduction)."
     import matplotlib.pyplot as plt
@@ -915,6 +942,7 @@ def paper_topk_effect(ds: str, names: list[str], a: str, b: str, metric: str = "
     d = [r[a][j] - r[b][j] for r in rows if a in r and b in r and r[a][j] is not None and r[b][j] is not None]
     return float(np.mean(d)) if d else None
 
+# %% ../nbs/17_llama4rec.ipynb #a34435f3
 def paper_rmse(ds: str, name: str, method: str | None = None) -> float | None:
     "The paper's RMSE of backbone `name` (`method` Base or Llama4Rec; None for the IFT LLM, `name`='IFT') on `ds`, or None."
     t = PAPER_RATING.get(ds, {})
@@ -943,6 +971,7 @@ def paper_rows(name: str) -> pd.DataFrame:
                                  **dict(zip(agg.TOPK_METRICS, v))})
     return pd.DataFrame(rows)
 
+# %% ../nbs/17_llama4rec.ipynb #b4929110
 def with_paper_columns(name: str, table: pd.DataFrame) -> pd.DataFrame:
     "Table `name` with the paper's values beside ours (`report.beside_paper`); a table the paper has no numbers for unchanged."
     from llmrec_nb.report import beside_paper
@@ -973,6 +1002,7 @@ def best_rating_backbone(res: Results) -> tuple[str, bool]:
     tied = [n for n in names if valid[n] == valid[best]]
     return best, len({_over_seeds(R, lambda r: r["rating"][n]["base"]).tobytes() for n in tied}) > 1
 
+# %% ../nbs/17_llama4rec.ipynb #d95d12bb
 def _claim_list(res: Results) -> list[tuple]:
     "(id, text, comparison, sign, paper effect, paper source, tie) of every claim the run can test."
     from llmrec_nb.stats import compare

@@ -111,6 +111,7 @@ def load_domain(spec, dataset_kw: dict | None = None):
     name, _, path = str(spec).partition(":")
     return load_dataset(name, path or None, **(dataset_kw or {}))
 
+# %% ../nbs/16_molorec.ipynb #e46ad718
 @dataclass
 class Domains:
     "The target domain, the general domain(s) with their overlap removed, the overlap record and the two splits."
@@ -120,6 +121,7 @@ class Domains:
     warm: Any          # data.Split: train / valid / warm test
     cold: Any          # the same train / valid, new-item test
 
+# %% ../nbs/16_molorec.ipynb #75c7b3c6
 def build_domains(cfg: Config) -> Domains:
     "Load the domains (or split one dataset into user-disjoint halves), remove the overlap, make the warm / new-item splits."
     from llmrec_nb.mixing import user_disjoint_domains, remove_overlap, molorec_splits
@@ -146,6 +148,7 @@ def users_subset(df: pd.DataFrame, n: int | None, user_rank: dict[str, int]) -> 
     first = df["user"].astype(str).map(user_rank).sort_values(kind="stable").index[:n]
     return df.loc[np.sort(first)].reset_index(drop=True)
 
+# %% ../nbs/16_molorec.ipynb #b230d111
 @dataclass
 class Tasks:
     "What the models are trained and evaluated on."
@@ -159,6 +162,7 @@ class Tasks:
     specific_train: list
     tag: str                         # names the candidate files
 
+# %% ../nbs/16_molorec.ipynb #dd22d084
 def _train_instructions(cfg: Config, inter: pd.DataFrame, dom, cap: int | None, salt: int) -> list:
     from llmrec_nb.data import few_shot, sample_candidates
     from llmrec_nb.mixing import training_targets, histories_before, listwise_instructions, popularity_order
@@ -565,12 +569,14 @@ def main_table(res: Results, scenario: str = "warm"):
     return results_table(res.per_seed(scenario), method=methods, baseline="best", metrics=c.metrics(), seeds=c.train_seeds(),
                          n_boot=c.n_boot, seed=c.seed)
 
+# %% ../nbs/16_molorec.ipynb #38d99833
 def main_numbers(res: Results, scenario: str = "warm", table=None) -> pd.DataFrame:
     "The numbers of `main_table` with each row's valid-output rate."
     numbers = (table if table is not None else main_table(res, scenario)).numbers()
     numbers["valid_rate"] = [res.valid_rate(scenario, m) for m in numbers.index]
     return numbers
 
+# %% ../nbs/16_molorec.ipynb #49b6e02e
 def _frame(records: list[dict]) -> pd.DataFrame:
     "A table of unit records, the nulls JSON made of NaN back as NaN."
     df = pd.DataFrame(records)
@@ -583,21 +589,25 @@ def overlap_table(res: Results) -> pd.DataFrame:
     "Per general domain: the overlap rule that ran and the interactions it removed."
     return _frame(res.overlap)
 
+# %% ../nbs/16_molorec.ipynb #aeebb3b5
 def few_shot_tables(res: Results) -> tuple[pd.DataFrame, pd.DataFrame]:
     "Table 3: NDCG@1 (and valid rates) per scenario and fraction, mean over seeds; and the same per seed."
     by_seed = _frame(res.few_shot)
     if by_seed.empty: return by_seed, by_seed
     return by_seed.drop(columns="seed").groupby(["scenario", "fraction", "n_train"], sort=False).mean().reset_index(), by_seed
 
+# %% ../nbs/16_molorec.ipynb #d62f8b02
 def learned_weights(res: Results) -> pd.DataFrame:
     "Per LoRA-wrapped module, the w_g that test-time TTA learned warm and cold (mean over seeds)."
     wg = {sc: np.mean([[w[0] for w in r["module_weights"].values()] for r in res.tta if r["scenario"] == sc], axis=0) for sc in SCENARIOS}
     return pd.DataFrame({"module": list(res.tta[0]["module_weights"]), "w_g_warm": wg["warm"], "w_g_cold": wg["cold"]})
 
+# %% ../nbs/16_molorec.ipynb #51453436
 def pull_table(res: Results) -> pd.DataFrame:
     "Per user with both tests, the pull towards G on their warm and their new-item prompt (mean over seeds; NaN: no title)."
     return pd.DataFrame({"user": res.pull_users, **{f"pull_{sc}": np.asarray(res.pull[sc], dtype=float).mean(0) for sc in SCENARIOS}})
 
+# %% ../nbs/16_molorec.ipynb #495b4579
 def tta_table(res: Results) -> pd.DataFrame:
     "Per seed and scenario, the test-time TTA run: learning rate, passes, steps planned / taken / skipped, entropies, mean w_g."
     return _frame([{"seed": r["seed"], "scenario": r["scenario"], "lr": r["lr"], "passes": r["passes"], "steps_planned": r["steps_planned"],
@@ -605,6 +615,7 @@ def tta_table(res: Results) -> pd.DataFrame:
                     "entropy_before": r["entropy_before"], "entropy_after": r["entropy_after"], "mean_w_g": r["mean_weights"][0],
                     "seconds": r["seconds"]} for r in res.tta])
 
+# %% ../nbs/16_molorec.ipynb #d05b73f7
 def detail_tables(res: Results) -> dict[str, pd.DataFrame]:
     "Table 3 (mean and per seed), learned weights, pull towards G, the curve, training, TTA-lr and grid validation, TTA runs."
     few, few_by_seed = few_shot_tables(res)
@@ -632,6 +643,7 @@ def weights_figure(res: Results):
     fig.tight_layout()
     return fig
 
+# %% ../nbs/16_molorec.ipynb #4752990b
 def prompts_figure(res: Results):
     "Test NDCG@1 of the entropy mixture against the number of unlabeled prompts TTA saw (MoLoRec-S dotted)."
     import matplotlib.pyplot as plt
@@ -671,6 +683,7 @@ def beside_paper_rows(numbers: pd.DataFrame, scenario: str) -> pd.DataFrame:
     return beside_paper(ours[["scenario", *ours.columns[:-1]]], pd.DataFrame(paper)[["model", *ours.columns[1:-1]]],
                         on=["model"], source=f"MoLoRec Table {table} (MovieLens-1M, Qwen2-7B)")
 
+# %% ../nbs/16_molorec.ipynb #1de2266d
 def _tested(cid: str, text: str, c: dict, a, b, detail: str, degenerate: str | None = None, **paper) -> dict:
     from llmrec_nb.stats import claim_statistics, degenerate_reason
     return dict(id=cid, text=text, holds=c["effect"] > 0 and c["p_ttest"] <= 0.05, effect=c["effect"], p=c["p_ttest"],

@@ -219,6 +219,7 @@ def per_user(values, users) -> np.ndarray:
     "Mean of `values` per user, users in sorted order."
     return pd.Series(np.asarray(values, dtype=float)).groupby([str(u) for u in users], sort=True).mean().to_numpy()
 
+# %% ../nbs/15_soft.ipynb #b7ad4449
 def _metrics(cfg: Config) -> list[str]:
     return [f"{m}@{k}" for k in cfg.ks for m in ("HR", "NDCG")] + ["valid"]
 
@@ -228,6 +229,7 @@ def user_values(res: Results, labels=None) -> dict:
     return {m: {me: np.concatenate([per_user(res.test_values(d, m, me), [f"{d['label']}:{u}" for u in d["test_users"]])
                                     for d in ds]) for me in _metrics(res.cfg)} for m in res.MODELS}
 
+# %% ../nbs/15_soft.ipynb #9ecb371f
 def main_table(res: Results, labels=None):
     "The main table: every row's test metrics per user, SOFT and SOFT w/o SA against SFT (paired t-test over users, Holm)."
     from llmrec_nb.stats import results_table
@@ -283,6 +285,7 @@ def first_epoch_figure(res: Results):
     fig.tight_layout()
     return fig
 
+# %% ../nbs/15_soft.ipynb #cb4a3b0b
 def category_hits_figure(res: Results):
     "Hit ratio (H@K) and category hit ratio (HC@K) of the SFT model's answers on the training prompts."
     import matplotlib.pyplot as plt
@@ -298,6 +301,7 @@ def category_hits_figure(res: Results):
     fig.tight_layout()
     return fig
 
+# %% ../nbs/15_soft.ipynb #0aa7e0f5
 def schedule_figure(res: Results):
     "λ_t and d_{t−1} by epoch for every α (thick: the α chosen on validation)."
     import matplotlib.pyplot as plt
@@ -312,6 +316,7 @@ def schedule_figure(res: Results):
     fig.tight_layout()
     return fig
 
+# %% ../nbs/15_soft.ipynb #11b2151a
 def alpha_figure(res: Results):
     "Validation HR@10 and NDCG@10 of the best epoch for every α."
     import matplotlib.pyplot as plt
@@ -324,6 +329,7 @@ def alpha_figure(res: Results):
     fig.tight_layout()
     return fig
 
+# %% ../nbs/15_soft.ipynb #afcc5b5e
 def cost_figure(res: Results):
     "Training time of SFT against SOFT's three stages (SFT, self-distillation, curriculum training)."
     import matplotlib.pyplot as plt

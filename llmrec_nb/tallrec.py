@@ -59,6 +59,7 @@ def to_instructions(samples: pd.DataFrame, data: RecData, variant: int = 0) -> l
                                        id=f"{r.user}:{r.item}", meta={"user": r.user, "item": r.item, "label": int(r.label)}))
     return out
 
+# %% ../nbs/10_tallrec.ipynb #3906a8ca
 def labels_of(instructions: Sequence[Instruction]) -> np.ndarray:
     "The 0/1 labels kept in each instruction's meta."
     return np.array([i.meta["label"] for i in instructions], dtype=np.int64)
@@ -75,22 +76,26 @@ def prompts_of(llm, instructions: Sequence[Instruction], style: str = "chat",
     if n: warnings.warn(f"{n} of {len(prompts)} TALLRec prompts exceed max_length={max_length} tokens and lost their oldest history entries")
     return prompts, n
 
+# %% ../nbs/10_tallrec.ipynb #da676d73
 def score(llm, instructions: Sequence[Instruction], style: str = "chat", batch_size: int = 16,
           max_length: int = LoraTrainConfig.max_length) -> np.ndarray:
     "P(Yes) for each instruction: the first tokens of the trained answers `Yes.` / `No.`, renormalised."
     return score_binary(llm, prompts_of(llm, instructions, style, max_length)[0], *TALLREC_ANSWERS, batch_size=batch_size)
 
+# %% ../nbs/10_tallrec.ipynb #ddbe2f82
 def auc_of(llm, instructions: Sequence[Instruction], style: str = "chat", batch_size: int = 16,
            max_length: int = LoraTrainConfig.max_length) -> float:
     "AUC of P(Yes) against the labels."
     return float(auc(labels_of(instructions), score(llm, instructions, style, batch_size, max_length)))
 
+# %% ../nbs/10_tallrec.ipynb #44cb69bb
 def tallrec_config(**overrides) -> LoraTrainConfig:
     "The paper's LoRA settings (r=8, alpha=16, dropout 0.05, q/v, lr 1e-4, batch 128 via accumulation), with overrides."
     base = LoraTrainConfig(r=8, alpha=16, dropout=0.05, target_modules=("q_proj", "v_proj"), lr=1e-4, epochs=200,
                            batch_size=32, grad_accum=4, patience=10, save_total_limit=1)
     return replace(base, **overrides)
 
+# %% ../nbs/10_tallrec.ipynb #2a8c9291
 def tune(llm, train: Sequence[Instruction], valid: Sequence[Instruction], config: LoraTrainConfig | None = None,
          output_dir: Path | str = "tallrec_out", resume: bool = True, batch_size: int = 16) -> TrainResult:
     "LoRA-tune `llm` on `train`, early-stopping on AUC over `valid`; the best adapter is left active."
@@ -119,6 +124,7 @@ def item_genres(data: RecData) -> dict:
     genres = data.items.set_index("item")["genres"] if data.items is not None and "genres" in data.items else None
     return {} if genres is None else {i: set(g) for i, g in genres.items() if isinstance(g, (list, tuple, np.ndarray))}
 
+# %% ../nbs/10_tallrec.ipynb #20d1f4e7
 class TallrecStats:
     "Per-user and per-item like counts of a set of samples (targets and histories), minus the pairs in `exclude`."
     def __init__(self, samples: pd.DataFrame, data: RecData | None = None, exclude: Iterable[tuple] = (),
@@ -132,11 +138,13 @@ class TallrecStats:
         self.prior = float(pairs["label"].mean()) if len(pairs) else 0.5
         self.genres = genres if genres is not None else item_genres(data) if data is not None else {}
 
+# %% ../nbs/10_tallrec.ipynb #d4046eac
 def popularity_scores(train: pd.DataFrame, test: pd.DataFrame) -> np.ndarray:
     "The test target's smoothed like rate among the `train` samples' pairs."
     st = TallrecStats(train)
     return _smoothed(test["item"], st.items, st.prior)[0]
 
+# %% ../nbs/10_tallrec.ipynb #6fd921a3
 def _overlap(target: set, hist: Sequence, genres: dict) -> float:
     if not target: return 0.0
     seen = set().union(*(genres.get(i, set()) for i in hist)) if len(hist) else set()
@@ -155,6 +163,7 @@ def ctr_features(stats: TallrecStats, samples: pd.DataFrame) -> np.ndarray:
         disliked_ov.append(_overlap(tg, [i for i, l in zip(h, hl) if not l], g))
     return np.column_stack([hist_rate, user_rate, user_n, item_rate, item_n, liked_ov, disliked_ov]).reshape(len(samples), 7)
 
+# %% ../nbs/10_tallrec.ipynb #a4feada1
 def oof_ctr_features(train: pd.DataFrame, data: RecData, n_folds: int = 5, seed: int = 0) -> np.ndarray:
     "Features of the training rows, each row's like rates from the other folds without its own fold's target pairs."
     n = len(train)
@@ -167,6 +176,7 @@ def oof_ctr_features(train: pd.DataFrame, data: RecData, n_folds: int = 5, seed:
         X[folds == f] = ctr_features(st, own)
     return X
 
+# %% ../nbs/10_tallrec.ipynb #abfb8028
 def logistic_ctr_scores(train: pd.DataFrame, test: pd.DataFrame, data: RecData, seed: int = 0, n_folds: int = 5) -> np.ndarray:
     "Fit a standardised logistic regression on `train`'s out-of-fold features; P(like) for `test` (statistics of all of `train`)."
     from sklearn.linear_model import LogisticRegression
@@ -178,6 +188,7 @@ def logistic_ctr_scores(train: pd.DataFrame, test: pd.DataFrame, data: RecData, 
     model.fit(oof_ctr_features(train, data, n_folds=n_folds, seed=seed), y)
     return model.predict_proba(ctr_features(TallrecStats(train, data), test))[:, 1]
 
+# %% ../nbs/10_tallrec.ipynb #eaedb38b
 SEQUENTIAL_CTR = ("SASRec", "GRU4Rec")
 
 def _like_columns(samples: pd.DataFrame):
@@ -198,6 +209,7 @@ def sequential_ctr_scores(name: str, train: pd.DataFrame, test: pd.DataFrame, da
                    valid=_like_columns(valid) if valid is not None and valid["label"].nunique() == 2 else None)
     return model.predict_like(list(test["history"]), list(test["item"]), list(test["history_labels"]))
 
+# %% ../nbs/10_tallrec.ipynb #aaa9fa38
 def few_shot_baselines(pool: pd.DataFrame, k: int, seed: int, test: pd.DataFrame, data: RecData,
                        valid: pd.DataFrame | None = None, sequential: Sequence[str] = SEQUENTIAL_CTR,
                        **seq_kw) -> dict[str, np.ndarray]:
@@ -226,6 +238,7 @@ def weighted_aucs(labels, scores, weights) -> np.ndarray:
             out[:, j] = (pos * (below + 0.5 * neg)).sum(axis=1) / (pos.sum(axis=1) * neg.sum(axis=1))
     return out
 
+# %% ../nbs/10_tallrec.ipynb #47808bc3
 def compare_auc_over_users(labels, method_scores, baseline_scores, users=None, n_boot: int = 2000, seed: int = 0,
                            level: float = 0.95) -> dict[str, Any]:
     """Method vs baseline AUC on the same test samples (each the mean over its seeds: rows of scores), by a bootstrap
@@ -264,6 +277,7 @@ def compare_auc_over_users(labels, method_scores, baseline_scores, users=None, n
             "baseline_seed_values": [float(v) for v in obs[S:]], "per_seed": per_seed,
             "p_delong": auc_test(y, ms.mean(axis=0), bs.mean(axis=0))["p"]}
 
+# %% ../nbs/10_tallrec.ipynb #10b991cf
 def describe_auc_comparison(c: Mapping[str, Any]) -> str:
     "One line for a claim's detail: AUCs, effect with CI, the user-level p (and its adjusted value), DeLong beside it."
     f = lambda v: f"{v:.4f}"
@@ -291,6 +305,7 @@ def book_samples(data: RecData, like_threshold: float = 5.0, min_ratings: int = 
     df = df.iloc[rng.permutation(len(df))].reset_index(drop=True)
     return df if n_samples is None else df.iloc[:n_samples].reset_index(drop=True)
 
+# %% ../nbs/10_tallrec.ipynb #215f5d4b
 def genre_domains(data: RecData, groups: Mapping[str, Sequence[str]], disjoint_users: bool = True) -> dict[str, RecData]:
     """One `RecData` per genre group: the items with a genre of that group and none of another group's, and (with
     `disjoint_users`) the users `stable_hash(user) % len(groups)` gives to it. No two domains share an item (or user)."""
@@ -331,6 +346,7 @@ class Domain:
     @property
     def labels(self) -> np.ndarray: return self.test["label"].to_numpy().astype(np.int64)
 
+# %% ../nbs/10_tallrec.ipynb #87a62cf3
 def domain_of(name: str, data: RecData, samples: pd.DataFrame, n_valid: int | None = None, n_test: int | None = None,
               seed: int = 0) -> Domain:
     "A `Domain` from time-ordered (or user-shuffled) samples: split 8:1:1 in order; seeded subsets of `n_valid` / `n_test` (None: all)."
@@ -346,6 +362,7 @@ def domain_of(name: str, data: RecData, samples: pd.DataFrame, n_valid: int | No
                                       expected="liked and disliked samples in train, valid and test: more samples or users")
     return Domain(name, data, parts["train"], parts["valid"], parts["test"])
 
+# %% ../nbs/10_tallrec.ipynb #28ffe256
 @dataclass
 class CrossDomainGrid:
     "What `cross_domain_grid` measured: zero-shot and tuned test scores per (train, test, seed), and one row per tuning run."
@@ -362,6 +379,7 @@ class CrossDomainGrid:
         "(seeds × test samples) scores of the models tuned on `train`, on `test`."
         return np.stack([v for (tr, te, _), v in sorted(self.scores.items(), key=lambda kv: kv[0][2]) if tr == train and te == test])
 
+# %% ../nbs/10_tallrec.ipynb #4153fa70
 MIXED = "both"
 
 def cross_domain_grid(llm, domains: Sequence[Domain], k: int, seeds: Sequence[int], config: LoraTrainConfig | None = None,
@@ -407,6 +425,7 @@ def cross_domain_grid(llm, domains: Sequence[Domain], k: int, seeds: Sequence[in
     return CrossDomainGrid(k, names, train_domains, {n: by_name[n].labels for n in names}, zero, scores, pd.DataFrame(runs),
                            users={n: by_name[n].test["user"].to_numpy() for n in names})
 
+# %% ../nbs/10_tallrec.ipynb #8793104a
 def cross_domain_table(grid: CrossDomainGrid, n_boot: int = 2000, seed: int = 0) -> tuple[pd.DataFrame, dict]:
     """One row per (train domain, test domain), zero-shot rows first: AUC mean ± std over seeds with its 95% CI, and
     the difference from zero-shot on that test domain (`compare_auc_over_users`, over the test domain's users). Also
@@ -432,7 +451,7 @@ def cross_domain_table(grid: CrossDomainGrid, n_boot: int = 2000, seed: int = 0)
                     zip(table["auc_mean"], table["auc_std"], table["auc_ci_low"], table["auc_ci_high"])]
     return table, comparisons
 
-
+# %% ../nbs/10_tallrec.ipynb #11cfca74
 def transfer_comparison(comparisons: Mapping[tuple, dict], domains: Sequence[str]) -> dict:
     """Tuned on the other domain vs zero-shot on the target, every direction: the weakest direction's comparison (a
     non-positive effect first, else the largest p), with `directions` naming each direction's effect and p."""
@@ -649,6 +668,7 @@ def comparisons(res: Results) -> dict:
         out[("more_samples",)] = cmp(res.seed_scores("TALLRec", max(res.cfg.ks)), res.seed_scores("TALLRec", min(res.cfg.ks)))
     return out
 
+# %% ../nbs/10_tallrec.ipynb #9f4eb9fa
 def _std(a: np.ndarray) -> float: return float(a.std(ddof=1)) if len(a) > 1 else 0.0
 
 def auc_table(res: Results, comps: dict | None = None, paper: bool = True) -> pd.DataFrame:
@@ -675,6 +695,7 @@ def auc_table(res: Results, comps: dict | None = None, paper: bool = True) -> pd
     return beside_paper(table, [{"method": "TALLRec", "K": k, "auc_mean": v} for k, v in PAPER_AUC.items()], on=["method", "K"],
                         source="TALLRec's table (LLaMA-7B, movies)")
 
+# %% ../nbs/10_tallrec.ipynb #8558bc92
 def cross_domain_tables(res: Results) -> tuple[pd.DataFrame, dict]:
     "The cross-domain table and its comparisons (`cross_domain_table` on the run's grid)."
     if res.grid is None: raise ValueError("this run has no cross-domain grid (cross_domain is False)")
@@ -701,6 +722,7 @@ def auc_vs_k_figure(res: Results):
     fig.tight_layout()
     return fig
 
+# %% ../nbs/10_tallrec.ipynb #5519c7a9
 def cross_domain_figure(res: Results):
     "Test AUC per test domain (groups) and training domain (bars), with 95% CIs over users; the dashed line is chance."
     import matplotlib.pyplot as plt

@@ -37,6 +37,7 @@ def register_backend(name: str, loader) -> None:
     if name in BUILT_IN_BACKENDS: raise ValueError(f"{name!r} is a built-in backend")
     BACKENDS[name] = loader
 
+# %% ../../nbs/03_llm.ipynb #5cbbccac
 def backend_loader(name: str):
     "The loading function of registered backend `name` (imported on first use when registered by its path)."
     loader = BACKENDS[name]
@@ -61,6 +62,7 @@ def encode(tokenizer, texts: Sequence[str]) -> list[list[int]]:
             for i, ids in zip(idx, tokenizer([texts[i] for i in idx], add_special_tokens=flag)["input_ids"]): out[i] = ids
     return out
 
+# %% ../../nbs/03_llm.ipynb #f897bac5
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     "Number of leading tokens `a` and `b` share."
     n = 0
@@ -69,6 +71,7 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
         n += 1
     return n
 
+# %% ../../nbs/03_llm.ipynb #ba3e5c14
 def continuation_ids(tokenizer, prompt: str, continuation: str, prompt_ids: Sequence[int] | None = None) -> list[int]:
     "Token ids of `continuation` as the model sees them right after `prompt`."
     prompt_ids = list(prompt_ids) if prompt_ids is not None else encode(tokenizer, [prompt])[0]
@@ -77,6 +80,7 @@ def continuation_ids(tokenizer, prompt: str, continuation: str, prompt_ids: Sequ
     # the answer merged with the prompt's last token: score it as a separate word instead
     return tokenizer(continuation, add_special_tokens=False)["input_ids"]
 
+# %% ../../nbs/03_llm.ipynb #e7596b75
 def answer_token_id(tokenizer, prompt: str, word: str) -> int:
     "The id of the first token of `word` when it follows `prompt`."
     ids = continuation_ids(tokenizer, prompt, word)
@@ -103,6 +107,7 @@ def pad_left(seqs: Sequence[Sequence[int]], pad_id: int, device):
         if len(s): ids[r, width - len(s):] = torch.tensor(list(s)); mask[r, width - len(s):] = 1
     return ids.to(device), mask.to(device)
 
+# %% ../../nbs/03_llm.ipynb #9571a57c
 def pad_id_of(tokenizer) -> int:
     "The tokenizer's padding id, its end-of-text id where it has none."
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

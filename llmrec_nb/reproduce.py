@@ -132,9 +132,14 @@ def _profile_setting(profile: str, paper: str, parameter: str, root: Path | None
     if parameter in defaults: return defaults[parameter]
     raise KeyError(parameter)
 
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:,.0f} h"
+
 def what_it_would_take(paper: str, assessed: dict, run_params: dict, profiles: Iterable[str] = ("quick", "paper"),
-                       root: Path | None = None) -> str:
-    "One line for an inconclusive claim: the n that would detect the paper's effect and which profile sets that much."
+                       root: Path | None = None, seconds: float | None = None) -> str:
+    """One line for an inconclusive claim: the n that would detect the paper's effect, which profile sets that much,
+    and (given the run's wall `seconds`) the time this run would take if it all grew with that n: an upper bound on
+    the same machine, since training does not grow with the evaluated n."""
     cid, need, n_eff = assessed["id"], assessed.get("n_needed"), assessed.get("n_effective")
     if assessed.get("paper_effect") is None:
         mde = assessed.get("mde")
@@ -157,9 +162,11 @@ def what_it_would_take(paper: str, assessed: dict, run_params: dict, profiles: I
     able = [(prof, v) for prof, v, ok in reach if ok]
     if not able: verdict = "no profile sets that much"
     else: verdict = f"the {able[0][0]} profile reaches it" + (" if its data has that many" if able[0][1] is None else "")
-    return text + f"; `{param}` ≈ {target:,} ({settings}): {verdict}"
+    cost = f"; this run scaled to it: at most {_duration(seconds * target / now)} on the same machine" \
+        if seconds and now and target > now else ""
+    return text + f"; `{param}` ≈ {target:,} ({settings}): {verdict}{cost}"
 
-# %% ../nbs/20_reproduce.ipynb #66dbbfbf
+# %% ../nbs/20_reproduce.ipynb #14661daf
 def _row(a: dict) -> str:
     if not a["tested"]:
         return f"| `{a['id']}` | {a['text']} | {a['verdict']} | {_fmt(a.get('effect'))} | — | {_fmt(a.get('p'))} | — | — | — | — |"
@@ -230,7 +237,8 @@ def write_report(out: Path, runs: list[NotebookRun], profile: str | None = None,
             else: n_desc += 1; n_desc_hold += a["verdict"] == "holds"
         sources = [f"`{a['id']}`: {a['paper_source']}" for a in assessed if a["tested"] and a.get("paper_source")]
         if sources: body += ["Paper effects: " + "; ".join(sources) + ".", ""]
-        todo = [what_it_would_take(name, a, (m or {}).get("params") or {}, root=root) for a in assessed
+        todo = [what_it_would_take(name, a, (m or {}).get("params") or {}, root=root, seconds=(m or {}).get("wall_seconds"))
+                for a in assessed
                 if a["tested"] and a["verdict"] == "inconclusive"]
         if todo: body += ["What it would take:", ""] + [f"- {t}." for t in todo] + [""]
     n_tested = sum(counts.values())
@@ -355,7 +363,7 @@ def run_paper(paper: str, cfg, out_dir: Path | str | None = None, work_dir: Path
     mod = paper_module(paper)
     return mod.save(mod.run(cfg, work_dir), out_dir, profile)
 
-# %% ../nbs/20_reproduce.ipynb #f334bd05
+# %% ../nbs/20_reproduce.ipynb #a64c081c
 # The papers' effects in each claim's units and direction. A dict value is keyed by a piece of the claim's text
 # (the claim's K, for TALLRec). None: the paper reports no comparable number; the text says what it reports.
 PAPER_EFFECTS: dict[str, Any] = {
@@ -409,6 +417,8 @@ def paper_effect(claim: dict) -> tuple[float | None, str | None]:
         entry = entry[keys[0]] if keys else None
     if entry is None: return None, claim.get("paper_source")
     return entry[0], claim.get("paper_source") or entry[1]
+
+
 
 # %% ../nbs/20_reproduce.ipynb #288694d1
 _N_PATTERNS = (r"\bn(?:_test)?=(\d+)", r"\bover (\d+) (?:test samples|training prompts|users|\()", r"\b(\d+) modules\b")

@@ -1047,12 +1047,17 @@ def _answer_unit(llm, instances, gen: dict) -> dict:
     t0 = time.time()
     return {"answers": predict(llm, instances, **gen), "answer_seconds": round(time.time() - t0, 2)}
 
-def _tuned_unit(llm, train, instances, lcfg, out_dir: Path, gen: dict) -> dict:
-    "Train one adapter (resuming an interrupted run in `out_dir`), answer `instances`, take the adapter off."
-    from llmrec_nb.lora import train_lora, remove_lora
+def _tuned_unit(llm, train, instances, lcfg, out_dir: Path, gen: dict, engine=None) -> dict:
+    """Train one adapter on `llm` (resuming an interrupted run in `out_dir`), answer `instances` with it on `engine`
+    (default `llm`), take the adapter off."""
+    from llmrec_nb.lora import load_adapter, train_lora, remove_lora
     t0 = time.time()
     res = train_lora(llm, train, config=lcfg, output_dir=out_dir, resume=True)
     t1 = time.time()
+    if engine is not None and engine is not llm:
+        remove_lora(llm)
+        load_adapter(engine, res.adapter_dir)
+        llm = engine
     answers = predict(llm, instances, **gen)
     remove_lora(llm)
     return {"answers": answers, "n_train": len(train), "train_seconds": round(t1 - t0, 2), "answer_seconds": round(time.time() - t1, 2),
@@ -1087,6 +1092,7 @@ def run(cfg: Config, work_dir: Path | str | None = None) -> Results:
     ds = build_itdr(sources, **cfg.build_kw())
     bare = {x.id: x for x in build_itdr(sources, with_task_description=False, **cfg.build_kw()).instances}
     llm = load_llm(cfg.model, dtype=cfg.dtype, device_map=cfg.device_map)
+    engine = cfg.evaluation_llm(llm, lora_rank=cfg.lora_r)
     data_dir = folder.folder_unit("itdr_data", {"instances": _fingerprint(ds.instances), "model": cfg.model},
                                   lambda tmp: export_itdr(ds, tmp, tokenizer=llm.tokenizer))
     train = first_per_task(ds.splits["train"], cfg.n_train_per_task)
@@ -1105,10 +1111,11 @@ def run(cfg: Config, work_dir: Path | str | None = None) -> Results:
         lcfg = cfg.lora_config(seed)
         k = {**key, "train": _fingerprint(insts), "lora": asdict(lcfg), "instances": _fingerprint(sets[set_name])}
         out_dir = folder.root / "adapters" / f"{name}-{folder.key_of(k)[:8]}"   # named by its inputs: never resumes another run
-        unit = folder.json_unit(f"tuned/{name}", k, lambda: _tuned_unit(llm, insts, sets[set_name], lcfg, out_dir, gen))
+        unit = folder.json_unit(f"tuned/{name}", {**k, **cfg.engine_key()},
+                                lambda: _tuned_unit(llm, insts, sets[set_name], lcfg, out_dir, gen, engine))
         return {**unit, "set": set_name}
 
-    runs = {"base": answered("base", llm, "main", key)}
+    runs = {"base": answered("base", engine, "main", {**key, **cfg.engine_key()})}
     served_note = "served model column skipped: served_url is empty (params/paper.yaml shows how to point it at a served model)"
     if cfg.served_url:
         served = _served_llm(cfg, llm)

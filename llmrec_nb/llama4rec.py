@@ -117,6 +117,8 @@ class Config(PaperConfig):
         def need(ok, name, expected):
             if not ok: raise DataFormatError(source, f"got {getattr(self, name)!r}", field=name, expected=expected)
         need(self.finetune in ("lora", "full"), "finetune", "'lora' or 'full'")
+        need(self.finetune == "lora" or self.backend == "transformers", "backend",
+             "'transformers' with finetune='full' (fully fine-tuned copies are swapped in memory; other engines take LoRA adapters)")
         need(self.readout in ("score", "generate"), "readout", "'score' or 'generate'")
         need(self.rating_readout in agg.RATING_READOUTS, "rating_readout", " or ".join(agg.RATING_READOUTS))
         need(self.absent_target in agg.ABSENT_TARGET, "absent_target", " or ".join(agg.ABSENT_TARGET))
@@ -291,8 +293,9 @@ class TunedLLMs:
     "The tuned LLMs of a run: LoRA adapters on one base model, or fully fine-tuned copies swapped in; each tuning a unit."
     WEIGHTS = "model.safetensors"
 
-    def __init__(self, llm, cfg: Config, folder: RunFolder):
+    def __init__(self, llm, cfg: Config, folder: RunFolder, engine=None):
         self.llm, self.cfg, self.folder = llm, cfg, folder
+        self.engine = llm if engine is None else engine   # what answers with LoRA adapters (`PaperConfig.evaluation_llm`)
         self.base = llm.model
         self.records: dict[str, dict] = {}   # name → its unit's value: where the adapter or the weights are
         self.keys: dict[str, dict] = {}      # name → its unit's key (evaluations of the LLM include it in theirs)
@@ -333,6 +336,9 @@ class TunedLLMs:
         "Make LLM `name` (or 'base', untuned, with full fine-tuning) the one that answers, loading it when needed."
         from llmrec_nb.lora import adapter_names, load_adapter, set_active_adapter
         if self.cfg.finetune == "lora":
+            if self.engine is not self.llm:
+                load_adapter(self.engine, self.records[name]["path"], name)
+                return self.engine
             if name not in adapter_names(self.llm.model): load_adapter(self.llm, self.records[name]["path"], name)
             set_active_adapter(self.llm, name)
             return self.llm
@@ -381,7 +387,7 @@ EXAMPLES = {"movie": agg.MOVIE_EXAMPLES, "book": agg.BOOK_EXAMPLES}
 def augmentation(ctx: Prepared, cfg: Config, seed: int, folder: RunFolder, llms: TunedLLMs, llm: str) -> dict:
     "LLM-made pairs (a frame `user, pos, neg, p`) and insertions (user → sequence) for the sampled users, and the unit's key."
     users = sample_users(ctx.setting.users("valid"), cfg.da_users, seed)
-    key = {"llm": llms.keys[llm], "users": users, "pairs": cfg.pairs_per_user, "insert": cfg.insert_candidates,
+    key = {"llm": llms.keys[llm], **cfg.engine_key(), "users": users, "pairs": cfg.pairs_per_user, "insert": cfg.insert_candidates,
            "direct": bool(cfg.direct_backbones), "sequential": bool(cfg.sequential_backbones)}
 
     def compute():
@@ -479,7 +485,7 @@ class Evaluator:
     def utilities(self, llm: str, backbone: str, view: dict, kind: str, augment: bool, mode: str) -> dict[str, agg.LLMUtilities]:
         "Per split, LLM `llm`'s utilities over the lists of `view` (of `backbone`, `kind`), with or without prompt augmentation."
         c = self.cfg
-        key = {"llm": self.llms.keys[llm], "view": view["key"], "augment": augment, "mode": mode, "readout": c.readout,
+        key = {"llm": self.llms.keys[llm], **c.engine_key(), "view": view["key"], "augment": augment, "mode": mode, "readout": c.readout,
                "rating_readout": c.rating_readout, "top_n": c.top_n, "batch": c.eval_batch_size}
 
         def compute():
@@ -493,7 +499,8 @@ class Evaluator:
 
     def ratings(self, llm: str, label: str, view: dict, split: str, augment: bool) -> np.ndarray:
         "LLM `llm`'s rating of each `split` target of `view` (with the similar user and the backbone's rating when `augment`)."
-        key = {"llm": self.llms.keys[llm], "view": view["key"], "split": split, "augment": augment, "readout": self.cfg.rating_readout}
+        key = {"llm": self.llms.keys[llm], **self.cfg.engine_key(), "view": view["key"], "split": split, "augment": augment,
+               "readout": self.cfg.rating_readout}
         compute = lambda: agg.llm_ratings(self.llms.use(llm), self.ctx.setting, view["cases"][split], similar=view["similar"][split] if augment else None,
                                           rec_rating=augment, readout=self.cfg.rating_readout).tolist()
         return np.array(self.folder.json_unit(f"{self.where}/ratings/{label}-{llm}-{split}", key, compute), dtype=float)
@@ -621,7 +628,8 @@ def run(cfg: Config, work_dir: Path | str | None = None) -> Results:
     clock = Clock()
     folder = RunFolder(work_dir or repo_root() / "runs" / "work" / "llama4rec")
     ctxs = [prepare(spec, cfg) for spec in cfg.specs()]
-    tuned = TunedLLMs(load_llm(cfg.model, dtype=cfg.dtype, device_map=cfg.device_map), cfg, folder)
+    llm = load_llm(cfg.model, dtype=cfg.dtype, device_map=cfg.device_map)
+    tuned = TunedLLMs(llm, cfg, folder, cfg.evaluation_llm(llm, lora_rank=cfg.lora_r))
     runs = {}
     for ctx in ctxs:
         for s in cfg.train_seeds():

@@ -509,6 +509,7 @@ def _sizes(dom: Domains, tasks: Tasks) -> dict:
 def run(cfg: Config, work_dir: Path | str | None = None) -> Results:
     "The whole MoLoRec experiment for `cfg`; finished units under `work_dir` (default `runs/work/molorec`) are reused."
     from llmrec_nb.llm import load_llm
+    cfg.require_transformers("the adapter mixture, its entropy test-time adaptation and constrained decoding hook into the transformers model")
     t_start, seeds = time.time(), cfg.check().train_seeds()
     folder = RunFolder(work_dir or repo_root() / "runs" / "work" / "molorec")
     set_seed(cfg.seed)

@@ -274,6 +274,9 @@ class PaperConfig(RunConfig):
     PAPER: ClassVar[str] = ""
     device_map: str | None = setting(None, "where the LLM's layers go (llm.load_llm): none (one device), a device, or "
                                      "auto (a model too large for one GPU sharded over the GPUs, then CPU memory)")
+    backend: str = setting("transformers", "the engine that scores and generates with the base and tuned models: "
+                           "transformers, or vllm (GPU; adapters applied per request); training always runs on transformers")
+    backend_kw: dict = setting({}, "options of that engine for llm.load_llm (vLLM: e.g. gpu_memory_utilization, max_model_len)")
 
     @classmethod
     def from_profile(cls, profile: str | Path = "quick", **overrides):
@@ -281,6 +284,27 @@ class PaperConfig(RunConfig):
         prof = load_profile(profile)
         params = {k: v for k, v in notebook_parameters(prof, cls.PAPER, str(profile), "").items() if k in cls.names()}
         return cls().override(params, f"profile {profile}, section {cls.PAPER}").override(overrides)
+
+    def evaluation_llm(self, llm, lora_rank: int | None = None):
+        """The model that scores and generates: `llm` itself on transformers, else `self.model` started once on
+        `self.backend` (for vLLM with LoRA enabled up to `lora_rank`); adapters go on it with `lora.load_adapter`."""
+        if self.backend == "transformers": return llm
+        from llmrec_nb.llm import load_llm
+        kw = dict(self.backend_kw)
+        if self.backend == "vllm":
+            kw.setdefault("dtype", self.dtype)
+            if lora_rank: kw.setdefault("max_lora_rank", lora_rank)
+        return load_llm(self.model, backend=self.backend, **kw)
+
+    def require_transformers(self, why: str):
+        "Refuse another `backend` for a paper whose evaluation runs only on transformers, saying `why`."
+        if self.backend != "transformers":
+            raise DataFormatError(f"{self.PAPER}.Config", f"got {self.backend!r}", field="backend", expected=f"'transformers' ({why})")
+        return self
+
+    def engine_key(self) -> dict:
+        "What a unit computed by `evaluation_llm` depends on besides its inputs (nothing extra on transformers)."
+        return {} if self.backend == "transformers" else {"backend": self.backend, "backend_kw": self.backend_kw}
 
 # %% ../nbs/08_report.ipynb #bda7b098
 def paper_notebooks(nbs_dir: Path | None = None, only: Iterable[str] | None = None) -> list[Path]:

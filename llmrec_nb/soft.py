@@ -195,6 +195,7 @@ def run(cfg: Config, work_dir: Path | str | None = None) -> Results:
     from llmrec_nb.curriculum import soft_config
     from llmrec_nb.llm import load_llm
     from llmrec_nb.loaders import load_dataset
+    cfg.require_transformers("its grounding embeds generated titles with the frozen base model, which only the transformers engine exposes")
     t_start = time.time()
     folder = RunFolder(work_dir or repo_root() / "runs" / "work" / "soft")
     set_seed(cfg.seed)

@@ -571,8 +571,10 @@ def _baseline_units(dom: Domain, cfg: Config, folder: RunFolder, key: dict) -> t
             scores[(references[-1], len(dom.pool), 0)] = np.asarray(v)
     return scores, references
 
-def _tallrec_units(llm, dom: Domain, cfg: Config, folder: RunFolder, key: dict) -> tuple[dict, pd.DataFrame]:
-    "One trained adapter per (K, seed) and its test scores, each a unit; returns the scores and one row per run."
+def _tallrec_units(llm, dom: Domain, cfg: Config, folder: RunFolder, key: dict, engine=None) -> tuple[dict, pd.DataFrame]:
+    """One trained adapter per (K, seed) and its test scores, each a unit; returns the scores and one row per run.
+    Training runs on `llm`, the test scores on `engine` (default `llm`; see `PaperConfig.evaluation_llm`)."""
+    engine = llm if engine is None else engine
     from llmrec_nb.lora import load_adapter, remove_lora
     valid, test = to_instructions(dom.valid, dom.data), to_instructions(dom.test, dom.data)
     scores, runs = {}, []
@@ -594,11 +596,11 @@ def _tallrec_units(llm, dom: Domain, cfg: Config, folder: RunFolder, key: dict) 
             rec = folder.json_unit(f"k{k}_s{s}/train", train_key, train_unit)
             def eval_unit(rec=rec):
                 t0 = time.time()
-                load_adapter(llm, rec["adapter"])
-                got = np.asarray(score(llm, test, batch_size=cfg.eval_batch_size), dtype=float).tolist()
-                remove_lora(llm)
+                load_adapter(engine, rec["adapter"])
+                got = np.asarray(score(engine, test, batch_size=cfg.eval_batch_size), dtype=float).tolist()
+                remove_lora(engine)
                 return {"scores": got, "seconds": time.time() - t0}
-            ev = folder.json_unit(f"k{k}_s{s}/eval_test", {**train_key, "trained": rec}, eval_unit)
+            ev = folder.json_unit(f"k{k}_s{s}/eval_test", {**train_key, "trained": rec, **cfg.engine_key()}, eval_unit)
             scores[("TALLRec", k, s)] = np.asarray(ev["scores"])
             kept = ("valid_auc", "best_step", "steps", "stopped_early", "train_tokens_per_s")
             runs.append({"K": k, "seed": s, **{f: rec[f] for f in kept},
@@ -645,12 +647,13 @@ def run(cfg: Config, work_dir: Path | str | None = None) -> Results:
            "evaluated": [cfg.n_valid, cfg.n_test, cfg.seed]}
     scores, references = _baseline_units(dom, cfg, folder, key)
     llm = load_llm(cfg.model, dtype=cfg.dtype, device_map=cfg.device_map)
+    engine = cfg.evaluation_llm(llm, lora_rank=cfg.lora().r)
     key = {**key, "model": cfg.model, "dtype": cfg.dtype}
     test = to_instructions(dom.test, data)
-    scores[("Zero-shot LLM", 0, 0)] = np.asarray(folder.json_unit("eval_zero_shot", {**key, "eval_batch_size": cfg.eval_batch_size},
-        lambda: np.asarray(score(llm, test, batch_size=cfg.eval_batch_size), dtype=float).tolist()))
+    scores[("Zero-shot LLM", 0, 0)] = np.asarray(folder.json_unit("eval_zero_shot", {**key, "eval_batch_size": cfg.eval_batch_size, **cfg.engine_key()},
+        lambda: np.asarray(score(engine, test, batch_size=cfg.eval_batch_size), dtype=float).tolist()))
     print(f"zero-shot AUC {auc(labels_of(test), scores[('Zero-shot LLM', 0, 0)]):.4f}")
-    tuned, runs = _tallrec_units(llm, dom, cfg, folder, key)
+    tuned, runs = _tallrec_units(llm, dom, cfg, folder, key, engine)
     grid, where = _cross_domain(llm, data, samples, books, cfg, folder, key) if cfg.cross_domain else (None, "")
     return Results(cfg, labels_of(test), dom.test["user"].to_numpy(), {**scores, **tuned}, ["Popularity", "CTR-LR", *cfg.seq_baselines],
                    references, runs, sizes, grid, where, time.time() - t_start)

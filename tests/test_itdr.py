@@ -455,6 +455,17 @@ def test_rerun_reuses_finished_units(one_adapter_run, fixed_code, monkeypatch):
         itdr.run(cfg.override({"lr": cfg.lr / 2}), work)
 
 
+def test_the_config_backend_answers_with_the_tuned_adapter(one_adapter_run, fixed_code):
+    "backend: the adapter trains once on transformers; the base and tuned answers come from the named engine, the same."
+    from engines import registered_engine
+    cfg, work, first = one_adapter_run
+    with registered_engine() as engine:
+        routed = itdr.run(cfg.override({"backend": "by-path"}), work)
+    adapter = first.runs["tuned-s0"]["adapter"]
+    assert set(engine.seen) == {None, adapter} and engine.seen.index(adapter) == engine.seen.count(None)   # base, then tuned
+    for name in ("base", "tuned-s0"): assert routed.runs[name]["answers"] == first.runs[name]["answers"]
+
+
 def test_claims_are_tested_over_users(one_adapter_run):
     "Instances of one user share a cluster; the aggregate claims carry CI, n, the users and the paper's effect."
     cfg, _, res = one_adapter_run

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from llmrec_nb import aggregation as agg, conventional, llama4rec, lora
@@ -88,6 +89,20 @@ def test_rerun_reuses_finished_units(tmp_path, monkeypatch):
     # another setting is another unit: the LLMs are tuned again (the backbones are not)
     with pytest.raises(AssertionError, match="train_lora ran again"):
         llama4rec.run(cfg.override({"lora_lr": cfg.lora_lr / 2}), tmp_path / "work")
+
+
+def test_the_config_backend_answers_with_the_tuned_adapters(tmp_path):
+    "backend: the LLMs are tuned once on transformers; every LLM answer comes from the named engine, and the tables agree."
+    from engines import registered_engine
+    cfg = small_smoke()
+    first = llama4rec.run(cfg, tmp_path / "work")
+    with registered_engine() as engine:
+        routed = llama4rec.run(cfg.override({"backend": "by-path"}), tmp_path / "work")
+    assert engine.seen and all(a is not None and Path(a, "adapter_config.json").exists() for a in engine.seen)
+    for names in (cfg.direct_backbones, cfg.sequential_backbones):
+        pd.testing.assert_frame_equal(llama4rec.topk_table(routed, names)[0], llama4rec.topk_table(first, names)[0], atol=1e-6)
+    pd.testing.assert_frame_equal(llama4rec.rating_table(routed)[0], llama4rec.rating_table(first)[0], atol=1e-6)
+    with pytest.raises(DataFormatError, match="field 'backend'"): small_smoke(finetune="full", backend="vllm").check()
 
 
 def test_full_finetuning_copies_are_kept_released_and_read_back(tmp_path, monkeypatch):

@@ -275,7 +275,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # what the paper notebook runs at the quick profile (one seed since two took 912 s on 2 cores): its parameters cell's defaults
 # overridden by the quick profile's `common` and `tallrec` sections
 QUICK_BEFORE = {
-    'seed': 0, 'dataset': 'ml-100k', 'dataset_kw': {}, 'model': 'smollm2-135m', 'dtype': 'auto', 'device_map': None, 'n_samples': 10000,
+    'seed': 0, 'dataset': 'ml-100k', 'dataset_kw': {}, 'model': 'smollm2-135m', 'dtype': 'auto', 'device_map': None,
+    'backend': 'transformers', 'backend_kw': {}, 'n_samples': 10000,
     'history_len': 10, 'like_threshold': 3.0, 'ks': [16, 64], 'seeds': [0], 'n_valid': 64, 'n_test': 256, 'epochs': 6,
     'max_steps': 24, 'batch_size': 8, 'grad_accum': 1, 'lr': 0.001, 'patience': 2, 'lora_r': 8, 'lora_alpha': 16,
     'lora_dropout': 0.05, 'eval_batch_size': 16, 'seq_baselines': ['SASRec', 'GRU4Rec'], 'seq_epochs': 50, 'seq_dim': 64,
@@ -330,6 +331,20 @@ def test_rerun_reuses_finished_units(tmp_path, monkeypatch):
     # another learning rate is another adapter: it trains
     with pytest.raises(AssertionError, match="computed again"):
         tallrec.run(cfg.override({"lr": cfg.lr / 2}), tmp_path / "work")
+
+
+def test_the_config_backend_scores_with_the_tuned_adapters(tmp_path):
+    "backend: training stays on transformers, every test score comes from the named engine with the adapter applied."
+    from engines import registered_engine
+    with registered_engine() as engine:
+        cfg = tallrec.Config.from_profile("smoke", ks=[4], seeds=[0], seq_baselines=["GRU4Rec"], full_data_reference=False,
+                                          cross_domain=False)
+        plain = tallrec.run(cfg, tmp_path / "work")
+        routed = tallrec.run(cfg.override({"backend": "by-path"}), tmp_path / "work")   # the adapters trained once, reused
+    assert len(engine.seen) == 2 and engine.seen[0] is None                  # zero-shot, then the K=4 adapter by its path
+    assert (Path(engine.seen[1]) / "adapter_config.json").exists() and Path(engine.seen[1]).is_relative_to(tmp_path / "work")
+    for key in (("Zero-shot LLM", 0, 0), ("TALLRec", 4, 0)):
+        np.testing.assert_allclose(routed.scores[key], plain.scores[key], atol=1e-5)
 
 
 def _results(n_users=10, per_user=4, seed=1):

@@ -27,7 +27,7 @@ def test_profiles_are_overrides_of_the_paper_config():
     for profile in ("smoke", "quick", "paper"):
         llama4rec.Config.from_profile(profile).check()
     quick = llama4rec.Config.from_profile("quick")
-    assert (quick.datasets, quick.model, quick.finetune, quick.k_prime, quick.n_eval_users) == (None, "smollm2-135m", "lora", 10, 16)
+    assert (quick.datasets, quick.model, quick.finetune, quick.k_prime, quick.n_eval_users) == (None, "smollm2-135m", "lora", 10, 10)
     # the paper profile agrees with the paper's settings, but for where the model and the data live (and go)
     differ = {k for k, v in llama4rec.Config.from_profile("paper").as_dict().items() if v != paper.as_dict()[k]}
     assert differ <= {"model", "dataset", "dataset_kw", "device_map"}, differ

@@ -20,7 +20,7 @@ __all__ = ['LAYERS', 'MANIFEST_PACKAGES', 'ISA_FLAGS', 'ISA_LIMITS', 'layer_orde
 # %% ../nbs/00_core.ipynb #e35cdc9c
 LAYERS = (("core",), ("runs", "data", "llm.kernels"), ("loaders", "templates", "grounding"), ("llm.base",), ("llm.loading",),
           ("llm.transformers_engine", "llm.vllm_engine", "llm.served"), ("llm.scoring",), ("llm",), ("lora",), ("metrics",), ("conventional",), ("stats",), ("report",), ("curriculum", "mixing", "aggregation"),
-          ("tallrec", "itdr", "soft", "molorec", "llama4rec"), ("reproduce", "bench", "preflight"), ("cli",))
+          ("tallrec", "itdr", "soft", "molorec", "llama4rec", "baselines"), ("reproduce", "bench", "preflight"), ("cli",))
 
 def layer_order() -> str:
     "The layers as one line, lowest first: `core → runs / data / llm.kernels → …`."

@@ -18,7 +18,7 @@ from .core import (LlmrecError, DataFormatError, atomic_path, figures_dir, read_
 
 # %% auto #0
 __all__ = ['PROFILES', 'plain_table_files', 'Claim', 'in_notebook', 'PaperReport', 'beside_paper', 'notebook_defaults',
-           'validate_profile', 'load_profile', 'notebook_parameters', 'PaperConfig', 'paper_notebooks']
+           'validate_profile', 'load_profile', 'notebook_parameters', 'ProfileConfig', 'PaperConfig', 'paper_notebooks']
 
 # %% ../nbs/08_report.ipynb #c369b806
 def _records(df: pd.DataFrame) -> list[dict]:
@@ -269,21 +269,25 @@ def notebook_parameters(profile_cfg: dict, notebook: str, profile_name: str, out
 
 # %% ../nbs/08_report.ipynb #2c2df7a8
 @dataclass
-class PaperConfig(RunConfig):
-    "A paper's settings (`RunConfig`), overridable by a profile's `common` and `<PAPER>` sections."
+class ProfileConfig(RunConfig):
+    "A notebook's settings (`RunConfig`), overridable by a profile's `common` and `<PAPER>` sections."
     PAPER: ClassVar[str] = ""
+
+    @classmethod
+    def from_profile(cls, profile: str | Path = "quick", **overrides):
+        "The settings overridden by `params/<profile>.yaml` (its `common` and `PAPER` sections), then `overrides`."
+        prof = load_profile(profile)
+        params = {k: v for k, v in notebook_parameters(prof, cls.PAPER, str(profile), "").items() if k in cls.names()}
+        return cls().override(params, f"profile {profile}, section {cls.PAPER}").override(overrides)
+
+@dataclass
+class PaperConfig(ProfileConfig):
+    "A paper's settings with an LLM: where its layers go and which engine scores and generates with it."
     device_map: str | None = setting(None, "where the LLM's layers go (llm.load_llm): none (one device), a device, or "
                                      "auto (a model too large for one GPU sharded over the GPUs, then CPU memory)")
     backend: str = setting("transformers", "the engine that scores and generates with the base and tuned models: "
                            "transformers, or vllm (GPU; adapters applied per request); training always runs on transformers")
     backend_kw: dict = setting({}, "options of that engine for llm.load_llm (vLLM: e.g. gpu_memory_utilization, max_model_len)")
-
-    @classmethod
-    def from_profile(cls, profile: str | Path = "quick", **overrides):
-        "The paper's settings overridden by `params/<profile>.yaml` (its `common` and `PAPER` sections), then `overrides`."
-        prof = load_profile(profile)
-        params = {k: v for k, v in notebook_parameters(prof, cls.PAPER, str(profile), "").items() if k in cls.names()}
-        return cls().override(params, f"profile {profile}, section {cls.PAPER}").override(overrides)
 
     def evaluation_llm(self, llm, lora_rank: int | None = None):
         """The model that scores and generates: `llm` itself on transformers, else `self.model` started once on

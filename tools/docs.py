@@ -37,7 +37,7 @@ SECTIONS = [
     ("LLM and training", ["llm.base", "llm.kernels", "llm.loading", "llm.transformers_engine", "llm.vllm_engine",
                           "llm.served", "llm.scoring", "lora"]),
     ("Models and evaluation", ["conventional", "metrics", "stats", "report"]),
-    ("Methods", ["tallrec", "itdr", "curriculum", "soft", "mixing", "molorec", "aggregation", "llama4rec"]),
+    ("Methods", ["tallrec", "itdr", "curriculum", "soft", "mixing", "molorec", "aggregation", "llama4rec", "baselines"]),
     ("Reproduction", ["reproduce", "cli", "bench"]),
 ]
 _DIRECTIVE = re.compile(r"^\s*#\s*\|\s*([\w-]+):?\s*(.*)$")

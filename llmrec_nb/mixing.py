@@ -17,15 +17,15 @@ from .core import LlmrecError, DataFormatError, stable_hash, set_seed, progress
 from .data import (RecData, Split, sort_by_time, user_sequences, leave_one_out, cold_item_split, sample_candidates,
                             save_candidates, load_candidates)
 from .templates import Instruction, listwise_instruction, render_prompt
-from .llm import encode, generate, ground_list, fast_cpu_kernels, pad_left, pad_id_of, token_positions
+from .llm import encode, generate, generate_ranked_lists, ground_list, fast_cpu_kernels, pad_left, pad_id_of, token_positions
 from .lora import LoraTrainConfig, TrainResult, train_lora, lora_layers, save_adapter, load_adapter, adapter_names
 from .metrics import ranks_from_lists, ranking_report
 
 # %% auto #0
 __all__ = ['OVERLAP_KINDS', 'user_disjoint_domains', 'title_key', 'remove_overlap', 'molorec_splits', 'histories_before',
-           'training_targets', 'popularity_order', 'candidate_sets', 'listwise_instructions', 'RankedListProcessor',
-           'generate_rankings', 'ranking_outcomes', 'evaluate_rankings', 'adapter_scale', 'LoraMixture', 'grid_search',
-           'TtaResult', 'mean_answer_entropy', 'tta_batches', 'entropy_tta', 'general_pull', 'tta_with_validated_lr',
+           'training_targets', 'popularity_order', 'candidate_sets', 'listwise_instructions', 'generate_rankings',
+           'ranking_outcomes', 'evaluate_rankings', 'adapter_scale', 'LoraMixture', 'grid_search', 'TtaResult',
+           'mean_answer_entropy', 'tta_batches', 'entropy_tta', 'general_pull', 'tta_with_validated_lr',
            'molorec_config', 'init_from_adapter', 'train_adapter']
 
 # %% ../nbs/13_mixing.ipynb #f675e31c
@@ -156,58 +156,6 @@ def listwise_instructions(targets: pd.DataFrame, histories: Sequence[Sequence[st
     return out
 
 # %% ../nbs/13_mixing.ipynb #c3b4786e
-class _Node:
-    __slots__ = ("next", "keys", "end")
-    def __init__(self): self.next, self.keys, self.end = {}, set(), None
-
-def _trie(sequences: Mapping[Any, Sequence[int]]) -> _Node:
-    root = _Node()
-    for key, seq in sequences.items():
-        node = root; node.keys.add(key)
-        for t in seq:
-            node = node.next.setdefault(int(t), _Node()); node.keys.add(key)
-        node.end = key
-    return root
-
-def _entry_ids(tokenizer, k: int, title: str, last: bool) -> list[int]:
-    ids = tokenizer(f"{k}. {title}" + ("" if last else "\n"), add_special_tokens=False)["input_ids"]
-    return list(ids) + ([tokenizer.eos_token_id] if last else [])
-
-def _logits_processor_base():
-    from transformers import LogitsProcessor
-    return LogitsProcessor
-
-class RankedListProcessor(_logits_processor_base()):
-    "Constrain each row's continuation to `1. <candidate>\\n2. <candidate>…` with distinct candidates of its own list."
-    def __init__(self, tokenizer, candidate_lists: Sequence[Sequence[str]], prompt_width: int, top_n: int = 5):
-        self.prompt_width, self.eos = prompt_width, tokenizer.eos_token_id
-        self.tries = []
-        for titles in candidate_lists:
-            n = min(top_n, len(titles))
-            self.tries.append([_trie({j: _entry_ids(tokenizer, k, t, k == n) for j, t in enumerate(titles)}) for k in range(1, n + 1)])
-
-    def allowed(self, row: int, generated: Sequence[int]) -> list[int]:
-        "Token ids row `row` may emit after `generated`."
-        tries, used, k = self.tries[row], set(), 0
-        node = tries[0] if tries else None
-        for t in generated:
-            if node is None: return [self.eos]
-            node = node.next.get(int(t))
-            if node is None: return [self.eos]
-            if node.end is not None:
-                used.add(node.end); k += 1
-                node = tries[k] if k < len(tries) else None
-        if node is None: return [self.eos]
-        ok = [t for t, ch in node.next.items() if ch.keys - used]
-        return ok or [self.eos]
-
-    def __call__(self, input_ids, scores):
-        mask = torch.full_like(scores, float("-inf"))
-        for b in range(scores.shape[0]):
-            mask[b, self.allowed(b, input_ids[b, self.prompt_width:].tolist())] = 0.0
-        return scores + mask
-
-# %% ../nbs/13_mixing.ipynb #0a0adc1a
 def _titles_of(inst: Instruction, titles: Mapping[str, str]) -> dict[str, str]:
     return {c: titles[c] for c in inst.meta["candidates"]}
 
@@ -216,22 +164,8 @@ def generate_rankings(llm, instructions: Sequence[Instruction], titles: Mapping[
     "Greedy answers to listwise instructions; `constrained`: only the candidates' titles, `top_n` of them, can be emitted."
     prompts = [render_prompt(i, llm.tokenizer, style=style) for i in instructions]
     if not constrained: return generate(llm, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
-    if getattr(llm, "backend", None) is not None: raise LlmrecError("constrained decoding needs the transformers backend")
-    from transformers import GenerationConfig, LogitsProcessorList
-    tok, model = llm.tokenizer, llm.model
-    ids = encode(tok, prompts)
-    cfg = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, pad_token_id=pad_id_of(tok),
-                           eos_token_id=tok.eos_token_id)
-    texts = []
-    with torch.inference_mode(), fast_cpu_kernels(model):
-        for s in progress(range(0, len(ids), batch_size), desc="constrained generate"):
-            b_ids, b_mask = pad_left(ids[s:s + batch_size], pad_id_of(tok), llm.device)
-            cands = [list(_titles_of(i, titles).values()) for i in instructions[s:s + batch_size]]
-            proc = RankedListProcessor(tok, cands, b_ids.shape[1], top_n)
-            gen = model.generate(input_ids=b_ids, attention_mask=b_mask, generation_config=cfg,
-                                 logits_processor=LogitsProcessorList([proc]))
-            texts += [t.strip() for t in tok.batch_decode(gen[:, b_ids.shape[1]:], skip_special_tokens=True)]
-    return texts
+    cands = [list(_titles_of(i, titles).values()) for i in instructions]
+    return generate_ranked_lists(llm, prompts, cands, top_n, max_new_tokens, batch_size)
 
 # %% ../nbs/13_mixing.ipynb #78b67e68
 def ranking_outcomes(texts: Sequence[str], instructions: Sequence[Instruction], titles: Mapping[str, str],

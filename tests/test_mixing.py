@@ -14,7 +14,8 @@ from llmrec_nb.lora import lora_layers, load_adapter, save_adapter
 from llmrec_nb.templates import render_prompt
 from llmrec_nb.mixing import (LoraMixture, entropy_tta, mean_answer_entropy, tta_with_validated_lr, grid_search, general_pull,
                               user_disjoint_domains, remove_overlap, molorec_splits, histories_before, listwise_instructions,
-                              generate_rankings, ranking_outcomes, RankedListProcessor, _relative_name)
+                              generate_rankings, ranking_outcomes, _relative_name)
+from llmrec_nb.llm.transformers_engine import RankedListProcessor
 
 torch.set_num_threads(1)
 IDS = torch.tensor([[5, 6, 7, 8, 9, 10, 11]])

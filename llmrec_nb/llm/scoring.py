@@ -8,12 +8,12 @@ from typing import Sequence
 
 import numpy as np
 
-from ..core import progress
+from ..core import LlmrecError, progress
 from .base import LLM
 from .transformers_engine import TransformersBackend
 
 # %% auto #0
-__all__ = ['score_binary', 'score_answers', 'score_candidates', 'rank_candidates', 'generate']
+__all__ = ['score_binary', 'generate_ranked_lists', 'score_answers', 'score_candidates', 'rank_candidates', 'generate']
 
 # %% ../../nbs/03f_scoring.ipynb #17f1de79
 def _backend(llm: LLM):
@@ -22,6 +22,16 @@ def _backend(llm: LLM):
 def score_binary(llm: LLM, prompts: Sequence[str], positive: str = "Yes", negative: str = "No", batch_size: int = 16) -> np.ndarray:
     "P(`positive`) renormalised over the `positive`/`negative` first tokens, for each prompt (the answer follows the prompt directly)."
     return _backend(llm).score_binary(llm, prompts, positive, negative, batch_size)
+
+# %% ../../nbs/03f_scoring.ipynb #a1a3d127
+def generate_ranked_lists(llm: LLM, prompts: Sequence[str], candidate_lists: Sequence[Sequence[str]], top_n: int = 5,
+                          max_new_tokens: int = 96, batch_size: int = 8) -> list[str]:
+    "Greedy answers that can only be a numbered list of `top_n` distinct titles from each prompt's own candidates."
+    if len(prompts) != len(candidate_lists): raise ValueError("one candidate list per prompt")
+    backend = _backend(llm)
+    if not hasattr(backend, "generate_ranked_lists"):
+        raise LlmrecError(f"ranked-list decoding needs a backend that constrains tokens (transformers); {type(backend).__name__} does not")
+    return backend.generate_ranked_lists(llm, list(prompts), [list(c) for c in candidate_lists], top_n, max_new_tokens, batch_size)
 
 # %% ../../nbs/03f_scoring.ipynb #dba5a714
 def score_answers(llm: LLM, prompts: Sequence[str], answers: Sequence[str], batch_size: int = 16) -> np.ndarray:

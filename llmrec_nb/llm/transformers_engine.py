@@ -5,16 +5,18 @@
 # %% ../../nbs/03c_transformers.ipynb #fa69a4d1
 from __future__ import annotations
 import copy, contextlib, inspect
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
+
+from fastcore.basics import patch
 
 from ..core import progress
 from .kernels import fast_cpu_kernels, last_position_only, token_positions
 from .base import LLM, common_prefix, continuation_ids, encode, pad_id_of, pad_left
 
 # %% auto #0
-__all__ = ['TransformersBackend', 'engine_generate', 'last_token_embeddings']
+__all__ = ['TransformersBackend', 'engine_generate', 'RankedListProcessor', 'last_token_embeddings']
 
 # %% ../../nbs/03c_transformers.ipynb #6f8dc10f
 def _accepts(model, arg: str) -> bool:
@@ -413,6 +415,79 @@ def engine_generate(llm: LLM, prompts: Sequence[str], max_new_tokens: int = 64, 
             bar.update(len(part))
         bar.close()
     return out
+
+# %% ../../nbs/03c_transformers.ipynb #4635e6be
+class _Node:
+    __slots__ = ("next", "keys", "end")
+    def __init__(self): self.next, self.keys, self.end = {}, set(), None
+
+def _trie(sequences: Mapping[Any, Sequence[int]]) -> _Node:
+    root = _Node()
+    for key, seq in sequences.items():
+        node = root; node.keys.add(key)
+        for t in seq:
+            node = node.next.setdefault(int(t), _Node()); node.keys.add(key)
+        node.end = key
+    return root
+
+def _entry_ids(tokenizer, k: int, title: str, last: bool) -> list[int]:
+    ids = tokenizer(f"{k}. {title}" + ("" if last else "\n"), add_special_tokens=False)["input_ids"]
+    return list(ids) + ([tokenizer.eos_token_id] if last else [])
+
+def _logits_processor_base():
+    from transformers import LogitsProcessor
+    return LogitsProcessor
+
+class RankedListProcessor(_logits_processor_base()):
+    "Constrain each row's continuation to `1. <candidate>\\n2. <candidate>…` with distinct candidates of its own list."
+    def __init__(self, tokenizer, candidate_lists: Sequence[Sequence[str]], prompt_width: int, top_n: int = 5):
+        self.prompt_width, self.eos = prompt_width, tokenizer.eos_token_id
+        self.tries = []
+        for titles in candidate_lists:
+            n = min(top_n, len(titles))
+            self.tries.append([_trie({j: _entry_ids(tokenizer, k, t, k == n) for j, t in enumerate(titles)}) for k in range(1, n + 1)])
+
+    def allowed(self, row: int, generated: Sequence[int]) -> list[int]:
+        "Token ids row `row` may emit after `generated`."
+        tries, used, k = self.tries[row], set(), 0
+        node = tries[0] if tries else None
+        for t in generated:
+            if node is None: return [self.eos]
+            node = node.next.get(int(t))
+            if node is None: return [self.eos]
+            if node.end is not None:
+                used.add(node.end); k += 1
+                node = tries[k] if k < len(tries) else None
+        if node is None: return [self.eos]
+        ok = [t for t, ch in node.next.items() if ch.keys - used]
+        return ok or [self.eos]
+
+    def __call__(self, input_ids, scores):
+        import torch
+        mask = torch.full_like(scores, float("-inf"))
+        for b in range(scores.shape[0]):
+            mask[b, self.allowed(b, input_ids[b, self.prompt_width:].tolist())] = 0.0
+        return scores + mask
+
+# %% ../../nbs/03c_transformers.ipynb #3a447728
+@patch
+def generate_ranked_lists(self: TransformersBackend, llm, prompts: Sequence[str], candidate_lists: Sequence[Sequence[str]],
+                          top_n: int = 5, max_new_tokens: int = 96, batch_size: int = 8) -> list[str]:
+    "Greedy answers that can only be `1. <title>` … `top_n` distinct titles of each prompt's own candidates."
+    import torch
+    from transformers import GenerationConfig, LogitsProcessorList
+    tok, model, ids = llm.tokenizer, llm.model, encode(llm.tokenizer, list(prompts))
+    cfg = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, pad_token_id=pad_id_of(tok),
+                           eos_token_id=tok.eos_token_id)
+    texts = []
+    with torch.inference_mode(), fast_cpu_kernels(model):
+        for s in progress(range(0, len(ids), batch_size), desc="constrained generate"):
+            b_ids, b_mask = pad_left(ids[s:s + batch_size], pad_id_of(tok), llm.device)
+            proc = RankedListProcessor(tok, candidate_lists[s:s + batch_size], b_ids.shape[1], top_n)
+            gen = model.generate(input_ids=b_ids, attention_mask=b_mask, generation_config=cfg,
+                                 logits_processor=LogitsProcessorList([proc]))
+            texts += [t.strip() for t in tok.batch_decode(gen[:, b_ids.shape[1]:], skip_special_tokens=True)]
+    return texts
 
 # %% ../../nbs/03c_transformers.ipynb #d7fb8f45
 def last_token_embeddings(llm: LLM, texts: Sequence[str], batch_size: int = 32, base: bool = True) -> np.ndarray:

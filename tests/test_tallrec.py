@@ -277,7 +277,7 @@ ROOT = Path(__file__).resolve().parents[1]
 QUICK_BEFORE = {
     'seed': 0, 'dataset': 'ml-100k', 'dataset_kw': {}, 'model': 'smollm2-135m', 'dtype': 'auto', 'device_map': None,
     'backend': 'transformers', 'backend_kw': {}, 'n_samples': 10000,
-    'history_len': 10, 'like_threshold': 3.0, 'ks': [16, 64], 'seeds': [0], 'n_valid': 64, 'n_test': 384, 'epochs': 6,
+    'history_len': 10, 'like_threshold': 3.0, 'ks': [16, 64], 'seeds': [0], 'n_valid': 64, 'n_test': 256, 'epochs': 6,
     'max_steps': 24, 'batch_size': 8, 'grad_accum': 1, 'lr': 0.001, 'patience': 2, 'lora_r': 8, 'lora_alpha': 16,
     'lora_dropout': 0.05, 'eval_batch_size': 16, 'seq_baselines': ['SASRec', 'GRU4Rec'], 'seq_epochs': 50, 'seq_dim': 64,
     'n_boot': 2000, 'full_data_reference': True, 'cross_domain': True, 'book_path': None, 'book_like_threshold': 5.0,

@@ -446,7 +446,7 @@ def predicted_ratings(llm, prompt_groups: Sequence[Sequence[str]], scale: Sequen
     answer's first token when the rating values start with distinct tokens, else from whole-answer likelihoods."""
     if readout not in RATING_READOUTS: raise ValueError(f"rating readout must be one of {RATING_READOUTS}, not {readout!r}")
     values = [f"{v:g}" for v in scale]
-    dist = answer_distribution(llm, prompt_groups, values, batch_size=min(batch_size, 16))
+    dist = answer_distribution(llm, prompt_groups, values, batch_size=min(batch_size, 32))
     if dist is not None: return [_rating_from_probs(d, scale, readout) for d in dist]
     prefixes, conts = [], []
     rows = []                       # (group, prompts of the group scored under this prefix)
@@ -480,7 +480,7 @@ def listwise_orders(llm, instructions: Sequence[Instruction], candidates: Sequen
 # %% ../nbs/14_aggregation.ipynb #ae8ee139
 def llm_topk_utilities(llm, setting: Setting, case: TopKCase, mode: str = "listwise", similar: Mapping[str, str] | None = None,
                        ranking: bool = False, readout: str = "score", top_n: int = 5, seed: int = 0,
-                       batch_size: int = 8, rating_readout: str = "expected") -> LLMUtilities:
+                       batch_size: int = 8, rating_readout: str = "expected", max_new_tokens: int = 96) -> LLMUtilities:
     """LLM utilities over a case's lists, with the items each answer named. `similar` (user → similar user) and
     `ranking` (show the conventional order) are the prompt augmentation, in both modes; `mode` is 'listwise'
     (`readout` 'score' or 'generate') or 'pointwise' (the rating of each item, `rating_readout`)."""
@@ -492,7 +492,8 @@ def llm_topk_utilities(llm, setting: Setting, case: TopKCase, mode: str = "listw
             cands.append(shuffled)
             insts.append(topk_instruction(setting, u, case.split, shuffled, similar=similar.get(u),
                                           ranking=list(lst) if ranking else None, top_n=top_n))
-        orders = listwise_orders(llm, insts, [setting.titles(c) for c in cands], readout, batch_size=batch_size)
+        orders = listwise_orders(llm, insts, [setting.titles(c) for c in cands], readout, max_new_tokens=max_new_tokens,
+                                 batch_size=batch_size)
         back = [[list(lst).index(c[j]) for j in o] for o, c, lst in zip(orders, cands, case.lists)]
         named = np.zeros((len(back), case.k), dtype=bool)
         for r, o in enumerate(back): named[r, [j for j in o if 0 <= j < case.k]] = True

@@ -178,6 +178,13 @@ class RecData:
         "This dataset after `kcore` filtering."
         return self.subset(kcore(self.interactions, k, k_user=k_user, k_item=k_item))
 
+    def sample_users(self, n: int | None, seed: int = 0) -> RecData:
+        "This dataset restricted to `n` of its users drawn with `seed` (itself when `n` is None or not smaller)."
+        users = pd.unique(self.interactions["user"])
+        if n is None or n >= len(users): return self
+        keep = np.random.default_rng(seed).choice(users, n, replace=False)
+        return self.subset(self.interactions[isin_strings(self.interactions["user"], keep)].reset_index(drop=True))
+
     def __repr__(self):
         return f"RecData({self.name!r}: {self.n_users} users, {self.n_items} items, {self.n_interactions} interactions)"
 

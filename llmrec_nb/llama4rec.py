@@ -63,6 +63,7 @@ class Config(PaperConfig):
     instruction_rank_backbone: str = setting("LightGCN", "top-k backbone that writes the listwise instructions")
     instruction_rating_backbone: str = setting("DeepFM", "rating backbone that writes the rating instructions")
     ablation_backbone: str = setting("LightGCN", "backbone of the ablation, the α figure and the data-scaling run")
+    max_users: int | None = setting(None, "users kept per dataset, drawn with `seed` after any k-core filter (None: all)")
     n_eval_users: int | None = setting(None, "users evaluated on validation and test (None: all)")
     n_per_task: int | None = setting(5000, "instructions per task, at most one per user and task (None: all)")
     n_valid_instructions: int = setting(200, "validation instructions per task (LoRA checkpoint choice; not in the paper)")
@@ -100,6 +101,7 @@ class Config(PaperConfig):
     select_metric: str = setting("N@5", "validation metric of the α and mode choice (H@3, N@3, H@5 or N@5)")
     n_boot: int = setting(10000, "bootstrap resamples of the paired comparisons")
     eval_batch_size: int = setting(8, "prompts per batch when the LLM re-ranks")
+    max_new_tokens: int = setting(96, "longest generated listwise answer in tokens (readout generate; top_n numbered titles)")
 
 
     def train_seeds(self) -> list[int]:
@@ -173,6 +175,7 @@ def prepare(spec: str, cfg: Config) -> Prepared:
     path, k = (rest + [None, None])[:2]
     data = load_dataset(name, path) if path else load_dataset(name, **cfg.dataset_kw)
     if k: data = data.kcore(int(k))
+    data = data.sample_users(cfg.max_users, cfg.seed)
     split = leave_one_out(data.interactions)
     setting_ = agg.Setting(data, split, history_len=cfg.history_len)
     inner_split = agg.held_out_last(split)
@@ -180,7 +183,7 @@ def prepare(spec: str, cfg: Config) -> Prepared:
     columns = per_dataset(cfg.user_columns, name), per_dataset(cfg.item_columns, name)
     users_f, items_f = declared_side_features(data, *columns)
     key = {"spec": spec, "dataset_kw": cfg.dataset_kw if not path else {}, "history_len": cfg.history_len,
-           "n_eval_users": cfg.n_eval_users, "seed": cfg.seed, "columns": columns}
+           "n_eval_users": cfg.n_eval_users, "seed": cfg.seed, "columns": columns, **({"max_users": cfg.max_users} if cfg.max_users else {})}
     ctx = Prepared(name, data, split, setting_, inner_split, agg.Setting(data, inner_split, history_len=cfg.history_len), both,
                    sample_users(both, cfg.n_eval_users, cfg.seed), users_f, items_f, list(per_dataset(cfg.attributes, name)),
                    per_dataset(cfg.attribute_examples, name), key)
@@ -486,13 +489,15 @@ class Evaluator:
         "Per split, LLM `llm`'s utilities over the lists of `view` (of `backbone`, `kind`), with or without prompt augmentation."
         c = self.cfg
         key = {"llm": self.llms.keys[llm], **c.engine_key(), "view": view["key"], "augment": augment, "mode": mode, "readout": c.readout,
-               "rating_readout": c.rating_readout, "top_n": c.top_n, "batch": c.eval_batch_size}
+               "rating_readout": c.rating_readout, "top_n": c.top_n, "batch": c.eval_batch_size,
+               **({"max_new_tokens": c.max_new_tokens} if c.readout == "generate" and mode == "listwise" else {})}
 
         def compute():
             model = self.llms.use(llm)
             return {sp: utilities_json(agg.llm_topk_utilities(
                 model, self.ctx.setting, view["cases"][sp], mode, similar=view["similar"][sp] if augment else None, ranking=augment,
-                readout=c.readout, top_n=c.top_n, seed=self.seed, batch_size=c.eval_batch_size, rating_readout=c.rating_readout))
+                readout=c.readout, top_n=c.top_n, seed=self.seed, batch_size=c.eval_batch_size, rating_readout=c.rating_readout,
+                max_new_tokens=c.max_new_tokens))
                     for sp in ("valid", "test")}
         done = self.folder.json_unit(f"{self.where}/utilities/{backbone}/{kind}-{llm}-{mode}", key, compute)
         return {sp: utilities_from_json(u, len(view["cases"][sp].users), view["cases"][sp].k) for sp, u in done.items()}

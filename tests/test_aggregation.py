@@ -346,11 +346,8 @@ def test_full_finetuning_option(syn, tiny, tmp_path):
 
 
 # --------------------------------------------------------- smoke profile
-def test_smoke_profile(tmp_path):
-    out = tmp_path / "l4r-smoke"
-    res = subprocess.run([str(Path(sys.executable).parent / "llmrec"), "reproduce", "--profile", "smoke", "--only", "llama4rec",
-                          "--out", str(out), "--runs", str(tmp_path / "runs")], capture_output=True, text=True, cwd=ROOT, timeout=900)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+def test_smoke_profile(smoke_out):
+    out = smoke_out
     s = json.loads((out / "llama4rec" / "summary.json").read_text())
     smoke = load_profile("smoke")["llama4rec"]
     assert {c["id"] for c in s["claims"]} == {"llama4rec_beats_base_direct", "llama4rec_beats_base_sequential",

@@ -165,15 +165,9 @@ def test_hit_rate_ties_are_broken_by_distance_and_never_overturn_a_hit(setup):
     assert val.score(no_hit_near) <= 0.25 / 2 and math.isclose(val.score(one_hit_far), 0.25, abs_tol=0.5 / 4 / 51 + 1e-12)
     assert ValidationMetric(llm, [], cat, metric="distance").score(no_hit_far) == 3.0     # not a hit rate: no tie-break
 
-def test_paper_notebook_smoke_through_reproduce(tmp_path):
-    root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": str(root), "LLMREC_PROGRESS": "0"}
-    out = tmp_path / "fig"
-    cmd = [sys.executable, "-c", "import sys; from llmrec_nb.cli import main; sys.exit(main(sys.argv[1:]))", "reproduce", "--profile", "smoke", "--only", "soft", "--out", str(out),
-           "--runs", str(tmp_path / "runs")]
-    r = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+def test_paper_notebook_smoke_through_reproduce(smoke_out):
     import json
+    out = smoke_out
     summary = json.loads((out / "soft" / "summary.json").read_text())
     claims = {c["id"]: c for c in summary["claims"]}
     assert set(claims) == {"soft_beats_sft", "sd_data_easier", "self_adaptive_helps"}

@@ -218,12 +218,9 @@ def test_trie_masks_every_other_token():
     assert proc.allowed(0, first + nxt) == [tok.eos_token_id]
     assert set(proc.allowed(0, first + nxt[:len(nxt) - 1])) == {nxt[-1]}
 
-def test_paper_notebook_smoke(tmp_path):
-    from llmrec_nb.reproduce import run_papers
-    runs = run_papers("smoke", only=["molorec"], out=tmp_path / "out", runs_dir=tmp_path / "runs", verbose=False)
-    assert runs[0].ok, runs[0].error
+def test_paper_notebook_smoke(smoke_out):
     import json
-    s = json.loads((tmp_path / "out" / "molorec" / "summary.json").read_text())
+    s = json.loads((smoke_out / "molorec" / "summary.json").read_text())
     claims = {c["id"]: c for c in s["claims"]}
     assert set(claims) == {"molorec_beats_specific_warm", "molorec_beats_general_warm",
                            "molorec_beats_specific_cold", "cold_leans_on_general", "second_round_forgets"}
@@ -240,6 +237,6 @@ def test_paper_notebook_smoke(tmp_path):
     assert {"steps", "skipped", "steps_planned", "prompts"} <= set(tta.columns) and set(tta["seed"]) == {0}   # smoke: one seed
     assert (tta["steps"] + tta["skipped"] == tta["steps_planned"]).all()
     assert s["tables"]["overlap"][0]["removed"] == 0
-    for name in ("table1_warm", "table2_cold", "table3_few_shot"): assert (tmp_path / "out" / "molorec" / f"{name}.md").exists()
+    for name in ("table1_warm", "table2_cold", "table3_few_shot"): assert (smoke_out / "molorec" / f"{name}.md").exists()
     for name in ("weights_warm_vs_cold", "ndcg1_vs_prompts"):
-        assert (tmp_path / "out" / "molorec" / f"{name}.png").exists() and (tmp_path / "out" / "molorec" / f"{name}.pdf").exists()
+        assert (smoke_out / "molorec" / f"{name}.png").exists() and (smoke_out / "molorec" / f"{name}.pdf").exists()

@@ -15,10 +15,8 @@ from llmrec_nb.report import load_profile, notebook_defaults  # noqa: E402
 
 LLMREC = str(Path(sys.executable).parent / "llmrec")
 PAPERS = sorted(p.stem for p in (ROOT / "nbs" / "paper").glob("*.ipynb"))
-# the notebooks that take minutes under paper-check on 2 cores (grids, seeds and three datasets of the paper profile)
-SLOW_PAPERS = ["llama4rec"]   # three datasets x five repetitions x every backbone: over 30 minutes on 2 cores
-LONGEST_FIRST = ["molorec", "itdr", "tallrec", "soft", "baselines"]   # two at a time finish soonest this way
-slow = pytest.mark.skipif(not os.environ.get("LLMREC_SLOW"), reason="slow: set LLMREC_SLOW=1 (minutes on 2 cores)")
+# two at a time finish soonest longest first (seconds on 2 cores: Llama4Rec ~400, MoLoRec ~230, ITDR, TALLRec, SOFT ~100 each)
+LONGEST_FIRST = ["llama4rec", "molorec", "itdr", "tallrec", "soft", "baselines"]
 
 
 @pytest.fixture(scope="module")
@@ -112,14 +110,8 @@ def test_the_paper_profiles_itdr_amazon_source_is_one_category(check_dir):
     assert amazon and all(load_dataset("amazon2023", path).n_interactions > 0 for path in amazon)
 
 
-def test_paper_check_runs_the_quick_paper_notebooks(check_dir):
-    fast = [p for p in PAPERS if p not in SLOW_PAPERS]
-    run_and_check(check_dir, sorted(fast, key=lambda p: LONGEST_FIRST.index(p) if p in LONGEST_FIRST else len(LONGEST_FIRST)))
-
-
-@slow
-def test_paper_check_runs_the_slow_paper_notebooks(check_dir):
-    run_and_check(check_dir, [p for p in PAPERS if p in SLOW_PAPERS])
+def test_paper_check_runs_every_paper_notebook(check_dir):
+    run_and_check(check_dir, sorted(PAPERS, key=lambda p: LONGEST_FIRST.index(p) if p in LONGEST_FIRST else len(LONGEST_FIRST)))
 
 
 def run_and_check(check_dir: Path, papers: list[str]):

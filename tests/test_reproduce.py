@@ -12,10 +12,8 @@ def run_cli(*args, **kw):
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    out = tmp_path_factory.mktemp("figures")
-    runs = tmp_path_factory.mktemp("runs")
-    res = run_cli("reproduce", "--profile", "smoke", "--jobs", "2", "--out", str(out), "--runs", str(runs), timeout=1200)
+def smoke(smoke_run):
+    res, out, _ = smoke_run
     return res, out
 
 
@@ -66,14 +64,12 @@ def _assert_same(a, b, path="summary"):
         assert a == b, f"{path}: {a!r} != {b!r}"
 
 
-def test_baselines_smoke_runs_are_identical(tmp_path):
-    "Two runs of the baselines notebook give the same summary (timings aside): no clock or machine speed in the numbers."
+def test_baselines_smoke_runs_are_identical(tmp_path, smoke_out):
+    "A second run of the baselines notebook gives the first's summary (timings aside): no clock or machine speed in the numbers."
     from llmrec_nb.reproduce import run_papers
-    summaries = []
-    for k in (1, 2):
-        runs = run_papers("smoke", only=["baselines"], out=tmp_path / f"out{k}", runs_dir=tmp_path / f"runs{k}", verbose=False)
-        assert runs[0].ok, runs[0].error
-        summaries.append(_without_timings(json.loads((tmp_path / f"out{k}" / "baselines" / "summary.json").read_text())))
+    runs = run_papers("smoke", only=["baselines"], out=tmp_path / "out", runs_dir=tmp_path / "runs", verbose=False)
+    assert runs[0].ok, runs[0].error
+    summaries = [_without_timings(json.loads((d / "baselines" / "summary.json").read_text())) for d in (smoke_out, tmp_path / "out")]
     assert summaries[0]["tables"]["train_time"] and "stopped_by" in summaries[0]["tables"]["train_time"][0]
     assert all(r["max_seconds"] is None for r in summaries[0]["tables"]["train_time"])   # no time cap by default
     _assert_same(summaries[0], summaries[1])

@@ -53,9 +53,10 @@ SIZE_KEYS: dict[str, dict[str, str]] = {
                 "n_valid_general": "count", "lean_n_users": "count", "few_shot_n_test": "count",
                 "epochs_general": "epochs", "epochs_specific": "epochs", "epochs_joint": "epochs",
                 "baseline_epochs/*": "epochs", "n_boot": "resamples", "max_new_tokens": "tokens"},
-    "llama4rec": {"n_eval_users": "count", "n_per_task": "count", "n_valid_instructions": "count", "da_users": "count",
+    "llama4rec": {"max_users": "count", "n_eval_users": "count", "n_per_task": "count", "n_valid_instructions": "count", "da_users": "count",
                   "attribute_items": "count", "lora_epochs": "epochs", "backbone_kw/<backbones>/epochs": "epochs",
-                  "warmup": "steps", "n_boot": "resamples"},
+                  "warmup": "steps", "n_boot": "resamples",
+                  "max_new_tokens": "tokens"},
 }
 
 # Keys named like sizes that stay as params/paper.yaml sets them, and why.

@@ -6,6 +6,7 @@
 from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol, Sequence, runtime_checkable
+import re, weakref
 
 import numpy as np
 
@@ -72,9 +73,31 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 # %% ../../nbs/03_llm.ipynb #ba3e5c14
+_LAST_LINE = re.compile(r"\n(?=\S)")
+
+def _encoded_text(tokenizer, text: str) -> list[int]:
+    "Token ids of `text` without special tokens, remembered per tokenizer (prompt endings repeat across thousands of prompts)."
+    cache = _TEXT_IDS.setdefault(tokenizer, {})
+    if text not in cache:
+        if len(cache) > 50_000: cache.clear()
+        cache[text] = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return cache[text]
+
+_TEXT_IDS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
 def continuation_ids(tokenizer, prompt: str, continuation: str, prompt_ids: Sequence[int] | None = None) -> list[int]:
-    "Token ids of `continuation` as the model sees them right after `prompt`."
+    """Token ids of `continuation` as the model sees them right after `prompt`. Only the prompt's last line is
+    re-encoded with the continuation when the prompt's tokens end with that line's own tokens (a token boundary at
+    the line start); otherwise the whole prompt is."""
     prompt_ids = list(prompt_ids) if prompt_ids is not None else encode(tokenizer, [prompt])[0]
+    last = None
+    for last in _LAST_LINE.finditer(prompt): pass
+    if last is not None:
+        tail = prompt[last.end():]
+        t_ids = _encoded_text(tokenizer, tail)
+        if t_ids and prompt_ids[len(prompt_ids) - len(t_ids):] == t_ids:
+            full = _encoded_text(tokenizer, tail + continuation)
+            if full[:len(t_ids)] == t_ids and len(full) > len(t_ids): return list(full[len(t_ids):])
     full = encode(tokenizer, [prompt + continuation])[0]
     if full[:len(prompt_ids)] == prompt_ids and len(full) > len(prompt_ids): return full[len(prompt_ids):]
     # the answer merged with the prompt's last token: score it as a separate word instead

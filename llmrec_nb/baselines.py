@@ -48,8 +48,6 @@ class Config(ProfileConfig):
     model_kw: dict = setting({}, "further constructor arguments per model, e.g. {'SASRec': {'max_len': 200}}")
     max_seconds: float | None = setting(None, "opt-in per-model wall-clock cap (machine-dependent results; recorded in train_time)")
 
-    def train_seeds(self) -> list[int]: return list(self.seeds) if self.seeds else [self.seed]
-
 # %% ../nbs/18_baselines.ipynb #228817b9
 def make_model(cfg: Config, name: str, seed: int):
     "Model `name` with `cfg`'s size, epochs, learning rate and extra arguments, seeded."

@@ -104,9 +104,6 @@ class Config(PaperConfig):
     max_new_tokens: int = setting(96, "longest generated listwise answer in tokens (readout generate; top_n numbered titles)")
 
 
-    def train_seeds(self) -> list[int]:
-        return list(self.seeds) if self.seeds else [self.seed]
-
     def specs(self) -> list[str]:
         return list(self.datasets) if self.datasets else [self.dataset]
 

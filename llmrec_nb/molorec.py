@@ -82,9 +82,6 @@ class Config(PaperConfig):
     n_boot: int = setting(10000, "bootstrap resamples of the paired comparisons")
 
 
-    def train_seeds(self) -> list[int]:
-        return [int(s) for s in (self.seeds or [self.seed])]
-
     def metrics(self) -> list[str]:
         "The metrics of Tables 1 and 2, in order."
         return [f"{m}@{k}" for m in ("NDCG", "HR") for k in self.ks]

@@ -280,6 +280,11 @@ class ProfileConfig(RunConfig):
         params = {k: v for k, v in notebook_parameters(prof, cls.PAPER, str(profile), "").items() if k in cls.names()}
         return cls().override(params, f"profile {profile}, section {cls.PAPER}").override(overrides)
 
+    def train_seeds(self) -> list[int]:
+        "The repetitions: the config's `seeds`, or its one `seed` when it has no (or an empty) `seeds` list."
+        seeds = getattr(self, "seeds", None)
+        return [int(s) for s in seeds] if seeds else [int(self.seed)]
+
 @dataclass
 class PaperConfig(ProfileConfig):
     "A paper's settings with an LLM: where its layers go and which engine scores and generates with it."

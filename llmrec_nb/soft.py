@@ -66,9 +66,6 @@ class Config(PaperConfig):
     n_boot: int = setting(10000, "bootstrap resamples of the paired comparisons")
 
 
-    def train_seeds(self) -> list[int]:
-        return list(self.seeds) if self.seeds else [self.seed]
-
     def specs(self) -> list[dict]:
         specs = self.datasets or [{"name": self.dataset, "path": self.dataset_path, "kw": self.dataset_kw}]
         return [{**s, "label": s.get("label") or s["name"]} for s in specs]

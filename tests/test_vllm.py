@@ -1,6 +1,6 @@
 """The vLLM backend on the bundled model against the transformers backend: yes/no scores, candidate scores (prompt
-log-probabilities read through the prefix cache), greedy and beam generation, a LoRA adapter per request, and the
-throughput of both backends on the same prompts. Needs vLLM: `make test-vllm` builds `.venv-vllm` with the CPU build
+log-probabilities read through the prefix cache), greedy and beam generation, a LoRA adapter per request, a TALLRec
+run with `backend: vllm`, and the throughput of both backends on the same prompts. Needs vLLM: `make test-vllm` builds `.venv-vllm` with the CPU build
 and runs this file there; elsewhere it is skipped. One engine is started for the whole module (minutes on a CPU).
 """
 import dataclasses, json, os, time
@@ -211,3 +211,19 @@ def test_lora_adapter_per_request(vl_lora, hf, data, prompts, summary, tmp_path)
     assert np.mean([a == b for a, b in zip(g_hf, g_vl)]) >= 0.75
     cands = list(data[0].items["title"].sample(N_CANDIDATES, random_state=0))   # token by token, with the adapter
     np.testing.assert_allclose(score_candidates(adapted_vl, few[0], cands), score_candidates(adapted_hf, few[0], cands), atol=5e-2)
+
+
+def test_tallrec_run_with_the_vllm_backend_scores_as_transformers(tmp_path, summary):
+    """A paper run with `backend: vllm`: its LoRA adapters train on transformers, every test score comes from one vLLM
+    engine with the adapter applied per request, and the scores are transformers' own."""
+    cfg = tallrec.Config.from_profile("smoke", model="smollm2-135m", dtype="float32", ks=[4], seeds=[0], seq_baselines=["GRU4Rec"],
+                                      full_data_reference=False, cross_domain=False, lr=0.01, epochs=3,
+                                      backend_kw={"max_model_len": 2048})   # three steps at lr 0.01: an adapter that moves P
+    plain = tallrec.run(cfg, tmp_path / "work")
+    on_vllm, seconds = timed(lambda: tallrec.run(cfg.override({"backend": "vllm"}), tmp_path / "work"))  # adapters reused
+    summary["TALLRec smoke run, scoring on vLLM (s, engine start included)"] = round(seconds, 1)
+    for key in (("Zero-shot LLM", 0, 0), ("TALLRec", 4, 0)):
+        diff = float(np.abs(on_vllm.scores[key] - plain.scores[key]).max())
+        summary[f"TALLRec {key[0]} K={key[1]}: max |dP| vLLM vs transformers"] = diff
+        assert diff < 1e-4, (key, diff)
+    assert np.abs(on_vllm.scores[("TALLRec", 4, 0)] - on_vllm.scores[("Zero-shot LLM", 0, 0)]).max() > 1e-2   # the adapter was applied

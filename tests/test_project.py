@@ -51,3 +51,26 @@ def test_papermill_reads_every_parameter(nb):
                 for t in node.targets if isinstance(t, ast.Name)}
     missing = assigned - set(pm.inspect_notebook(str(nb)))
     assert not missing, f"{nb.name}: papermill cannot parse the parameters {sorted(missing)} (simplify their comments)"
+
+
+def test_module_level_imports_need_only_the_base_and_llm_requirements():
+    "What a module imports when it loads comes with `pip install llmrec_nb[llm]`: never from the dev extra alone."
+    import ast, sys
+    from configparser import ConfigParser
+    from importlib.metadata import packages_distributions
+    from packaging.requirements import Requirement
+    cfg = ConfigParser(delimiters=["="]); cfg.read(ROOT / "settings.ini", encoding="utf-8")
+    norm = lambda n: n.lower().replace("_", "-")
+    allowed = {norm(Requirement(r).name) for k in ("requirements", "llm_requirements") for r in cfg["DEFAULT"][k].split()}
+    dists = packages_distributions()
+    missing = {}
+    for path in sorted((ROOT / "llmrec_nb").rglob("*.py")):
+        for node in ast.parse(path.read_text()).body:        # the module's own top level: imports inside functions are optional
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                    [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else []
+            for name in names:
+                top = name.split(".")[0]
+                if top in sys.stdlib_module_names or top in ("llmrec_nb", "__future__"): continue
+                if not {norm(d) for d in dists.get(top, [top])} & allowed:
+                    missing.setdefault(top, []).append(str(path.relative_to(ROOT)))
+    assert not missing, f"imported at module level but not in requirements or llm_requirements: {missing}"

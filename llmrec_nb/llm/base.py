@@ -74,6 +74,7 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 
 # %% ../../nbs/03_llm.ipynb #ba3e5c14
 _LAST_LINE = re.compile(r"\n(?=\S)")
+_TEXT_IDS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()   # tokenizer -> {text: ids}
 
 def _encoded_text(tokenizer, text: str) -> list[int]:
     "Token ids of `text` without special tokens, remembered per tokenizer (prompt endings repeat across thousands of prompts)."
@@ -82,8 +83,6 @@ def _encoded_text(tokenizer, text: str) -> list[int]:
         if len(cache) > 50_000: cache.clear()
         cache[text] = tokenizer(text, add_special_tokens=False)["input_ids"]
     return cache[text]
-
-_TEXT_IDS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 def continuation_ids(tokenizer, prompt: str, continuation: str, prompt_ids: Sequence[int] | None = None) -> list[int]:
     """Token ids of `continuation` as the model sees them right after `prompt`. Only the prompt's last line is

@@ -6,7 +6,7 @@
 from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol, Sequence, runtime_checkable
-import re, weakref
+import functools, re
 
 import numpy as np
 
@@ -74,15 +74,11 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 
 # %% ../../nbs/03_llm.ipynb #ba3e5c14
 _LAST_LINE = re.compile(r"\n(?=\S)")
-_TEXT_IDS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()   # tokenizer -> {text: ids}
 
-def _encoded_text(tokenizer, text: str) -> list[int]:
-    "Token ids of `text` without special tokens, remembered per tokenizer (prompt endings repeat across thousands of prompts)."
-    cache = _TEXT_IDS.setdefault(tokenizer, {})
-    if text not in cache:
-        if len(cache) > 50_000: cache.clear()
-        cache[text] = tokenizer(text, add_special_tokens=False)["input_ids"]
-    return cache[text]
+@functools.lru_cache(maxsize=50_000)
+def _encoded_text(tokenizer, text: str) -> tuple[int, ...]:
+    "Token ids of `text` without special tokens, remembered (prompt endings repeat across thousands of prompts)."
+    return tuple(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 def continuation_ids(tokenizer, prompt: str, continuation: str, prompt_ids: Sequence[int] | None = None) -> list[int]:
     """Token ids of `continuation` as the model sees them right after `prompt`. Only the prompt's last line is
@@ -94,7 +90,7 @@ def continuation_ids(tokenizer, prompt: str, continuation: str, prompt_ids: Sequ
     if last is not None:
         tail = prompt[last.end():]
         t_ids = _encoded_text(tokenizer, tail)
-        if t_ids and prompt_ids[len(prompt_ids) - len(t_ids):] == t_ids:
+        if t_ids and tuple(prompt_ids[len(prompt_ids) - len(t_ids):]) == t_ids:
             full = _encoded_text(tokenizer, tail + continuation)
             if full[:len(t_ids)] == t_ids and len(full) > len(t_ids): return list(full[len(t_ids):])
     full = encode(tokenizer, [prompt + continuation])[0]
